@@ -1,0 +1,45 @@
+# The two commands of the README:
+#   make run    the agent suite on this machine (under supervisord)
+#   make test   the whole test suite (installs and starts what it needs)
+# Everything runs from a virtual environment in .venv, built on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint ctl tap bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	install/run-local.sh
+
+test: $(STAMP)
+	install/test-env.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# `make ctl ARGS="status"` — supervisorctl against the suite started by `make run`.
+ctl: $(STAMP)
+	install/run-local.sh ctl $(ARGS)
+
+# `make tap ARGS="metrics."` — watch the bus of the suite started by `make run`.
+tap: $(STAMP)
+	install/run-local.sh tap $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/bus.py
+	$(BIN)/python bench/footprint.py
+
+clean:
+	rm -rf $(VENV) .build

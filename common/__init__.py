@@ -1,0 +1,1 @@
+"""Shared library of the orchestrator agent: config, logging, the bus and its wire format."""

@@ -1,0 +1,123 @@
+"""The one configuration object of every agent process.
+
+`Config.load(argv, environ)` is called once, in a process's `main()`, and is the only place
+that reads `ORCH_*` environment variables.  Everything below `main()` receives the frozen
+object, which is what lets tests build services against private run directories.
+
+CLI flags override the environment; the environment overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the agent cannot work with."""
+
+
+@dataclass(frozen=True)
+class Config:
+    cloud_url: str = "https://api.getedge.me"
+    mtls_dir: Path = Path("~/.mtls")  # expanded when the config is loaded
+    ca_file: Path | None = None
+    state_dir: Path = Path("/var/orchestrator")
+    run_dir: Path = Path("/run/orchestrator")
+    log_level: str = "INFO"
+    log_retention_days: int = 14
+    log_max_file_mb: int = 64
+    runtime_image: str = "ghcr.io/autonomy-logic/openplc-runtime"
+    heartbeat_interval: float = 5.0
+    metrics_interval: float = 5.0
+    beat_interval: float = 2.0
+    reconnect_max: float = 5.0
+    rpc_timeout: float = 8.0
+    internal_pool: str = "172.30.0.0/16"
+    internal_prefix: int = 28
+
+    # env name -> field name; every field can be set from the environment.
+    @staticmethod
+    def env_name(field_name: str) -> str:
+        return "ORCH_" + field_name.upper()
+
+    @classmethod
+    def load(
+        cls,
+        argv: Sequence[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        prog: str | None = None,
+        description: str | None = None,
+        parser: argparse.ArgumentParser | None = None,
+    ) -> tuple[Config, argparse.Namespace]:
+        """Build the config from the environment and CLI flags.
+
+        Returns the config and the parsed namespace, so a program can add flags of its own
+        to `parser` and read them back.
+        """
+        env = os.environ if environ is None else environ
+        parser = parser or argparse.ArgumentParser(prog=prog, description=description)
+        _add_flags(parser)
+        args = parser.parse_args(list(argv) if argv is not None else None)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw: object | None = getattr(args, f.name, None)
+            if raw is None:
+                raw = env.get(cls.env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        values.setdefault("mtls_dir", Path(str(cls.mtls_dir)).expanduser())
+        config = cls(**values)  # type: ignore[arg-type]
+        config.check()
+        return config, args
+
+    def check(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        for name in ("heartbeat_interval", "metrics_interval", "beat_interval", "rpc_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if not 16 <= self.internal_prefix <= 30:
+            raise ConfigError("internal_prefix must be between 16 and 30")
+        # A unix socket path is limited to 107 bytes; leave room for the endpoint names.
+        if len(str(self.run_dir)) > 80:
+            raise ConfigError(f"run directory path is too long for ipc endpoints: {self.run_dir}")
+
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def debug_log_dir(self) -> Path:
+        return self.state_dir / "debug"
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", dest="log_level", type=str.upper, choices=LOG_LEVELS)
+    parser.add_argument("--state-dir", dest="state_dir")
+    parser.add_argument("--run-dir", dest="run_dir")
+    parser.add_argument("--cloud-url", dest="cloud_url")
+    parser.add_argument("--mtls-dir", dest="mtls_dir")
+    parser.add_argument("--ca-file", dest="ca_file")
+    parser.add_argument("--runtime-image", dest="runtime_image")
+
+
+def _convert(name: str, type_name: object, raw: object) -> object:
+    text = str(raw)
+    kind = str(type_name)
+    try:
+        if "Path" in kind:
+            return Path(text).expanduser()
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError as exc:
+        raise ConfigError(f"{Config.env_name(name)}={text!r}: {exc}") from None
+    if name == "log_level":
+        return text.upper()
+    return text

@@ -1,0 +1,136 @@
+"""Logging for every agent process, configured once in `main()`.
+
+Three destinations:
+
+* stderr at the configured level — supervisord forwards it to the container's stdout, so
+  it is what `docker logs` shows;
+* `<state>/logs/orchestrator-logs-YYYY-MM-DD.log` at the configured level;
+* `<state>/debug/orchestrator-debug-YYYY-MM-DD.log` at DEBUG.
+
+All processes append to the same daily files.  Each record is written with one `write()`
+on an `O_APPEND` descriptor, so lines of different processes interleave but never tear.
+A file that reaches its size cap stops taking records for the day (with one marker line),
+and files older than the retention period are deleted at each day change, so the logs
+cannot fill a disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from common.config import Config
+
+FORMAT = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
+
+
+class DailyFileHandler(logging.Handler):
+    """Appends records to `<dir>/<prefix>-YYYY-MM-DD.log`, one file per local day."""
+
+    def __init__(
+        self,
+        directory: Path,
+        prefix: str,
+        retention_days: int,
+        max_bytes: int,
+        level: int = logging.NOTSET,
+    ) -> None:
+        super().__init__(level)
+        self.directory = directory
+        self.prefix = prefix
+        self.retention_days = retention_days
+        self.max_bytes = max_bytes
+        self._day: dt.date | None = None
+        self._fd: int | None = None
+        self._full = False
+        self._io_lock = threading.Lock()
+
+    def path_for(self, day: dt.date) -> Path:
+        return self.directory / f"{self.prefix}-{day.isoformat()}.log"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "replace")
+            with self._io_lock:
+                fd = self._current_fd()
+                if fd is None:
+                    return
+                if os.fstat(fd).st_size + len(line) > self.max_bytes:
+                    if not self._full:
+                        self._full = True
+                        os.write(fd, b"--- size cap reached, further records dropped today ---\n")
+                    return
+                os.write(fd, line)
+        except Exception:  # logging must never take a process down
+            self.handleError(record)
+
+    def _current_fd(self) -> int | None:
+        today = dt.date.today()
+        if today != self._day or self._fd is None:
+            self._close_fd()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path_for(today), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._day = today
+            self._full = False
+            self.prune(today)
+        return self._fd
+
+    def prune(self, today: dt.date) -> None:
+        """Delete this handler's files older than the retention period."""
+        oldest = today - dt.timedelta(days=self.retention_days)
+        for path in self.directory.glob(f"{self.prefix}-*.log"):
+            stamp = path.stem[len(self.prefix) + 1 :]
+            try:
+                day = dt.date.fromisoformat(stamp)
+            except ValueError:
+                continue
+            if day < oldest:
+                path.unlink(missing_ok=True)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        with self._io_lock:
+            self._close_fd()
+        super().close()
+
+
+def setup_logging(config: Config, process_name: str, files: bool = True) -> None:
+    """Configure the root logger for one agent process."""
+    import multiprocessing
+
+    multiprocessing.current_process().name = process_name
+    level = getattr(logging, config.log_level)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.DEBUG if files else level)
+    formatter = logging.Formatter(FORMAT)
+
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(level)
+    stderr.setFormatter(formatter)
+    root.addHandler(stderr)
+
+    if files:
+        cap = config.log_max_file_mb * 1024 * 1024
+        main_file = DailyFileHandler(
+            config.log_dir(), "orchestrator-logs", config.log_retention_days, cap, level
+        )
+        debug_file = DailyFileHandler(
+            config.debug_log_dir(), "orchestrator-debug", config.log_retention_days, cap
+        )
+        for handler in (main_file, debug_file):
+            handler.setFormatter(formatter)
+            root.addHandler(handler)
+    # Third-party chatter at DEBUG would drown ours and fill the debug file.
+    for noisy in ("asyncio", "urllib3", "docker", "engineio", "socketio", "aiohttp", "pyroute2"):
+        logging.getLogger(noisy).setLevel(max(level, logging.INFO))

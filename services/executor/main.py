@@ -1,0 +1,16 @@
+"""Entry point of the executor process."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from common.service import BusPresence, run_service
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_service("executor", BusPresence, argv, description=__doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

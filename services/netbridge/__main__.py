@@ -1,0 +1,5 @@
+import sys
+
+from services.netbridge.main import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from services.tap.main import main
+
+sys.exit(main())
