@@ -1,0 +1,86 @@
+"""Helpers shared by the tests: bounded waiting, private directories, agent processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll until `condition()` is truthy; return its value or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+async def async_wait_for(condition: Callable[[], Awaitable[Any]], timeout: float,
+                         interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@contextmanager
+def short_tmpdir(prefix: str = "oat") -> Iterator[Path]:
+    """A private directory with a short path (ipc socket paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def agent_env(base: Path, **extra: str) -> dict[str, str]:
+    """Environment for agent processes whose state and bus live under `base`."""
+    env = dict(os.environ)
+    env.update({
+        "ORCH_STATE_DIR": str(base / "state"),
+        "ORCH_RUN_DIR": str(base / "run"),
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def start_module(module: str, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    handle = open(log, "ab")  # noqa: SIM115 - the child keeps it; closed with the process
+    try:
+        return subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=ROOT,
+                                stdout=handle, stderr=subprocess.STDOUT)
+    finally:
+        handle.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(timeout)

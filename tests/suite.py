@@ -1,0 +1,68 @@
+"""The agent suite under a real supervisord, in a private directory, for tests."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from tests.helpers import BIN, ROOT, agent_env, wait_for
+
+PROGRAMS = ("gateway", "executor", "metrics", "netbridge")
+
+
+class Suite:
+    def __init__(self, base: Path, **env: str) -> None:
+        self.base = base
+        self.env = agent_env(base, **env)
+        (base / "run").mkdir(mode=0o700, exist_ok=True)
+        self.log = base / "supervisord.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "supervisord"), "-c", str(ROOT / "supervisord.conf")],
+                env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+    def ctl(self, *args: str) -> str:
+        result = subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(ROOT / "supervisord.conf"), *args],
+            env=self.env, capture_output=True, text=True, timeout=30)
+        return result.stdout
+
+    def status(self) -> dict[str, tuple[str, int | None]]:
+        """Program name → (state, pid)."""
+        states: dict[str, tuple[str, int | None]] = {}
+        for line in self.ctl("status").splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                pid = re.search(r"pid (\d+)", line)
+                states[parts[0]] = (parts[1], int(pid.group(1)) if pid else None)
+        return states
+
+    def wait_running(self, timeout: float = 30, programs: tuple[str, ...] = PROGRAMS) -> dict[
+            str, tuple[str, int | None]]:
+        def all_running() -> dict[str, tuple[str, int | None]] | None:
+            states = self.status()
+            ok = all(states.get(p, ("", None))[0] == "RUNNING" for p in programs)
+            return states if ok else None
+        return wait_for(all_running, timeout, interval=0.2, what=f"{programs} RUNNING")  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def bin_path(name: str) -> str:
+    return str(BIN / name)
