@@ -7,8 +7,9 @@ verbatim and whose ``field`` names the offending key (``vnic_configs[1].mac_addr
 
 Every topic starts with the common optional fields ``correlation_id`` (number),
 ``action`` (string) and ``requested_at`` (ISO-8601, trailing ``Z`` accepted); they are
-carried on the :class:`Command` itself, never in ``params``. A JSON ``null`` counts as an
-absent field. Unknown keys are ignored and never forwarded.
+carried on the :class:`Command` itself, never in ``params``. A JSON ``null`` in an optional
+field counts as absent; in a required one it is the wrong type. Unknown keys are ignored
+and never forwarded.
 
 Decisions beyond the protocol text:
 
@@ -46,7 +47,15 @@ from services.gateway.schema import (
     validation_text,
 )
 
-__all__ = ["CONTRACTS", "TOPICS", "Command", "ContractError", "echo_correlation_id", "validate"]
+__all__ = [
+    "CONTRACTS",
+    "TOPICS",
+    "Command",
+    "ContractError",
+    "echo_correlation_id",
+    "safe_correlation_id",
+    "validate",
+]
 
 DEFAULT_PERIOD = "1h"
 DEFAULT_PORT = 8443
@@ -252,7 +261,11 @@ def echo_correlation_id(payload: Any) -> int | float | None:
     """
     if not isinstance(payload, dict):
         return None
-    value = payload.get("correlation_id")
+    return safe_correlation_id(payload.get("correlation_id"))
+
+
+def safe_correlation_id(value: Any) -> int | float | None:
+    """``value`` if it is a number JSON and msgpack can both carry, else ``None``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if isinstance(value, float) and not math.isfinite(value):

@@ -4,7 +4,8 @@ A :class:`Contract` is an ordered tuple of :class:`Field` rows. :func:`check_obj
 walks the rows in order and stops at the first failure, so the error a client sees is
 always the earliest field that is wrong. For each field it does, in this order:
 
-1. presence (``None`` counts as absent; an alias such as ``ip`` stands for its field),
+1. presence (an alias such as ``ip`` stands for its field; ``null`` counts as absent for
+   an optional field and as the wrong type for a required one),
 2. type, with the exact texts the cloud may match on (:data:`TYPE_TEXTS`),
 3. size (strings and lists, before anything iterates over them),
 4. items of a list (a kind per item, or a nested contract per item),
@@ -146,13 +147,20 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}{name}" if name.startswith("[") else f"{prefix}.{name}"
 
 
+_ABSENT = object()
+
+
 def _lookup(obj: Mapping[str, Any], field: Field, path: str) -> Any:
-    """The field's value, honouring aliases; ``None`` when absent or null."""
-    found = [(key, obj[key]) for key in (field.name, *field.aliases) if obj.get(key) is not None]
-    if len(found) > 1 and any(v != found[0][1] for _, v in found[1:]):
-        keys = " and ".join(k for k, _ in found)
-        raise ContractError(validation_text(path, f"{keys} disagree"), path)
-    return found[0][1] if found else None
+    """The field's value, honouring aliases: ``_ABSENT`` when no key is there, ``None``
+    when only nulls are."""
+    keys = [key for key in (field.name, *field.aliases) if key in obj]
+    found = [(key, obj[key]) for key in keys if obj[key] is not None]
+    if not found:
+        return None if keys else _ABSENT
+    if any(value != found[0][1] for _, value in found[1:]):
+        names = " and ".join(key for key, _ in found)
+        raise ContractError(validation_text(path, f"{names} disagree"), path)
+    return found[0][1]
 
 
 def check_object(contract: Contract, obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,9 +169,10 @@ def check_object(contract: Contract, obj: Mapping[str, Any], prefix: str = "") -
     for field in contract.fields:
         path = _join(prefix, field.name)
         value = _lookup(obj, field, path)
-        if value is None:
-            if field.required:
-                raise ContractError(missing_text(field.name), path)
+        if value is _ABSENT and field.required:
+            raise ContractError(missing_text(field.name), path)
+        if value is _ABSENT or (value is None and not field.required):
+            # An optional null means "not given", as the cloud's optional fields do.
             out[field.name] = field.absent_value()
             continue
         out[field.name] = _check_value(field, value, out, path)

@@ -112,7 +112,7 @@ def dns_servers(value: list[str], _ctx: Mapping[str, Any]) -> list[str]:
         try:
             out.append(str(parse_ipv4(text)))
         except Invalid as exc:
-            raise Invalid(exc.reason, field=f"dns[{i}]") from None
+            raise Invalid(exc.reason, field=f"[{i}]") from None
     return out
 
 
