@@ -76,6 +76,7 @@ _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")  # an HTTP header name (RFC 9110)
 
 
 def _container_name(name: str, limit: int) -> str:
@@ -234,8 +235,8 @@ def headers(value: Mapping[str, Any], _ctx: Mapping[str, Any]) -> dict[str, str]
         raise Invalid(f"has more than {HEADERS_MAX} headers")
     out: dict[str, str] = {}
     for name, raw in value.items():
-        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}", name):
-            raise Invalid(f"{name[:40]!r} is not a valid header name")
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise Invalid(f"{str(name)[:40]!r} is not a valid header name")
         if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
             raise Invalid(f"value of header {name!r} must be a string")
         text = raw if isinstance(raw, str) else str(raw)
@@ -260,8 +261,8 @@ def query_params(value: Mapping[str, Any], _ctx: Mapping[str, Any]) -> dict[str,
         raise Invalid(f"has more than {QUERY_PARAMS_MAX} entries")
     out: dict[str, Any] = {}
     for key, raw in value.items():
-        if len(key) > DEFAULT_STRING_MAX:
-            raise Invalid(f"has a key longer than {DEFAULT_STRING_MAX} characters")
+        if not isinstance(key, str) or len(key) > DEFAULT_STRING_MAX:
+            raise Invalid(f"keys must be strings of at most {DEFAULT_STRING_MAX} characters")
         if isinstance(raw, list):
             if len(raw) > QUERY_PARAMS_MAX or not all(_query_scalar(v) for v in raw):
                 raise Invalid(f"value of {key[:40]!r} must be a scalar or a short list of scalars")
@@ -332,7 +333,9 @@ def files(value: Mapping[str, Any], _ctx: Mapping[str, Any]) -> dict[str, dict[s
         raise Invalid(f"has more than {FILES_MAX} files")
     out = {}
     for field, entry in value.items():
-        if not field or len(field) > DEFAULT_STRING_MAX or _CONTROL.search(field):
-            raise Invalid("has an empty, overlong or unprintable form field name")
+        if not isinstance(field, str) or not field or len(field) > DEFAULT_STRING_MAX:
+            raise Invalid("has an empty, overlong or non-string form field name")
+        if _CONTROL.search(field):
+            raise Invalid("has a form field name with control characters")
         out[field] = _file_entry(field, entry)
     return out

@@ -967,3 +967,9 @@ def test_mutated_payloads_yield_a_command_or_a_contract_error(topic: str) -> Non
             json.dumps(cmd.params, allow_nan=False)
 
     check()
+
+
+@pytest.mark.parametrize("field", ["headers", "params", "files"])
+def test_non_string_keys_are_contract_errors(field: str) -> None:
+    # JSON cannot carry them, but a payload decoded from another encoding could.
+    assert run_error(**{field: {1: "x"}}).field == field
