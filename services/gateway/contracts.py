@@ -23,10 +23,17 @@ Decisions beyond the protocol text:
   answered by the executor with an HTTP 400); ``api`` always starts with ``/``; header
   values that are numbers are turned into strings; ``files[*].content_type`` defaults
   to ``application/octet-stream``.
+* A missing key inside a vNIC is reported with its own name, as the cloud knows it
+  (``Missing required field: 'Missing key: name'``); ``field`` carries the full path.
+* vNICs (normalised shape in :mod:`services.gateway.vnics`): at least one; an
+  ``ip_address`` must also lie inside ``parent_subnet`` when both are given; two vNICs
+  whose parent subnet is unknown count as the same MACVLAN network when they share a
+  parent, since detection would give both the same one.
 * Size limits (see :mod:`services.gateway.validators`): strings 256 characters unless
-  stated, 16 vNICs, 8 DNS servers, 64 headers, 256 query parameters, 16 files,
-  ``api`` 4096, ``data`` 32 levels deep and 100 000 values. Lengths are checked before
-  anything iterates, so an oversized payload costs little; the gateway caps raw size.
+  stated, ``method`` 32, 16 vNICs, 8 DNS servers, 64 headers, 256 query parameters,
+  16 files, ``api`` 4096, ``data`` 32 levels deep and 100 000 values, integers within
+  64 bits. Lengths are checked before anything iterates, so an oversized payload costs
+  little; the gateway caps the raw size.
 """
 
 from __future__ import annotations

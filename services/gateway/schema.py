@@ -7,7 +7,7 @@ always the earliest field that is wrong. For each field it does, in this order:
 1. presence (an alias such as ``ip`` stands for its field; ``null`` counts as absent for
    an optional field and as the wrong type for a required one),
 2. type, with the exact texts the cloud may match on (:data:`TYPE_TEXTS`),
-3. size (strings and lists, before anything iterates over them),
+3. size (strings, lists and objects, before anything iterates over them),
 4. items of a list (a kind per item, or a nested contract per item),
 5. the field's meaning check, which sees the fields normalised before it.
 

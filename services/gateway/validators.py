@@ -73,10 +73,11 @@ class Invalid(Exception):
 # --- names --------------------------------------------------------------------------
 
 _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_IFNAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{IFNAME_MAX}}}")
 _IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")  # an HTTP header name (RFC 9110)
+# An HTTP header name is an RFC 9110 token.
+_TOKEN = re.compile(rf"[!#$%&'*+.^_`|~0-9A-Za-z-]{{1,{HEADER_NAME_MAX}}}")
 
 
 def _container_name(name: str, limit: int) -> str:
