@@ -8,6 +8,12 @@ commands to agents and reports their heartbeats. It never talks to Docker.
 
 from __future__ import annotations
 
-from devcloud.errors import AckTimeout, AgentNotConnected, DevCloudError, PkiError, ProvisioningError
+from devcloud.errors import (
+    AckTimeout,
+    AgentNotConnected,
+    DevCloudError,
+    PkiError,
+    ProvisioningError,
+)
 
 __all__ = ["AckTimeout", "AgentNotConnected", "DevCloudError", "PkiError", "ProvisioningError"]

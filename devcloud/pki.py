@@ -18,7 +18,6 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -31,7 +30,7 @@ from devcloud.fsutil import ensure_private_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -52,7 +51,7 @@ _BACKDATE = dt.timedelta(minutes=5)
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,9 @@ class PkiPaths:
         return self.directory / SERVER_KEY
 
     def exists(self) -> bool:
-        return all(p.is_file() for p in (self.ca_cert, self.ca_key, self.server_cert, self.server_key))
+        return all(
+            p.is_file() for p in (self.ca_cert, self.ca_key, self.server_cert, self.server_key)
+        )
 
 
 # --------------------------------------------------------------------------- keys
@@ -234,9 +235,15 @@ def make_ca(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -288,9 +295,15 @@ def _leaf_builder(
 
 def _leaf_key_usage() -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=True,
-        data_encipherment=False, key_agreement=False, key_cert_sign=False,
-        crl_sign=False, encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=True,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
