@@ -404,7 +404,8 @@ def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
     try:
         csr = x509.load_pem_x509_csr(pem)
     except ValueError as exc:
-        raise PkiError(f"not a PEM certificate signing request: {exc}") from exc
+        log.debug("CSR not loadable: %s", exc)
+        raise PkiError("not a PEM certificate signing request") from exc
     try:
         valid = csr.is_signature_valid
     except (InvalidSignature, ValueError) as exc:
