@@ -154,9 +154,7 @@ def cmd_acks(args: argparse.Namespace) -> int:
 def cmd_enroll(args: argparse.Namespace) -> int:
     cafile = Path(args.cacert) if args.cacert else None
     try:
-        creds = asyncio.run(
-            enroll(args.url, Path(args.out), cafile=cafile, key_kind=args.key_type)
-        )
+        creds = asyncio.run(enroll(args.url, Path(args.out), cafile=cafile, key_kind=args.key_type))
     except (aiohttp.ClientError, OSError) as exc:
         print(f"devcloud: enrolment failed: {exc}", file=sys.stderr)
         return EXIT_ERROR

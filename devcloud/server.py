@@ -159,11 +159,11 @@ class DevCloud:
     async def _serve(
         self, app: web.Application, host: str, port: int, ctx: ssl.SSLContext | None
     ) -> int:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._runners.append(runner)
         sock = _bind(host, port)
-        site = web.SockSite(runner, sock, ssl_context=ctx, shutdown_timeout=1.0)
+        site = web.SockSite(runner, sock, ssl_context=ctx)
         await site.start()
         return int(sock.getsockname()[1])
 
