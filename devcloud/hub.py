@@ -29,7 +29,7 @@ from devcloud.registry import Registry
 
 log = logging.getLogger(__name__)
 
-PEER_CERT_KEY = "devcloud.peer_cert_der"
+PEER_CERT_KEY: web.RequestKey[bytes] = web.RequestKey("devcloud.peer_cert_der", bytes)
 HEARTBEAT_HISTORY = 1000
 INTERVAL_HISTORY = 50
 RECORD_HISTORY = 10000

@@ -203,7 +203,7 @@ def _validity(
     return start, end
 
 
-def _signing_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+def _signing_hash(key: PrivateKey) -> hashes.SHA256:
     return hashes.SHA256()
 
 

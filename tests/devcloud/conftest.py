@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -40,7 +40,7 @@ def heartbeat_payload(agent_id: str) -> dict[str, Any]:
 async def agent_client(
     url: str,
     ctx: ssl.SSLContext,
-    handlers: dict[str, Callable[..., Awaitable[Any]]] | None = None,
+    handlers: Mapping[str, Callable[..., Awaitable[Any]]] | None = None,
     *,
     connect: bool = True,
 ) -> AsyncIterator[socketio.AsyncClient]:
