@@ -143,7 +143,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             seen += 1
             if args.count is not None and seen >= args.count:
                 break
-    return 0 if seen or args.count is None else EXIT_TIMEOUT
+    return 0 if args.count is None or seen >= args.count else EXIT_TIMEOUT
 
 
 def cmd_acks(args: argparse.Namespace) -> int:

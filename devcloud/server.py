@@ -159,7 +159,9 @@ class DevCloud:
     async def _serve(
         self, app: web.Application, host: str, port: int, ctx: ssl.SSLContext | None
     ) -> int:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        # Open websockets and admin long-polls only end when cut, so a long
+        # grace period would only delay every stop.
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
         self._runners.append(runner)
         sock = _bind(host, port)
@@ -172,6 +174,9 @@ class DevCloud:
             for agent in self._hub.agents():
                 if agent["connected"]:
                     await self._hub.disconnect_agent(agent["id"])
+            # Ends Engine.IO's background tasks and open websockets, so the
+            # runner below does not wait for them.
+            await self._hub.sio.shutdown()
         while self._runners:
             await self._runners.pop().cleanup()
         run_file = self.directory / RUN_FILE

@@ -43,6 +43,7 @@ async def agent_client(
     handlers: Mapping[str, Callable[..., Awaitable[Any]]] | None = None,
     *,
     connect: bool = True,
+    transports: list[str] | None = None,
 ) -> AsyncIterator[socketio.AsyncClient]:
     """A python-socketio client configured like the agent's gateway (no reconnection)."""
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
@@ -51,7 +52,7 @@ async def agent_client(
         client.on(name, handler)
     try:
         if connect:
-            await client.connect(url, wait_timeout=5)
+            await client.connect(url, wait_timeout=5, transports=transports)
         yield client
     finally:
         if client.connected:

@@ -236,3 +236,24 @@ def test_cloud_side_disconnect_and_reconnect(tmp_path: Path) -> None:
             assert agent["connections"] == 2
 
     run(scenario())
+
+
+def test_websocket_only_client_is_identified_and_stop_drops_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cloud = _cloud(tmp_path)
+        await cloud.start()
+        creds = cloud.issue_credentials(tmp_path / "mtls")
+        gone = asyncio.Event()
+
+        async def on_disconnect(*_: Any) -> None:
+            gone.set()
+
+        handlers = {"disconnect": on_disconnect}
+        ctx = creds.ssl_context()
+        async with agent_client(cloud.url, ctx, handlers, transports=["websocket"]) as client:
+            assert client.transport() == "websocket"
+            assert await cloud.wait_connected(creds.agent_id, 5)
+            await cloud.stop()
+            await asyncio.wait_for(gone.wait(), 5)
+
+    run(scenario())
