@@ -1,0 +1,3 @@
+from devcloud.cli import main
+
+raise SystemExit(main())
