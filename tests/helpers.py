@@ -67,7 +67,8 @@ def agent_env(base: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_module(module: str, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+def start_module(module: str, env: dict[str, str], log: Path,
+                 *args: str) -> subprocess.Popen[bytes]:
     handle = open(log, "ab")  # noqa: SIM115 - the child keeps it; closed with the process
     try:
         return subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=ROOT,

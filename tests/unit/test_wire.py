@@ -82,7 +82,7 @@ def _frames(head: Any = None, body: Any = None, topic: bytes = b"t.x") -> list[b
 @pytest.mark.parametrize(("frames", "reason"), [
     ([b"t", b"\xc1garbage", b"\x80"], "undecodable"),
     (_frames()[:2], "frame_count"),
-    (_frames() + [b""], "frame_count"),
+    ([*_frames(), b""], "frame_count"),
     (_frames(head={"v": 2, "id": "i", "ts": 1.0, "src": "s", "seq": 1}), "wrong_version"),
     (_frames(head={"v": 1, "id": "i", "ts": 1.0, "src": "s"}), "missing_field"),
     (_frames(head={"v": 1, "id": 5, "ts": 1.0, "src": "s", "seq": 1}), "bad_header"),
