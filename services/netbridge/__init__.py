@@ -1,0 +1,1 @@
+"""Netbridge: the netmon socket client and the host interface cache."""
