@@ -29,6 +29,10 @@ DEBOUNCE = 0.3
 EVENT_WAIT = DEBOUNCE + 3.0
 
 
+def has_addresses(n: int) -> Callable[[dict], bool]:
+    return lambda d: len(d["ipv4_addresses"]) == n
+
+
 def by_name(interfaces: list[dict]) -> dict[str, dict]:
     return {i["interface"]: i for i in interfaces}
 
@@ -231,13 +235,9 @@ def test_two_clients_and_a_client_that_never_reads(
         b.discovery()
         for n in range(3):
             ip(lan, "addr", "add", f"198.51.100.{50 + n}/24", "dev", "oat0")
-            want = 2 + n
-            got_a = a.wait_change(
-                "oat0", lambda d, w=want: len(d["ipv4_addresses"]) == w, EVENT_WAIT
-            )
-            got_b = b.wait_change(
-                "oat0", lambda d, w=want: len(d["ipv4_addresses"]) == w, EVENT_WAIT
-            )
+            pred = has_addresses(2 + n)
+            got_a = a.wait_change("oat0", pred, EVENT_WAIT)
+            got_b = b.wait_change("oat0", pred, EVENT_WAIT)
             assert got_a == got_b
         a.close()
         b.close()
