@@ -110,11 +110,20 @@ async def serve(state_dir: Path, debounce: float) -> int:
         await monitor.stop()
         await server.stop()
         return 1
-    await stop.wait()
-    log.info("stopping")
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(monitor.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if failed.done():
+        log.error("monitoring failed: %r", failed.exception())
+        code = 1
+    else:
+        log.info("stopping")
+    for task in (stopped, failed):
+        task.cancel()
     await server.stop()
     await monitor.stop()
-    return 0
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -110,14 +110,19 @@ class Monitor:
             asyncio.create_task(self._flush_loop(), name="netmon-flush"),
         ]
 
+    async def wait(self) -> None:
+        """Raise once a monitoring task has ended, which only a bug can cause; the
+        caller should then exit so that the container is restarted."""
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+        raise RuntimeError("netlink monitoring stopped")
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        # A task that already failed has been reported through wait().
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._events is not None:
             self._events.close()

@@ -1,4 +1,4 @@
-"""Receive-buffer overrun on the event socket: lost events, then a full re-read."""
+"""The Monitor in-process: netlink overruns and unexpected failures."""
 
 from __future__ import annotations
 
@@ -42,6 +42,25 @@ def test_enobufs_triggers_full_rediscovery(lan: str) -> None:
             assert len(state.addresses) == 200
             assert "192.0.2.10" not in {a.address for a in state.addresses}
             assert changes and changes[-1] == state
+        finally:
+            await monitor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_unexpected_failure_surfaces_through_wait(lan: str) -> None:
+    async def scenario() -> None:
+        monitor = Monitor(lambda _: None, debounce=0.05, netns=lan)
+        await monitor.start()
+
+        async def broken() -> dict[int, Iface]:
+            raise ValueError("bug in discovery")
+
+        monitor._discovery.snapshot = broken  # type: ignore[method-assign]
+        try:
+            ip_batch(lan, ["addr add 203.0.113.30/24 dev oat0"])
+            with pytest.raises(ValueError, match="bug in discovery"):
+                await asyncio.wait_for(monitor.wait(), 10)
         finally:
             await monitor.stop()
 
