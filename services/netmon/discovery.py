@@ -64,12 +64,17 @@ def addr_record(msg: Any) -> AddrRecord | None:
     )
 
 
+def is_main_default_route(msg: Any) -> bool:
+    # RTA_TABLE carries tables above 255; the header field is the fallback.
+    table = msg.get("table") or msg["table"]
+    return bool(
+        msg["family"] == AF_INET and msg["dst_len"] == 0 and table == RT_TABLE_MAIN
+    )
+
+
 def route_records(msg: Any) -> list[RouteRecord]:
     """Default routes of the main table, one record per nexthop; others give []."""
-    if msg["family"] != AF_INET or msg["dst_len"] != 0:
-        return []
-    table = msg.get("table") or msg["table"]
-    if table != RT_TABLE_MAIN:
+    if not is_main_default_route(msg):
         return []
     priority = int(msg.get("priority") or 0)
     multipath = msg.get("multipath")

@@ -73,8 +73,10 @@ def check(path: Path, timeout: float) -> int:
             sock.connect(str(path))
             while b"\n" not in buf:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or len(buf) > _CHECK_MAX_LINE:
-                    raise TimeoutError("no complete discovery line")
+                if remaining <= 0:
+                    raise TimeoutError("no complete discovery line in time")
+                if len(buf) > _CHECK_MAX_LINE:
+                    raise ValueError("first line longer than 1 MiB")
                 sock.settimeout(remaining)
                 chunk = sock.recv(65536)
                 if not chunk:

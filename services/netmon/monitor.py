@@ -29,9 +29,14 @@ from pyroute2 import AsyncIPRSocket
 from pyroute2.netlink import rtnl
 from pyroute2.netlink.exceptions import NetlinkError
 
-from services.netmon.discovery import Discovery, DiscoveryError, route_records
+from services.netmon.discovery import (
+    Discovery,
+    DiscoveryError,
+    is_main_default_route,
+    route_records,
+)
 from services.netmon.ifnames import is_virtual
-from services.netmon.model import RT_TABLE_MAIN, Iface, diff_state, utc_now_iso
+from services.netmon.model import Iface, diff_state, utc_now_iso
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +206,7 @@ class Monitor:
                 self._mark(record.oif)
             # A main-table default route with no usable oif (blackhole, nexthop
             # object): cheaper to recheck everything than to guess.
-            if (
-                not records
-                and msg["family"] == AF_INET
-                and msg["dst_len"] == 0
-                and (msg.get("table") or msg["table"]) == RT_TABLE_MAIN
-            ):
+            if not records and is_main_default_route(msg):
                 self._mark_all()
 
     def _mark(self, index: int) -> None:
