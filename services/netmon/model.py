@@ -7,9 +7,9 @@ gateway belongs to it — are plain functions testable without netlink.
 Wire shape of one interface (``IFACE`` in PROTOCOL.md, plus extra keys)::
 
     {"interface": "ens37", "index": 2, "operstate": "UP",
-     "ipv4_addresses": [{"address": "192.168.1.50", "prefixlen": 24,
-                         "subnet": "192.168.1.0/24", "network_address": "192.168.1.0"}],
-     "gateway": "192.168.1.1", "timestamp": "<iso>",
+     "ipv4_addresses": [{"address": "192.0.2.50", "prefixlen": 24,
+                         "subnet": "192.0.2.0/24", "network_address": "192.0.2.0"}],
+     "gateway": "192.0.2.1", "timestamp": "<iso>",
      "mac_address": "02:42:ac:11:00:02", "active": true}
 
 An interface that stops being usable (down, last IPv4 address gone, removed) is reported

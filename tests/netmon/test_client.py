@@ -182,14 +182,19 @@ class FakeNetmon:
 def run_with_client(
     tmp_path: Path,
     scenario: Callable[[FakeNetmon, NetmonClient, list], Awaitable[None]],
+    callback: Callable[[Any], None] | None = None,
 ) -> None:
+    """Run ``scenario`` against a connected client. Events are recorded in the
+    scenario's list unless ``callback`` replaces both callbacks."""
+
     async def main() -> None:
         fake = FakeNetmon(tmp_path / "netmon.sock")
         seen: list = []
         client = NetmonClient(
             fake.path,
-            on_discovery=lambda ifaces: seen.append(("discovery", ifaces)),
-            on_change=lambda iface: seen.append(("change", iface)),
+            on_discovery=callback
+            or (lambda ifaces: seen.append(("discovery", ifaces))),
+            on_change=callback or (lambda iface: seen.append(("change", iface))),
             backoff_initial=0.05,
             backoff_max=0.2,
         )
@@ -269,32 +274,18 @@ def test_bad_lines_dropped_counted_and_service_continues(tmp_path: Path) -> None
 
 
 def test_callback_errors_are_counted_not_fatal(tmp_path: Path) -> None:
-    async def main() -> None:
-        fake = FakeNetmon(tmp_path / "netmon.sock")
-        await fake.start()
+    def boom(_: Any) -> None:
+        raise RuntimeError("consumer bug")
 
-        def boom(_: Any) -> None:
-            raise RuntimeError("consumer bug")
+    async def scenario(fake: FakeNetmon, client: NetmonClient, seen: list) -> None:
+        await fake.send(discovery(wire_iface("oat0", "192.0.2.10")))
+        await fake.send(change(wire_iface("oat0", "192.0.2.11")))
+        await until(lambda: client.counters["changes"] == 1, 5, "change")
+        assert client.counters["callback_errors"] == 2
+        addrs = client.interfaces["oat0"]["ipv4_addresses"]
+        assert [a["address"] for a in addrs] == ["192.0.2.11"]
 
-        client = NetmonClient(fake.path, on_discovery=boom, on_change=boom)
-        task = asyncio.create_task(client.run())
-        try:
-            await until(lambda: fake.writers, 5, "connect")
-            await fake.send(discovery(wire_iface("oat0", "192.0.2.10")))
-            await fake.send(change(wire_iface("oat0", "192.0.2.11")))
-            await until(lambda: client.counters["changes"] == 1, 5, "change")
-            assert client.counters["callback_errors"] == 2
-            assert (
-                client.interfaces["oat0"]["ipv4_addresses"][0]["address"]
-                == "192.0.2.11"
-            )
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await fake.stop()
-
-    asyncio.run(main())
+    run_with_client(tmp_path, scenario, callback=boom)
 
 
 def test_waits_quietly_for_a_missing_socket(
