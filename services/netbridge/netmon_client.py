@@ -1,0 +1,288 @@
+"""Client of the netmon socket: reconnection, the interface cache, event callbacks.
+
+Concurrency model: one asyncio task (``run``). The stream is read in chunks into a
+bounded buffer; a line longer than ``max_line`` is dropped by discarding bytes up to the
+next newline, so a runaway peer can never make the client hold megabytes.
+
+Cache rules: a discovery replaces the cache; a change stores the interface when it is
+active (``active`` not false and at least one IPv4 address) and removes it otherwise.
+While disconnected the cache keeps its last contents and ``stale`` is true.
+
+Every malformed line is dropped and counted in ``counters`` under a ``dropped_*`` key;
+nothing a peer sends can end the task. Callbacks may be plain functions or coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from services.netmon.ifnames import is_virtual
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 1 << 20
+_CHUNK = 65536
+_CONNECT_TIMEOUT = 2.0
+
+Interface = dict[str, Any]
+DiscoveryCallback = Callable[[list[Interface]], Awaitable[None] | None]
+ChangeCallback = Callable[[Interface], Awaitable[None] | None]
+
+COUNTER_NAMES = (
+    "connects",
+    "disconnects",
+    "discoveries",
+    "changes",
+    "dropped_invalid_utf8",
+    "dropped_not_json",
+    "dropped_not_object",
+    "dropped_unknown_type",
+    "dropped_bad_shape",
+    "dropped_too_long",
+    "callback_errors",
+)
+
+
+class BadLine(Exception):
+    """A line that is dropped; ``reason`` names its counter."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def is_active(iface: Mapping[str, Any]) -> bool:
+    return iface.get("active", True) is not False and bool(iface.get("ipv4_addresses"))
+
+
+def _check_iface(value: Any) -> Interface:
+    if not isinstance(value, dict):
+        raise BadLine("dropped_bad_shape")
+    name = value.get("interface")
+    addrs = value.get("ipv4_addresses")
+    if not isinstance(name, str) or not name or not isinstance(addrs, list):
+        raise BadLine("dropped_bad_shape")
+    for addr in addrs:
+        if not isinstance(addr, dict) or not isinstance(addr.get("address"), str):
+            raise BadLine("dropped_bad_shape")
+    return value
+
+
+def parse_line(raw: bytes) -> tuple[str, Any]:
+    """Decode one line into ``("network_discovery", [iface...])`` or
+    ``("network_change", iface)``; raise ``BadLine`` otherwise."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadLine("dropped_invalid_utf8") from None
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise BadLine("dropped_not_json") from None
+    if not isinstance(message, dict):
+        raise BadLine("dropped_not_object")
+    kind = message.get("type")
+    data = message.get("data")
+    if kind == "network_discovery":
+        if not isinstance(data, dict) or not isinstance(data.get("interfaces"), list):
+            raise BadLine("dropped_bad_shape")
+        return kind, [_check_iface(i) for i in data["interfaces"]]
+    if kind == "network_change":
+        return kind, _check_iface(data)
+    raise BadLine("dropped_unknown_type")
+
+
+class LineSplitter:
+    """Split a byte stream into lines of at most ``max_line`` bytes.
+
+    An over-long line is reported once (as ``None``) and its remaining bytes are
+    skipped up to the next newline without being kept."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._max = max_line
+        self._buf = bytearray()
+        self._skipping = False
+
+    def feed(self, chunk: bytes) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        start = 0
+        while start < len(chunk):
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                if not self._skipping:
+                    self._buf += chunk[start:]
+                    if len(self._buf) > self._max:
+                        self._buf.clear()
+                        self._skipping = True
+                        out.append(None)
+                break
+            if self._skipping:
+                self._skipping = False
+            elif len(self._buf) + (end - start) > self._max:
+                self._buf.clear()
+                out.append(None)
+            else:
+                self._buf += chunk[start:end]
+                out.append(bytes(self._buf))
+                self._buf.clear()
+            start = end + 1
+        return out
+
+
+class NetmonClient:
+    """Keep a cache of the host's active interfaces from the netmon socket.
+
+    ``run()`` loops until cancelled: connect (with capped exponential backoff while
+    the socket is absent or refuses), read lines, reconnect when dropped."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        on_discovery: DiscoveryCallback | None = None,
+        on_change: ChangeCallback | None = None,
+        *,
+        max_line: int = MAX_LINE,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self.path = str(path)
+        self._on_discovery = on_discovery
+        self._on_change = on_change
+        self._max_line = max_line
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self.interfaces: dict[str, Interface] = {}
+        self.stale = True
+        self.connected = asyncio.Event()
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+
+    async def run(self) -> None:
+        delay = self._backoff_initial
+        announced_missing = False
+        while True:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(self.path), _CONNECT_TIMEOUT
+                )
+            except (OSError, TimeoutError) as exc:
+                if not announced_missing:
+                    log.warning(
+                        "netmon socket %s unavailable (%s); retrying quietly",
+                        self.path,
+                        exc,
+                    )
+                    announced_missing = True
+                else:
+                    log.debug("netmon socket %s still unavailable: %s", self.path, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff_max)
+                continue
+            log.info("connected to netmon at %s", self.path)
+            self.counters["connects"] += 1
+            self.connected.set()
+            try:
+                got_discovery = await self._serve(reader)
+            finally:
+                writer.close()
+                self.connected.clear()
+                self.stale = True
+            self.counters["disconnects"] += 1
+            log.warning("netmon connection lost; interface cache marked stale")
+            announced_missing = False
+            # A connection that delivered a discovery was healthy: start over quickly.
+            # One that did not (a peer that accepts and hangs up) keeps backing off.
+            if got_discovery:
+                delay = self._backoff_initial
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff_max)
+
+    async def _serve(self, reader: asyncio.StreamReader) -> bool:
+        """Read until EOF. No read deadline: the stream is legitimately silent for
+        hours, and a Unix socket whose peer exits always reports EOF, so the wait ends
+        with the peer. Returns whether a discovery arrived."""
+        splitter = LineSplitter(self._max_line)
+        got_discovery = False
+        while True:
+            try:
+                chunk = await reader.read(_CHUNK)
+            except (ConnectionError, OSError) as exc:
+                log.debug("netmon read failed: %s", exc)
+                return got_discovery
+            if not chunk:
+                return got_discovery
+            for line in splitter.feed(chunk):
+                if await self._handle(line):
+                    got_discovery = True
+
+    async def _handle(self, line: bytes | None) -> bool:
+        if line is None:
+            self._drop("dropped_too_long", f"line longer than {self._max_line} bytes")
+            return False
+        if not line.strip():
+            return False
+        try:
+            kind, data = parse_line(line)
+        except BadLine as bad:
+            self._drop(bad.reason, line[:120])
+            return False
+        if kind == "network_discovery":
+            self.interfaces = {i["interface"]: i for i in data if is_active(i)}
+            self.stale = False
+            self.counters["discoveries"] += 1
+            await self._call(self._on_discovery, list(self.interfaces.values()))
+            return True
+        if is_active(data):
+            self.interfaces[data["interface"]] = data
+        else:
+            self.interfaces.pop(data["interface"], None)
+        self.counters["changes"] += 1
+        await self._call(self._on_change, data)
+        return False
+
+    def _drop(self, reason: str, sample: object) -> None:
+        self.counters[reason] += 1
+        log.warning("dropped netmon line (%s): %r", reason, sample)
+
+    async def _call(self, callback: Callable[[Any], Any] | None, arg: Any) -> None:
+        if callback is None:
+            return
+        try:
+            result = callback(arg)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            # The consumer's bug must not stop the cache from following netmon.
+            self.counters["callback_errors"] += 1
+            log.exception("netmon client callback failed")
+
+
+def host_interfaces(
+    cache: Mapping[str, Mapping[str, Any]], include_virtual: bool = False
+) -> list[dict[str, Any]]:
+    """The ``interfaces`` list of a ``get_host_interfaces`` reply, sorted by name.
+
+    An empty result is for the caller to turn into the documented error reply."""
+    rows: list[dict[str, Any]] = []
+    for name in sorted(cache):
+        iface = cache[name]
+        if not include_virtual and is_virtual(name):
+            continue
+        addrs = [a for a in iface.get("ipv4_addresses") or [] if isinstance(a, dict)]
+        first = addrs[0] if addrs else {}
+        rows.append(
+            {
+                "name": name,
+                "ip_address": first.get("address"),
+                "ipv4_addresses": [a.get("address") for a in addrs],
+                "mac_address": iface.get("mac_address"),
+                "subnet": first.get("subnet"),
+                "gateway": iface.get("gateway"),
+            }
+        )
+    return rows

@@ -1,0 +1,5 @@
+import sys
+
+from services.netmon.main import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""Command line entry point: serve, or ``--check`` as a container healthcheck.
+
+Exit codes: 0 clean stop (SIGTERM/SIGINT) or healthy; 1 startup failure or unhealthy;
+2 bad command line (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.netmon.discovery import DiscoveryError
+from services.netmon.monitor import DEFAULT_DEBOUNCE, Monitor
+from services.netmon.server import SOCKET_NAME, Server, ServerError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = "/var/orchestrator"
+CHECK_TIMEOUT = 5.0
+_CHECK_MAX_LINE = 1 << 20
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="netmon", description="Network monitor sidecar"
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("ORCH_STATE_DIR", DEFAULT_STATE_DIR),
+        help="directory holding netmon.sock (env ORCH_STATE_DIR)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ORCH_LOG_LEVEL", "INFO"),
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="env ORCH_LOG_LEVEL",
+    )
+    parser.add_argument(
+        "--debounce",
+        type=float,
+        default=DEFAULT_DEBOUNCE,
+        help="seconds an interface must be quiet before its change is announced",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="healthcheck: read the discovery line from the socket, exit 0 or 1",
+    )
+    parser.add_argument("--check-timeout", type=float, default=CHECK_TIMEOUT)
+    args = parser.parse_args(argv)
+    if args.debounce < 0:
+        parser.error("--debounce must not be negative")
+    return args
+
+
+def check(path: Path, timeout: float) -> int:
+    """Healthy when the socket answers with a discovery line within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            while b"\n" not in buf:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no complete discovery line in time")
+                if len(buf) > _CHECK_MAX_LINE:
+                    raise ValueError("first line longer than 1 MiB")
+                sock.settimeout(remaining)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed before a discovery line")
+                buf += chunk
+        message = json.loads(buf.split(b"\n", 1)[0])
+    except (OSError, ValueError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(message, dict) or message.get("type") != "network_discovery":
+        print("unhealthy: first line is not a network_discovery", file=sys.stderr)
+        return 1
+    count = len(message.get("data", {}).get("interfaces", []))
+    print(f"healthy: {count} interface(s)")
+    return 0
+
+
+async def serve(state_dir: Path, debounce: float) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # The lambda binds late: the server asks the monitor for its state only once serving.
+    server = Server(state_dir / SOCKET_NAME, lambda: monitor.interfaces())
+    monitor = Monitor(server.broadcast, debounce=debounce)
+    try:
+        await server.bind()
+        await monitor.start()
+        await server.serve()
+    except (ServerError, DiscoveryError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        await monitor.stop()
+        await server.stop()
+        return 1
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(monitor.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if failed.done():
+        log.error("monitoring failed: %r", failed.exception())
+        code = 1
+    else:
+        log.info("stopping")
+    for task in (stopped, failed):
+        task.cancel()
+    await server.stop()
+    await monitor.stop()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # pyroute2 logs every datagram at DEBUG; that is noise even when debugging netmon.
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
+    path = Path(args.state_dir) / SOCKET_NAME
+    if args.check:
+        return check(path, args.check_timeout)
+    return asyncio.run(serve(Path(args.state_dir), args.debounce))
