@@ -42,8 +42,13 @@ def _sign(secret: bytes, signing_input: bytes) -> bytes:
     return hmac.new(secret, signing_input, hashlib.sha256).digest()
 
 
-def encode(secret: bytes, subject: str, ttl: float, now: float | None = None,
-           extra: dict[str, Any] | None = None) -> str:
+def encode(
+    secret: bytes,
+    subject: str,
+    ttl: float,
+    now: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """Issue an access token for `subject` valid for `ttl` seconds."""
     issued = int(time.time() if now is None else now)
     header = {"alg": "HS256", "typ": "JWT"}

@@ -53,10 +53,12 @@ def parse(content_type: str, body: bytes) -> list[Part]:
         headers = email.parser.HeaderParser().parsestr(head.decode("utf-8", "replace"))
         name = headers.get_param("name", header="content-disposition")
         filename = headers.get_param("filename", header="content-disposition")
-        parts.append(Part(
-            name=name if isinstance(name, str) else None,
-            filename=filename if isinstance(filename, str) else None,
-            content_type=headers.get("Content-Type"),
-            data=data[:-2],
-        ))
+        parts.append(
+            Part(
+                name=name if isinstance(name, str) else None,
+                filename=filename if isinstance(filename, str) else None,
+                content_type=headers.get("Content-Type"),
+                data=data[:-2],
+            )
+        )
     raise MultipartError("missing closing delimiter")

@@ -67,8 +67,9 @@ class User:
 
 
 def _hash_password(password: str, salt: str) -> str:
-    return hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt),
-                               _PBKDF2_ROUNDS).hex()
+    return hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), bytes.fromhex(salt), _PBKDF2_ROUNDS
+    ).hex()
 
 
 class UserStore:
@@ -133,12 +134,14 @@ class RuntimeLog:
 
     def add(self, level: str, message: str) -> None:
         with self._lock:
-            self._entries.append({
-                "id": self._next_id,
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
-                "level": level,
-                "message": message,
-            })
+            self._entries.append(
+                {
+                    "id": self._next_id,
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+                    "level": level,
+                    "message": message,
+                }
+            )
             self._next_id += 1
         log.info("runtime log %s: %s", level, message)
 
@@ -147,7 +150,8 @@ class RuntimeLog:
         floor = LOG_LEVELS.index(min_level) if min_level in LOG_LEVELS else 0
         with self._lock:
             return [
-                dict(e) for e in self._entries
+                dict(e)
+                for e in self._entries
                 if (after_id is None or e["id"] > after_id)
                 and LOG_LEVELS.index(e["level"]) >= floor
             ]
@@ -218,6 +222,7 @@ class Plc:
 
     def upload(self, filename: str, data: bytes) -> dict[str, Any]:
         """Accept a program archive; compilation continues in the background."""
+
         def refused(reason: str) -> dict[str, Any]:
             self._logs.add("WARNING", "Upload refused: " + reason)
             return {"UploadFileFail": reason, "CompilationStatus": C_FAILED}
@@ -228,15 +233,18 @@ class Plc:
             return refused("Invalid file: not a zip archive")
         with self._lock:
             if self._busy():
-                return {"UploadFileFail": "Runtime is busy compiling",
-                        "CompilationStatus": C_FAILED}
+                return {
+                    "UploadFileFail": "Runtime is busy compiling",
+                    "CompilationStatus": C_FAILED,
+                }
             # Compiling replaces the program: the running one stops first.
             self._state = TRANSITIONING
             self._compile_status = C_UNZIPPING
             self._compile_logs = ["Received " + (filename or "program.zip")]
             self._exit_code = None
             self._compile_thread = threading.Thread(
-                target=self._compile, args=(data,), name="standin-compile", daemon=True)
+                target=self._compile, args=(data,), name="standin-compile", daemon=True
+            )
             self._compile_thread.start()
         return {"UploadFileFail": "", "CompilationStatus": C_COMPILING}
 
@@ -245,12 +253,15 @@ class Plc:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 names = [i.filename for i in archive.infolist() if not i.is_dir()]
                 unpacked = sum(i.file_size for i in archive.infolist())
-            ok = bool(names) and unpacked <= MAX_PROGRAM_BYTES and not any(
-                os.path.basename(n) == FAIL_MARKER for n in names)
+            ok = (
+                bool(names)
+                and unpacked <= MAX_PROGRAM_BYTES
+                and not any(os.path.basename(n) == FAIL_MARKER for n in names)
+            )
         except zipfile.BadZipFile:
             names, ok = [], False
         with self._lock:
-            self._compile_logs.append("Unzipped %d file(s)" % len(names))
+            self._compile_logs.append(f"Unzipped {len(names)} file(s)")
             self._compile_status = C_COMPILING
         # Stand-in for the compiler's run time; Event.wait is a bounded pause
         # that does not depend on any other thread.
@@ -270,8 +281,9 @@ class Plc:
                 self._exit_code = 1
                 # The previously installed program (if any) is still there.
                 self._state = STOPPED if self._program_path.exists() else EMPTY
-        self._logs.add("INFO" if ok else "ERROR",
-                       "Compilation " + ("succeeded" if ok else "failed"))
+        self._logs.add(
+            "INFO" if ok else "ERROR", "Compilation " + ("succeeded" if ok else "failed")
+        )
 
     def wait_compiled(self, timeout: float) -> bool:
         """Join the background compilation (tests and shutdown)."""
@@ -285,8 +297,9 @@ class Plc:
 class Runtime:
     """The whole observable runtime state, rooted in one data directory."""
 
-    def __init__(self, data_dir: Path, token_ttl: float = 900.0,
-                 compile_seconds: float = 0.5) -> None:
+    def __init__(
+        self, data_dir: Path, token_ttl: float = 900.0, compile_seconds: float = 0.5
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.token_ttl = token_ttl

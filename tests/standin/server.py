@@ -12,6 +12,7 @@ Run with `python3 -m standin.server` (in the image) or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -81,15 +82,28 @@ def ensure_certificate(data_dir: Path) -> tuple[Path, Path]:
     if cert.exists() and key.exists():
         return cert, key
     cmd = [
-        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-sha256", "-days", "365",
-        "-nodes", "-subj", "/CN=localhost",
-        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-keyout", str(key), "-out", str(cert),
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-sha256",
+        "-days",
+        "365",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
     ]
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise StandinError("cannot create the self-signed certificate: %s" % exc) from exc
+        raise StandinError(f"cannot create the self-signed certificate: {exc}") from exc
     key.chmod(0o600)
     log.info("created self-signed certificate %s", cert)
     return cert, key
@@ -102,8 +116,14 @@ class _HTTPSServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], context: ssl.SSLContext,
-                 runtime: Runtime, version: str, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        context: ssl.SSLContext,
+        runtime: Runtime,
+        version: str,
+        stopping: threading.Event,
+    ) -> None:
         self.ssl_context = context
         self.runtime = runtime
         self.version = version
@@ -123,10 +143,8 @@ class _HTTPSServer(ThreadingHTTPServer):
         except OSError as exc:
             log.debug("connection from %s ended: %s", client_address, exc)
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 tls.close()
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -139,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing -----------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
@@ -154,8 +172,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def _send(self, status: int, body: bytes, content_type: str,
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -212,7 +231,9 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or not token.strip():
-            self._json(422, {"msg": "Bad Authorization header. Expected 'Authorization: Bearer <JWT>'"})
+            self._json(
+                422, {"msg": "Bad Authorization header. Expected 'Authorization: Bearer <JWT>'"}
+            )
             return None
         try:
             return jwt_hs256.decode(self.server.runtime.jwt_secret, token.strip())
@@ -226,15 +247,18 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
         if not url.path.startswith("/api/"):
-            self._send(404, b"<!doctype html>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n",
-                       "text/html; charset=utf-8")
+            self._send(
+                404,
+                b"<!doctype html>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n",
+                "text/html; charset=utf-8",
+            )
             return
-        route = url.path[len("/api/"):]
+        route = url.path[len("/api/") :]
         body = self._read_body()
         if body is None:
             return
         if route.startswith("test/"):
-            self._test_route(method, route[len("test/"):], query, body)
+            self._test_route(method, route[len("test/") :], query, body)
             return
         expected = _PUBLIC_ROUTES.get(route) or _AUTH_ROUTES.get(route)
         if expected is not None and method != expected:
@@ -279,7 +303,12 @@ class _Handler(BaseHTTPRequestHandler):
         data = self._json_body(body)
         username, password = data.get("username"), data.get("password")
         role = data.get("role")
-        if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        if (
+            not isinstance(username, str)
+            or not isinstance(password, str)
+            or not username
+            or not password
+        ):
             self._json(400, {"msg": "Missing username or password"})
             return
         try:
@@ -287,7 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
         except UserError as exc:
             self._json(exc.status, {"msg": exc.message})
             return
-        self.server.runtime.logs.add("INFO", "User %s created" % user.username)
+        self.server.runtime.logs.add("INFO", f"User {user.username} created")
         self._json(201, {"msg": "User created", "id": user.id, "role": user.role})
 
     def _r_login(self, body: bytes) -> None:
@@ -314,8 +343,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _r_status(self, query: dict[str, list[str]], body: bytes) -> None:
         state = self.server.runtime.plc.state
-        self._json(200, {"status": "STATUS:" + state,
-                         "switchPosition": "run" if state == "RUNNING" else "stop"})
+        self._json(
+            200,
+            {
+                "status": "STATUS:" + state,
+                "switchPosition": "run" if state == "RUNNING" else "stop",
+            },
+        )
 
     def _r_ping(self, query: dict[str, list[str]], body: bytes) -> None:
         self._json(200, {"status": "PING:OK"})
@@ -346,8 +380,10 @@ class _Handler(BaseHTTPRequestHandler):
             parts = []
         upload = next((p for p in parts if p.name == "file"), None)
         if upload is None or not upload.filename:
-            self._json(200, {"UploadFileFail": "No file part in the request",
-                             "CompilationStatus": "FAILED"})
+            self._json(
+                200,
+                {"UploadFileFail": "No file part in the request", "CompilationStatus": "FAILED"},
+            )
             return
         self._json(200, self.server.runtime.plc.upload(upload.filename, upload.data))
 
@@ -388,7 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         chunk = b"0123456789abcdef" * 4096
         remaining = size
         while remaining > 0:
-            piece = chunk[:min(remaining, len(chunk))]
+            piece = chunk[: min(remaining, len(chunk))]
             self.wfile.write(piece)
             remaining -= len(piece)
 
@@ -407,8 +443,13 @@ class _Handler(BaseHTTPRequestHandler):
         except multipart.MultipartError:
             parts = []
         reply["parts"] = [
-            {"name": p.name, "filename": p.filename, "content_type": p.content_type,
-             "size": len(p.data), "sha256": hashlib.sha256(p.data).hexdigest()}
+            {
+                "name": p.name,
+                "filename": p.filename,
+                "content_type": p.content_type,
+                "size": len(p.data),
+                "sha256": hashlib.sha256(p.data).hexdigest(),
+            }
             for p in parts
         ]
         self._json(200, reply)
@@ -419,8 +460,9 @@ class StandinServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.runtime = Runtime(config.data_dir, token_ttl=config.token_ttl,
-                               compile_seconds=config.compile_seconds)
+        self.runtime = Runtime(
+            config.data_dir, token_ttl=config.token_ttl, compile_seconds=config.compile_seconds
+        )
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._httpd: _HTTPSServer | None = None
@@ -441,21 +483,30 @@ class StandinServer:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)
         try:
-            self._httpd = _HTTPSServer((self.config.host, self.config.https_port), context,
-                                       self.runtime, self.config.version, self._stopping)
+            self._httpd = _HTTPSServer(
+                (self.config.host, self.config.https_port),
+                context,
+                self.runtime,
+                self.config.version,
+                self._stopping,
+            )
             if self.config.discovery_port is not None:
                 self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 self._udp.bind((self.config.host, self.config.discovery_port))
                 self._udp.settimeout(0.5)
         except OSError as exc:
             self.stop()
-            raise StandinError("cannot bind: %s" % exc) from exc
+            raise StandinError(f"cannot bind: {exc}") from exc
         self.runtime.plc.boot()
         self._spawn(self._httpd.serve_forever, "standin-https")
         if self._udp is not None:
             self._spawn(self._discovery_loop, "standin-discovery")
-        log.info("stand-in %s listening on https://%s:%d", self.config.version,
-                 self.config.host, self.https_port)
+        log.info(
+            "stand-in %s listening on https://%s:%d",
+            self.config.version,
+            self.config.host,
+            self.https_port,
+        )
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -464,16 +515,18 @@ class StandinServer:
 
     def _discovery_loop(self) -> None:
         assert self._udp is not None
-        reply = json.dumps({
-            "service": "openplc-runtime",
-            "version": self.config.version,
-            "api_port": self.config.https_port,
-            "hostname": socket.gethostname(),
-        }).encode()
+        reply = json.dumps(
+            {
+                "service": "openplc-runtime",
+                "version": self.config.version,
+                "api_port": self.config.https_port,
+                "hostname": socket.gethostname(),
+            }
+        ).encode()
         while not self._stopping.is_set():
             try:
                 data, peer = self._udp.recvfrom(2048)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -511,7 +564,9 @@ def config_from_env(env: dict[str, str] | None = None) -> Config:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
