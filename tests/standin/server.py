@@ -139,7 +139,7 @@ class _HTTPSServer(ThreadingHTTPServer):
             return
         try:
             tls.settimeout(IDLE_TIMEOUT)
-            self.RequestHandlerClass(tls, client_address, self)
+            _Handler(tls, client_address, self)
         except OSError as exc:
             log.debug("connection from %s ended: %s", client_address, exc)
         finally:
@@ -493,12 +493,14 @@ class StandinServer:
             if self.config.discovery_port is not None:
                 self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 self._udp.bind((self.config.host, self.config.discovery_port))
-                self._udp.settimeout(0.5)
+                self._udp.settimeout(0.1)
         except OSError as exc:
             self.stop()
             raise StandinError(f"cannot bind: {exc}") from exc
         self.runtime.plc.boot()
-        self._spawn(self._httpd.serve_forever, "standin-https")
+        httpd = self._httpd
+        # A short poll interval keeps stop() quick.
+        self._spawn(lambda: httpd.serve_forever(poll_interval=0.1), "standin-https")
         if self._udp is not None:
             self._spawn(self._discovery_loop, "standin-discovery")
         log.info(
@@ -519,7 +521,7 @@ class StandinServer:
             {
                 "service": "openplc-runtime",
                 "version": self.config.version,
-                "api_port": self.config.https_port,
+                "api_port": self.https_port,
                 "hostname": socket.gethostname(),
             }
         ).encode()
@@ -546,6 +548,7 @@ class StandinServer:
             self._udp.close()
         for thread in self._threads:
             thread.join(timeout=5)
+        self.runtime.plc.shutdown()
         self.runtime.plc.wait_compiled(timeout=5)
 
 
