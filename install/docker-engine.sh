@@ -10,12 +10,13 @@
 #   ORCH_DOCKER_WAIT             seconds to wait for the engine (default 60)
 #   ORCH_DOCKER_STORAGE_DRIVER   force a storage driver (default: engine's choice,
 #                                falling back to vfs if the engine cannot start)
+#   ORCH_DOCKERD_PIDFILE         dockerd pid file (default /var/run/docker.pid)
 set -euo pipefail
 
 LOG_FILE="${ORCH_DOCKERD_LOG:-/var/log/orchestrator-dockerd.log}"
 WAIT_SECONDS="${ORCH_DOCKER_WAIT:-60}"
 FORCED_DRIVER="${ORCH_DOCKER_STORAGE_DRIVER:-}"
-PID_FILE=/var/run/docker.pid
+PID_FILE="${ORCH_DOCKERD_PIDFILE:-/var/run/docker.pid}"
 
 say() { printf 'docker-engine: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -49,7 +50,7 @@ clear_stale_pidfile() {
 # outlives the calling step. $1: storage driver, or empty for the engine default.
 start_dockerd() {
     local driver="$1"
-    local -a args=()
+    local -a args=("--pidfile=$PID_FILE")
     [ -n "$driver" ] && args+=("--storage-driver=$driver")
     mkdir -p "$(dirname "$LOG_FILE")"
     say "starting dockerd ${driver:+(storage driver $driver) }log: $LOG_FILE"
