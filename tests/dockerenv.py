@@ -148,10 +148,12 @@ def ensure_standin_image(docker_client: docker.DockerClient | None = None) -> st
     ensure_base_image(dc)
     wanted = standin_sources_hash()
     with _build_lock():
+        stale_id: str | None = None
         try:
             image = dc.images.get(STANDIN_IMAGE)
             if image.labels.get(STANDIN_HASH_LABEL) == wanted:
                 return STANDIN_IMAGE
+            stale_id = image.id
         except docker.errors.ImageNotFound:
             pass
         log.info("building %s (sources %s)", STANDIN_IMAGE, wanted)
@@ -166,6 +168,10 @@ def ensure_standin_image(docker_client: docker.DockerClient | None = None) -> st
             )
         except (docker.errors.BuildError, docker.errors.APIError) as exc:
             raise DockerEnvError(f"building {STANDIN_IMAGE} failed: {exc}") from exc
+        if stale_id is not None:
+            # The old build is now untagged; drop it unless a container still uses it.
+            with contextlib.suppress(docker.errors.APIError):
+                dc.images.remove(stale_id)
     return STANDIN_IMAGE
 
 
