@@ -160,6 +160,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Every reply carries the version header, also the base class's own
+        # error pages (malformed requests, unsupported methods).
+        super().send_response(code, message)
+        self.send_header("X-OpenPLC-Runtime-Version", self.server.version)
+
     def do_GET(self) -> None:
         self._dispatch("GET")
 
@@ -178,7 +184,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-OpenPLC-Runtime-Version", self.server.version)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
@@ -419,7 +424,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(size))
-        self.send_header("X-OpenPLC-Runtime-Version", self.server.version)
         self.end_headers()
         chunk = b"0123456789abcdef" * 4096
         remaining = size

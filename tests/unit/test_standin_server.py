@@ -117,7 +117,14 @@ def test_version_without_auth_and_header_on_every_reply(api: Api) -> None:
     reply = api.get("version")
     assert reply.status_code == 200
     assert reply.json() == {"version": "v4.0.0"}
-    for response in (reply, api.get("status"), api.get("nope"), api.post("login", json={})):
+    others = (
+        api.get("status"),
+        api.get("nope"),
+        api.post("login", json={}),
+        api.session.options(api.base + "version", timeout=5),
+        api.get("test/big", params={"bytes": 10}),
+    )
+    for response in (reply, *others):
         assert response.headers[VERSION_HEADER] == "v4.0.0"
 
 
