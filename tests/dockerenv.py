@@ -11,16 +11,23 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import logging
 import os
+import ssl
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import docker
 import docker.errors
+import docker.models.containers
+import docker.models.networks
+import docker.types
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,9 @@ STANDIN_HASH_LABEL = "orchestrator.standin.hash"
 ENGINE_SCRIPT = REPO / "install" / "docker-engine.sh"
 BASE_SCRIPT = REPO / "install" / "build-base-image.sh"
 _LOCK_FILE = REPO / ".build" / "dockerenv.lock"
+# Test bridges take /28 blocks from the top of a documentation range.
+TEST_BRIDGE_SUBNETS = [f"203.0.113.{16 * i}/28" for i in range(15, 7, -1)]
+STANDIN_PORT = 8443
 
 T = TypeVar("T")
 
@@ -188,3 +198,84 @@ def remove_test_objects(docker_client: docker.DockerClient) -> None:
     for network in docker_client.networks.list(filters={"label": label}):
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
+
+
+def create_test_bridge(
+    docker_client: docker.DockerClient, prefix: str = "oat-test"
+) -> docker.models.networks.Network:
+    """A labelled user-defined bridge on the first free test subnet; the caller removes it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    for subnet in TEST_BRIDGE_SUBNETS:
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        try:
+            return docker_client.networks.create(
+                name, driver="bridge", ipam=ipam, labels=TEST_LABELS, check_duplicate=True
+            )
+        except docker.errors.APIError as exc:
+            if "overlap" not in str(exc).lower():
+                raise
+    raise DockerEnvError(f"no free test subnet among {TEST_BRIDGE_SUBNETS}")
+
+
+@dataclass
+class StandinContainer:
+    container: docker.models.containers.Container
+    network: str
+    ip: str
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.ip}:{STANDIN_PORT}/api/"
+
+    def refresh_ip(self) -> str:
+        """Re-read the address (after a restart) and return it."""
+        self.container.reload()
+        self.ip = self.container.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"]
+        return self.ip
+
+
+def standin_answers(ip: str, timeout: float = 5.0) -> bool:
+    """True when GET /api/version over HTTPS answers 200 (certificate not verified,
+    as the runtime's clients do; no proxy from the environment)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(ip, STANDIN_PORT, timeout=timeout, context=context)
+    try:
+        conn.request("GET", "/api/version")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def start_standin(
+    docker_client: docker.DockerClient,
+    network: str,
+    image: str = STANDIN_IMAGE,
+    environment: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> StandinContainer:
+    """Run a labelled stand-in on `network` and wait until it answers over HTTPS.
+
+    The caller removes the container (`container.remove(force=True, v=True)`),
+    also when this raises after the container was created.
+    """
+    container = docker_client.containers.run(
+        image,
+        detach=True,
+        name=f"oat-standin-{uuid.uuid4().hex[:8]}",
+        labels=TEST_LABELS,
+        network=network,
+        environment=environment or {},
+    )
+    standin = StandinContainer(container, network, "")
+    try:
+        poll_until(standin.refresh_ip, 15, what="stand-in address")
+        poll_until(lambda: standin_answers(standin.ip), timeout, what="stand-in answering")
+    except TimeoutError:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True, v=True)
+        raise
+    return standin

@@ -13,7 +13,6 @@ import ipaddress
 import json
 import socket
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ import docker.types
 import pytest
 import requests
 
-from tests.dockerenv import TEST_LABELS, poll_until
+from tests import dockerenv
+from tests.dockerenv import poll_until
 from tests.standin import jwt_hs256
 
 pytestmark = [
@@ -35,20 +35,25 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),
 ]
 
-# Top /28 blocks of a documentation range, tried in turn until one is free.
-SUBNETS = [f"203.0.113.{16 * i}/28" for i in range(15, 7, -1)]
 VERSION_HEADER = "X-OpenPLC-Runtime-Version"
 
 
 @dataclass
 class Runtime:
-    container: docker.models.containers.Container
-    ip: str
+    standin: dockerenv.StandinContainer
     session: requests.Session
 
     @property
+    def container(self) -> docker.models.containers.Container:
+        return self.standin.container
+
+    @property
+    def ip(self) -> str:
+        return self.standin.ip
+
+    @property
     def base(self) -> str:
-        return f"https://{self.ip}:8443/api/"
+        return self.standin.base_url
 
     def get(self, route: str, token: str | None = None, **kw: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -81,20 +86,7 @@ def _program(members: dict[str, bytes]) -> bytes:
 
 @pytest.fixture(scope="module")
 def bridge(docker_client: docker.DockerClient) -> Iterator[docker.models.networks.Network]:
-    name = f"oat-standin-{uuid.uuid4().hex[:8]}"
-    network = None
-    for subnet in SUBNETS:
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
-        try:
-            network = docker_client.networks.create(
-                name, driver="bridge", ipam=ipam, labels=TEST_LABELS, check_duplicate=True
-            )
-            break
-        except docker.errors.APIError as exc:
-            if "overlap" not in str(exc).lower():
-                raise
-    if network is None:
-        pytest.fail(f"no free test subnet among {SUBNETS}")
+    network = dockerenv.create_test_bridge(docker_client, "oat-standin")
     yield network
     with contextlib.suppress(docker.errors.NotFound):
         network.remove()
@@ -106,23 +98,11 @@ def _start_runtime(
     network: docker.models.networks.Network,
     started: list[docker.models.containers.Container],
 ) -> Runtime:
-    container = docker_client.containers.run(
-        image,
-        detach=True,
-        name=f"oat-standin-{uuid.uuid4().hex[:8]}",
-        labels=TEST_LABELS,
-        network=network.name,
-        environment={"STANDIN_COMPILE_SECONDS": "0.3"},
+    standin = dockerenv.start_standin(
+        docker_client, network.name, image, {"STANDIN_COMPILE_SECONDS": "0.3"}
     )
-    started.append(container)
-
-    def address() -> str | None:
-        container.reload()
-        return container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"] or None
-
-    runtime = Runtime(container, poll_until(address, 15, what="container address"), _session())
-    poll_until(lambda: runtime.get("version").status_code == 200, 30, what="stand-in answering")
-    return runtime
+    started.append(standin.container)
+    return Runtime(standin, _session())
 
 
 def _remove_all(started: list[docker.models.containers.Container]) -> None:
@@ -292,9 +272,7 @@ def test_first_user_and_state_survive_restart(fresh_runtime: Runtime) -> None:
         what="compilation SUCCESS",
     )
     rt.container.restart(timeout=10)
-    rt.container.reload()
-    network = next(iter(rt.container.attrs["NetworkSettings"]["Networks"].values()))
-    rt.ip = network["IPAddress"]
+    rt.standin.refresh_ip()
     poll_until(lambda: rt.get("version").status_code == 200, 30, what="stand-in back")
     # Same data volume: accounts and signing key kept, installed program runs at boot.
     assert rt.get("status", token).json()["status"] == "STATUS:RUNNING"
