@@ -26,3 +26,7 @@ async def zctx() -> AsyncIterator[zmq.asyncio.Context]:
         yield ctx
     finally:
         ctx.destroy(linger=0)
+
+
+# Docker fixtures live in their own module so the Docker tests can also run alone.
+from tests.docker_fixtures import docker_client, standin_image  # noqa: E402,F401

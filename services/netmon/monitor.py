@@ -17,6 +17,7 @@ dirty and the event socket is reopened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import time
@@ -233,10 +234,8 @@ class Monitor:
             now = time.monotonic()
             due_at = min(self._due_at(p) for p in self._pending.values())
             if due_at > now:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), due_at - now)
-                except TimeoutError:
-                    pass
                 self._wake.clear()
                 continue
             due = [i for i, p in self._pending.items() if self._due_at(p) <= now]
