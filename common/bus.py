@@ -52,7 +52,14 @@ class BusError(Exception):
 
 
 class RpcTimeout(BusError):
-    """No reply before the deadline: the server is down, slow, or unreachable."""
+    """No reply before the deadline: the server is down, slow, or unreachable.
+
+    `delivered` is False when the request never left the socket (no server connected),
+    so the caller knows for sure that nothing ran."""
+
+    def __init__(self, message: str, delivered: bool = True) -> None:
+        super().__init__(message)
+        self.delivered = delivered
 
 
 class RpcError(BusError):
@@ -330,14 +337,16 @@ class RpcClient:
         frames = wire.encode(topic, header, request.to_body())
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[header.msg_id] = future
+        sent = False
         try:
             async with asyncio.timeout(timeout):
                 await self.sock.send_multipart(frames)
+                sent = True
                 reply = await future
         except TimeoutError:
             self.counters["rpc_call_timeout"] += 1
-            raise RpcTimeout(f"{method}: no reply from {self.endpoint} within {timeout:g} s") \
-                from None
+            raise RpcTimeout(f"{method}: no reply from {self.endpoint} within {timeout:g} s",
+                             delivered=sent) from None
         finally:
             self._pending.pop(header.msg_id, None)
         if not reply.ok:

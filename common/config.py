@@ -38,6 +38,7 @@ class Config:
     beat_interval: float = 2.0
     reconnect_max: float = 5.0
     rpc_timeout: float = 8.0
+    replay_window: float = 600.0
     internal_pool: str = "172.30.0.0/16"
     internal_prefix: int = 28
 
@@ -80,7 +81,8 @@ class Config:
     def check(self) -> None:
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-        for name in ("heartbeat_interval", "metrics_interval", "beat_interval", "rpc_timeout"):
+        for name in ("heartbeat_interval", "metrics_interval", "beat_interval", "rpc_timeout",
+                     "reconnect_max", "replay_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if not 16 <= self.internal_prefix <= 30:

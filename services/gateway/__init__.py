@@ -4,6 +4,7 @@ Owns: the mTLS Socket.IO client, the agent identity, contract validation of clou
 commands, the topic → bus route table and the heartbeat emit.
 Never: touches Docker or netlink.
 
-At this stage the process holds its bus presence only (sockets, ping, liveness beat); the
-cloud link is built on top of it.
+Modules: `tls` (credentials, SSLContext, agent id), `link` (the connection loop),
+`router` (the topic table and the one-ack rule), `replay` (idempotency), `heartbeat`,
+`peers` (what the bus says about the other processes), `service` (the wiring).
 """

@@ -1,0 +1,105 @@
+"""The `heartbeat` event: every `heartbeat_interval` seconds while connected, no ack.
+
+Payload (PROTOCOL.md keys first, then ours)::
+
+    {"agent_id", "cpu_usage" %, "memory_usage" GB, "memory_total" GB, "disk_usage" GB,
+     "disk_total" GB, "uptime" s, "status": "online", "timestamp": ISO-8601,
+     "agent_version", "sample_source": "metrics" | "gateway", "sample_age": s | null,
+     "unavailable": [process names]}
+
+The numbers come from the latest `metrics.host` sample.  When metrics is down or its
+sample is stale, the heartbeat still goes out on time with numbers the gateway samples
+itself (`sample_source: "gateway"`), and `unavailable` names what the agent lacks
+(`"metrics"`, and any process whose liveness beats stopped).
+
+Rhythm: the n-th beat is due at connect time + n * interval (no drift from the time a
+beat takes); after a stall one late beat goes out at once and the grid resumes, never a
+burst.  The loop runs in its own task and only queues the event on the link, so no
+command can delay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from common.messages import HostMetrics
+from common.version import __version__
+from services.gateway.peers import PeerWatch
+from services.metrics.host import HostSampler
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+SAMPLE_KEYS = ("cpu_usage", "memory_usage", "memory_total", "disk_usage", "disk_total",
+               "uptime")
+
+
+class Heartbeat:
+    def __init__(self, interval: float, watch: PeerWatch, stale_after: float) -> None:
+        self.interval = interval
+        self.watch = watch
+        self.stale_after = stale_after
+        self._sampler: HostSampler | None = None
+        self._was_stale = False
+        self.sent = 0
+
+    async def _own_sample(self) -> HostMetrics:
+        if self._sampler is None:
+            self._sampler = await asyncio.to_thread(HostSampler)
+        return await asyncio.to_thread(self._sampler.sample)
+
+    async def payload(self, agent_id: str) -> dict[str, Any]:
+        age = self.watch.sample_age()
+        sample = self.watch.host_sample
+        unavailable = self.watch.down()
+        stale = sample is None or age is None or age > self.stale_after
+        if stale != self._was_stale:
+            self._was_stale = stale
+            if stale:
+                log.warning("no fresh metrics sample (age %s s): heartbeats carry the "
+                            "gateway's own sample", "none" if age is None else f"{age:.0f}")
+            else:
+                log.info("metrics samples are back in the heartbeat")
+        if stale:
+            sample = await self._own_sample()
+            if "metrics" not in unavailable:
+                unavailable.append("metrics")
+        assert sample is not None
+        body = sample.to_body()
+        payload: dict[str, Any] = {"agent_id": agent_id}
+        payload.update((key, body[key]) for key in SAMPLE_KEYS)
+        payload.update({
+            "status": "online",
+            "timestamp": dt.datetime.now().isoformat(),
+            "agent_version": __version__,
+            "sample_source": "gateway" if stale else "metrics",
+            "sample_age": None if stale or age is None else round(age, 3),
+            "unavailable": sorted(unavailable),
+        })
+        return payload
+
+    async def run(self, emit: Emit, agent_id: str, stop: asyncio.Event) -> None:
+        """Beat until `stop` is set (the link went down or the process stops)."""
+        start = time.monotonic()
+        n = 0
+        while not stop.is_set():
+            try:
+                await emit("heartbeat", await self.payload(agent_id))
+                self.sent += 1
+            except Exception as exc:  # a beat lost to a dying link; the next one is due
+                log.warning("heartbeat not sent: %s", exc)
+            n += 1
+            now = time.monotonic()
+            if start + n * self.interval < now:
+                # Late (the loop was stalled): one beat now, then back on the grid.
+                n = max(n, math.floor((now - start) / self.interval))
+            delay = start + n * self.interval - now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, delay))

@@ -1,0 +1,230 @@
+"""The topic table: every cloud command, the process and bus method that serve it.
+
+For each command the router, in order: reads the payload (the first Socket.IO argument;
+anything else is ignored), looks up the replay cache, validates against the topic's
+contract, sends **one** bus request with the command budget as deadline, and builds
+**one** ack.  Whatever happens — a payload that is not an object, a validation failure, an
+owning process that is down, slow, or does not serve the method yet, an internal error —
+the result is an ack dict; `handle()` never raises and never returns None.
+
+Error acks carry `reason`, a short machine-readable kind next to the human `error`:
+
+* `not_available` — the owning process runs but does not serve this command (yet);
+* `unavailable` — the owning process did not answer and sends no liveness beats;
+* `timeout` — the owning process is alive but did not answer within the budget;
+* `expired`, `stopping` — the bus's own refusals;
+* the kind of a `RemoteError` the owning process raised (`busy`, `not_found`, ...);
+* `internal` — a bug, logged with its traceback.
+
+Replay policy (see `replay.py`): an ack is replayed for repeats of the same topic and
+`correlation_id` unless it proves the command never ran (not delivered, `not_available`,
+`expired`) — or it was a timeout of a read-only command, which is safe to run again.
+Validation failures are not cached: they cost nothing to compute again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from common.bus import Counters, RpcClient, RpcError, RpcTimeout
+from services.gateway import acks
+from services.gateway.contracts import (
+    CONTRACTS,
+    Command,
+    ContractError,
+    echo_correlation_id,
+    validate,
+)
+from services.gateway.jsoncodec import Undecodable
+from services.gateway.peers import PeerWatch
+from services.gateway.replay import Ack, ReplayCache
+from services.gateway.schema import validation_text
+
+log = logging.getLogger(__name__)
+
+Call = Callable[[str, str, dict[str, Any], float], Awaitable[Any]]
+Composer = Callable[["Router", Command, dict[str, Any], float], Awaitable[dict[str, Any]]]
+
+
+class Outcome(Exception):
+    """An error ack decided below `handle()`: the text, its kind and whether to keep it."""
+
+    def __init__(self, error: str, reason: str, keep: bool) -> None:
+        super().__init__(error)
+        self.error = error
+        self.reason = reason
+        self.keep = keep
+
+
+@dataclass(frozen=True)
+class Route:
+    topic: str
+    process: str
+    method: str
+    mutating: bool = False  # changes state: a timeout is replayed rather than re-run
+    budget: float | None = None  # seconds; None = the config's rpc_timeout
+    compose: Composer | None = None  # builds the ack body from the primary result
+
+
+async def _with_ip_addresses(router: Router, command: Command, result: dict[str, Any],
+                             budget: float) -> dict[str, Any]:
+    """`get_consumption_orchestrator` = metrics' figures + addresses from netbridge; when
+    netbridge cannot say, the figures still go out with an empty address list."""
+    try:
+        reply = await router.call("netbridge", "interfaces", {}, budget)
+        addresses = ip_addresses(reply.get("interfaces") if isinstance(reply, dict) else None)
+    except (RpcTimeout, RpcError) as exc:
+        log.info("no interface list for get_consumption_orchestrator: %s", exc)
+        addresses = []
+    return {"ip_addresses": addresses, **result}
+
+
+def ip_addresses(interfaces: Any) -> list[dict[str, str]]:
+    """`[{"interface", "ip_address"}]` from netbridge IFACE records, one per IPv4 address."""
+    out: list[dict[str, str]] = []
+    if not isinstance(interfaces, list):
+        return out
+    for iface in interfaces:
+        if not isinstance(iface, dict) or not isinstance(iface.get("interface"), str):
+            continue
+        for entry in iface.get("ipv4_addresses") or []:
+            address = entry.get("address") if isinstance(entry, dict) else entry
+            if isinstance(address, str):
+                out.append({"interface": iface["interface"], "ip_address": address})
+    return sorted(out, key=lambda a: (a["interface"], a["ip_address"]))
+
+
+ROUTES: Mapping[str, Route] = {r.topic: r for r in (
+    Route("create_new_runtime", "executor", "create_runtime", mutating=True),
+    Route("delete_device", "executor", "delete_device", mutating=True),
+    Route("start_device", "executor", "start_device", mutating=True),
+    Route("stop_device", "executor", "stop_device", mutating=True),
+    Route("restart_device", "executor", "restart_device", mutating=True),
+    Route("get_device_status", "executor", "device_status"),
+    Route("run_command", "executor", "run_command", mutating=True),
+    Route("get_consumption_device", "metrics", "consumption_device"),
+    Route("get_consumption_orchestrator", "metrics", "consumption_orchestrator",
+          compose=_with_ip_addresses),
+    Route("get_host_interfaces", "netbridge", "host_interfaces"),
+    Route("delete_orchestrator", "executor", "delete_orchestrator", mutating=True),
+)}
+
+assert set(ROUTES) == set(CONTRACTS), "every contract needs a route and vice versa"
+
+# Bus refusals that prove the owning process did not run the command.
+NOT_RUN = frozenset({"unknown_method", "expired"})
+
+
+class Router:
+    def __init__(self, clients: Mapping[str, RpcClient], watch: PeerWatch, budget: float,
+                 replay: ReplayCache, counters: Counters) -> None:
+        self.clients = clients
+        self.watch = watch
+        self.budget = budget
+        self.replay = replay
+        self.counters = counters
+
+    async def call(self, process: str, method: str, params: dict[str, Any],
+                   budget: float) -> Any:
+        return await self.clients[process].call(method, params, timeout=budget)
+
+    # --- the one entry point --------------------------------------------------------
+
+    async def handle(self, topic: str, args: tuple[Any, ...]) -> Ack:
+        started = time.monotonic()
+        payload = args[0] if args else None
+        correlation_id = echo_correlation_id(payload)
+        if len(args) > 1:
+            log.debug("%s: ignoring %d extra arguments", topic, len(args) - 1)
+        key = (topic, correlation_id) if correlation_id is not None else None
+        kind = "replayed"
+
+        async def produce() -> tuple[Ack, bool]:
+            nonlocal kind
+            ack, keep, kind = await self._execute(topic, payload, correlation_id)
+            return ack, keep
+
+        try:
+            ack, _ = await self.replay.run(key, produce)
+        except Exception:
+            log.exception("%s (correlation_id %s) failed inside the gateway", topic,
+                          correlation_id)
+            ack = acks.error_ack(topic, correlation_id, "internal error in the gateway",
+                                 reason="internal")
+            kind = "error"
+        self._log(topic, correlation_id, ack, kind, time.monotonic() - started)
+        return ack
+
+    async def _execute(self, topic: str, payload: Any,
+                       correlation_id: Any) -> tuple[Ack, bool, str]:
+        """(ack, keep it for replays, outcome kind for counters and logs)."""
+        if isinstance(payload, Undecodable):
+            error = ContractError(validation_text("", payload.reason))
+            return acks.validation_ack(topic, None, error), False, "invalid"
+        try:
+            command = validate(topic, payload)
+        except ContractError as exc:
+            return acks.validation_ack_for(topic, payload, exc), False, "invalid"
+        route = ROUTES[topic]  # validate() knows only routed topics
+        budget = route.budget or self.budget
+        try:
+            body = await self._forward(route, command, budget)
+        except Outcome as outcome:
+            ack = acks.error_ack(topic, correlation_id, outcome.error, reason=outcome.reason)
+            return ack, outcome.keep, "error"
+        return acks.wrap_reply(topic, command.correlation_id, body), True, "ok"
+
+    async def _forward(self, route: Route, command: Command, budget: float) -> dict[str, Any]:
+        deadline = time.monotonic() + budget
+        try:
+            result = await self.call(route.process, route.method, command.params, budget)
+        except RpcTimeout as exc:
+            raise self._silence(route, budget, exc.delivered) from None
+        except RpcError as exc:
+            raise self._refusal(route, exc) from None
+        if not isinstance(result, dict):
+            log.error("%s.%s returned %s, not an object", route.process, route.method,
+                      type(result).__name__)
+            raise Outcome(f"{route.process} returned an invalid reply", "internal", True)
+        if route.compose is not None:
+            remaining = max(0.1, deadline - time.monotonic())
+            result = await route.compose(self, command, result, remaining)
+        return result
+
+    def _silence(self, route: Route, budget: float, delivered: bool) -> Outcome:
+        keep = delivered and route.mutating
+        if self.watch.is_up(route.process):
+            return Outcome(f"{route.process} did not answer within {budget:g} s", "timeout",
+                           keep)
+        quiet = self.watch.silence(route.process)
+        since = f" for {quiet:.0f} s" if quiet is not None else ""
+        return Outcome(f"{route.process} is not running (no liveness beat{since}); "
+                       f"{route.topic} cannot be served now", "unavailable", keep)
+
+    def _refusal(self, route: Route, exc: RpcError) -> Outcome:
+        if exc.kind == "unknown_method":
+            return Outcome(f"{route.topic} is not available on this agent: {route.process} "
+                           f"does not serve {route.method!r}", "not_available", False)
+        return Outcome(exc.message or exc.kind, exc.kind, exc.kind not in NOT_RUN)
+
+    # --- logging ----------------------------------------------------------------------
+
+    def _log(self, topic: str, correlation_id: Any, ack: Ack, kind: str,
+             elapsed: float) -> None:
+        self.counters[f"cmd_{kind}"] += 1
+        status = ack.get("status")
+        if kind == "replayed":
+            outcome = f"replayed the first ack (status {status})"
+        elif kind == "invalid":
+            outcome = f"rejected: {ack.get('error')}"
+        elif kind == "error":
+            outcome = f"error ({ack.get('reason')}): {ack.get('error')}"
+        else:
+            outcome = f"ok (status {status})"
+        level = logging.WARNING if kind == "error" else logging.INFO
+        log.log(level, "command %s correlation_id=%s: %s in %.1f ms", topic, correlation_id,
+                outcome, elapsed * 1000)

@@ -1,0 +1,81 @@
+"""The gateway service object: the cloud link, the router and the heartbeat, wired.
+
+Concurrency: asyncio with `zmq.asyncio`, three long-lived tasks — the cloud link loop,
+the bus watch (liveness beats and host samples), and per connection the heartbeat —
+plus one task per cloud command (python-socketio's).  Nothing here blocks the loop: bus
+calls are asynchronous with deadlines, the only blocking work (a fallback host sample)
+runs in a thread.
+
+Request methods on the gateway's own socket (besides `ping`):
+
+* `link_status` `{}` → `{connected, agent_id, attempts, connections, connected_since,
+  last_error, transport, url, heartbeats_sent, replay_entries, down}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from common.bus import RpcClient, Subscriber
+from common.service import Runtime
+from services.gateway.contracts import TOPICS
+from services.gateway.heartbeat import Heartbeat
+from services.gateway.link import CloudLink, Emit
+from services.gateway.peers import OTHERS, PeerWatch
+from services.gateway.replay import ReplayCache
+from services.gateway.router import Router
+
+log = logging.getLogger(__name__)
+
+STALE_SAMPLES = 3  # metrics samples missed before the heartbeat falls back
+
+
+class GatewayService:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        config = runtime.config
+        self.watch = PeerWatch(config.beat_interval)
+        self.sub = Subscriber(runtime.ctx, runtime.endpoints.all_pubs(OTHERS),
+                              ("svc.", "metrics.host"), runtime.counters)
+        self.clients: dict[str, RpcClient] = {
+            name: runtime.client(name, config.rpc_timeout) for name in OTHERS}
+        self.replay = ReplayCache(config.replay_window)
+        self.router = Router(self.clients, self.watch, config.rpc_timeout, self.replay,
+                             runtime.counters)
+        self.heartbeat = Heartbeat(config.heartbeat_interval, self.watch,
+                                   STALE_SAMPLES * max(config.metrics_interval,
+                                                       config.heartbeat_interval))
+        self.link = CloudLink(config.cloud_url, config.mtls_dir, config.ca_file,
+                              config.reconnect_max, TOPICS, self.router.handle,
+                              self._session)
+        runtime.rpc.register("link_status", self.link_status)
+        log.info("cloud %s, mTLS directory %s, extra CA %s", config.cloud_url, config.mtls_dir,
+                 config.ca_file or "none")
+
+    async def _session(self, emit: Emit, agent_id: str, ended: asyncio.Event) -> None:
+        await self.heartbeat.run(emit, agent_id, ended)
+
+    async def link_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {**self.link.status.as_dict(), "url": self.link.url,
+                "heartbeats_sent": self.heartbeat.sent, "replay_entries": len(self.replay),
+                "down": self.watch.down()}
+
+    async def run(self) -> None:
+        stop = self.rt.stop
+        tasks = [asyncio.create_task(self.watch.watch(self.sub, stop), name="bus-watch"),
+                 asyncio.create_task(self.link.run(stop), name="cloud-link")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a loop that died is a failure of the process
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.sub.close()
