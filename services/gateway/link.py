@@ -49,6 +49,10 @@ STABLE_AFTER = 10.0
 # The same failure is logged at WARNING once, then every this many seconds.
 REPEAT_LOG_EVERY = 60.0
 TEARDOWN_TIMEOUT = 5.0
+# aiohttp closes a websocket on a message above 4 MiB; a command that large (an upload
+# through run_command) must get its ack — past the bus limit a "too large" one — rather
+# than cost the whole connection.
+WS_MAX_MESSAGE = 2 * jsoncodec.MAX_PACKET_CHARS
 
 
 class Backoff:
@@ -99,6 +103,7 @@ class CloudLink:
         self.status = LinkStatus()
         self._logged_error: str | None = None
         self._logged_at = 0.0
+        self._validity_warned: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, serve, reconnect — until `stop` is set."""
@@ -139,13 +144,15 @@ class CloudLink:
             self.status.last_error = f"no usable mTLS credentials: {exc}"
             return 0.0
         problem = identity.validity_problem()
-        if problem is not None:
-            # The cloud decides; the attempt still shows the operator what it says.
+        if problem is not None and problem != self._validity_warned:
+            # The cloud decides; the attempt still goes out and shows what it says.
             log.warning("%s; the cloud will refuse it until the agent is re-enrolled", problem)
+        self._validity_warned = problem
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
         client = socketio.AsyncClient(
             reconnection=False, http_session=session, ssl_verify=True, handle_sigint=False,
-            json=jsoncodec, logger=False, engineio_logger=False)
+            json=jsoncodec, logger=False, engineio_logger=False,
+            websocket_extra_options={"max_msg_size": WS_MAX_MESSAGE})
         ended = asyncio.Event()
         why: dict[str, Any] = {}
         self._register(client, ended, why)
@@ -192,8 +199,14 @@ class CloudLink:
             detail = str(exc) or type(exc).__name__
             if isinstance(exc, TimeoutError):
                 detail = f"no connection within {CONNECT_TIMEOUT:g} s"
-            if "refused" in why:
-                detail = f"{detail} (the cloud says: {why['refused']})"
+            refused = why.get("refused")
+            if refused and refused not in detail:
+                detail = f"{detail} (the cloud says: {refused})"
+            if "Server disconnected" in detail:
+                # TLS 1.3 finishes the client's side of the handshake before the server
+                # checks the client certificate, so a refusal arrives as a plain close.
+                detail += (" — the cloud closed the connection during the handshake, which "
+                           "is how a refused client certificate shows under TLS 1.3")
             self.status.last_error = detail
             return 0.0
         up_at = time.monotonic()

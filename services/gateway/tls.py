@@ -120,7 +120,7 @@ def client_context(identity: Identity, ca_file: Path | None) -> ssl.SSLContext:
         ctx.load_cert_chain(str(identity.cert_path), str(identity.key_path))
     except ssl.SSLError as exc:
         raise CredentialsError(identity.key_path,
-                               f"client certificate and key do not load together ({exc.reason})",
+                               f"client certificate and key do not load together ({exc})",
                                "re-enrol this agent") from None
     except OSError as exc:
         raise CredentialsError(identity.key_path, f"client key cannot be read ({exc})") from None
