@@ -91,6 +91,6 @@ class PeerWatch:
     async def watch(self, sub: Subscriber, stop: Any) -> None:
         """Feed from `sub` until `stop` (an asyncio.Event) is set."""
         while not stop.is_set():
-            envelope = await sub.recv(0.5)
+            envelope = await sub.recv(0.2)
             if envelope is not None:
                 self.feed(envelope)

@@ -49,7 +49,7 @@ class ReplayCache:
         # front; the size bound drops the oldest, finished or not.
         while self._entries:
             key, entry = next(iter(self._entries.items()))
-            if now - entry.at <= self.window and len(self._entries) <= self.max_entries:
+            if now - entry.at <= self.window and len(self._entries) < self.max_entries:
                 break
             del self._entries[key]
 

@@ -24,6 +24,8 @@ Validation failures are not cached: they cost nothing to compute again.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,7 +49,7 @@ from services.gateway.schema import validation_text
 log = logging.getLogger(__name__)
 
 Call = Callable[[str, str, dict[str, Any], float], Awaitable[Any]]
-Composer = Callable[["Router", Command, dict[str, Any], float], Awaitable[dict[str, Any]]]
+Composer = Callable[["Router", "Route", Command, float], Awaitable[Any]]
 
 
 class Outcome(Exception):
@@ -67,20 +69,21 @@ class Route:
     method: str
     mutating: bool = False  # changes state: a timeout is replayed rather than re-run
     budget: float | None = None  # seconds; None = the config's rpc_timeout
-    compose: Composer | None = None  # builds the ack body from the primary result
+    compose: Composer | None = None  # replaces the single call when an ack needs more
 
 
-async def _with_ip_addresses(router: Router, command: Command, result: dict[str, Any],
-                             budget: float) -> dict[str, Any]:
-    """`get_consumption_orchestrator` = metrics' figures + addresses from netbridge; when
-    netbridge cannot say, the figures still go out with an empty address list."""
+async def _with_ip_addresses(router: Router, route: Route, command: Command,
+                             budget: float) -> Any:
+    """`get_consumption_orchestrator` = metrics' figures + addresses from netbridge, asked
+    at the same time; when netbridge cannot say, the figures go out with no addresses."""
+    addresses = asyncio.create_task(router.ip_addresses(budget))
     try:
-        reply = await router.call("netbridge", "interfaces", {}, budget)
-        addresses = ip_addresses(reply.get("interfaces") if isinstance(reply, dict) else None)
-    except (RpcTimeout, RpcError) as exc:
-        log.info("no interface list for get_consumption_orchestrator: %s", exc)
-        addresses = []
-    return {"ip_addresses": addresses, **result}
+        result = await router.call(route.process, route.method, command.params, budget)
+    except BaseException:
+        addresses.cancel()
+        raise
+    found = await addresses
+    return {"ip_addresses": found, **result} if isinstance(result, dict) else result
 
 
 def ip_addresses(interfaces: Any) -> list[dict[str, str]]:
@@ -93,9 +96,17 @@ def ip_addresses(interfaces: Any) -> list[dict[str, str]]:
             continue
         for entry in iface.get("ipv4_addresses") or []:
             address = entry.get("address") if isinstance(entry, dict) else entry
-            if isinstance(address, str):
+            if isinstance(address, str) and _is_ipv4(address):
                 out.append({"interface": iface["interface"], "ip_address": address})
     return sorted(out, key=lambda a: (a["interface"], a["ip_address"]))
+
+
+def _is_ipv4(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
 
 
 ROUTES: Mapping[str, Route] = {r.topic: r for r in (
@@ -131,6 +142,16 @@ class Router:
     async def call(self, process: str, method: str, params: dict[str, Any],
                    budget: float) -> Any:
         return await self.clients[process].call(method, params, timeout=budget)
+
+    async def ip_addresses(self, budget: float) -> list[dict[str, str]]:
+        if "netbridge" in self.watch.down():
+            return []  # known down: no reason to spend the budget waiting for it
+        try:
+            reply = await self.call("netbridge", "interfaces", {}, budget)
+        except (RpcTimeout, RpcError) as exc:
+            log.info("no interface list from netbridge: %s", exc)
+            return []
+        return ip_addresses(reply.get("interfaces") if isinstance(reply, dict) else None)
 
     # --- the one entry point --------------------------------------------------------
 
@@ -179,9 +200,11 @@ class Router:
         return acks.wrap_reply(topic, command.correlation_id, body), True, "ok"
 
     async def _forward(self, route: Route, command: Command, budget: float) -> dict[str, Any]:
-        deadline = time.monotonic() + budget
         try:
-            result = await self.call(route.process, route.method, command.params, budget)
+            if route.compose is not None:
+                result = await route.compose(self, route, command, budget)
+            else:
+                result = await self.call(route.process, route.method, command.params, budget)
         except RpcTimeout as exc:
             raise self._silence(route, budget, exc.delivered) from None
         except RpcError as exc:
@@ -190,9 +213,6 @@ class Router:
             log.error("%s.%s returned %s, not an object", route.process, route.method,
                       type(result).__name__)
             raise Outcome(f"{route.process} returned an invalid reply", "internal", True)
-        if route.compose is not None:
-            remaining = max(0.1, deadline - time.monotonic())
-            result = await route.compose(self, command, result, remaining)
         return result
 
     def _silence(self, route: Route, budget: float, delivered: bool) -> Outcome:

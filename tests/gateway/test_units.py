@@ -1,0 +1,204 @@
+"""The gateway's pure pieces: backoff, replay cache, JSON fallback, identity, addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devcloud import pki
+from services.gateway import jsoncodec
+from services.gateway.link import Backoff
+from services.gateway.replay import ReplayCache
+from services.gateway.router import ROUTES, ip_addresses
+from services.gateway.tls import CredentialsError, client_context, load_identity
+
+# --- backoff ------------------------------------------------------------------------
+
+
+def test_backoff_doubles_from_one_second_to_the_cap_with_jitter() -> None:
+    top = Backoff(cap=5.0, rng=lambda: 0.0)
+    assert [top.next() for _ in range(6)] == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    low = Backoff(cap=5.0, rng=lambda: 1.0)
+    assert [round(low.next(), 3) for _ in range(4)] == [0.8, 1.6, 3.2, 4.0]
+    top.reset()
+    assert top.next() == 1.0
+    assert Backoff(cap=0.3, rng=lambda: 0.0).next() == 0.3
+    # Many failures never overflow.
+    many = Backoff(cap=5.0, rng=lambda: 0.5)
+    for _ in range(5000):
+        delay = many.next()
+    assert 4.0 <= delay <= 5.0
+
+
+# --- replay cache --------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_replay_runs_once_and_shares_the_in_flight_result() -> None:
+    cache = ReplayCache(window=600, clock=Clock())
+    runs = 0
+    gate = asyncio.Event()
+
+    async def produce() -> tuple[dict[str, Any], bool]:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        return {"status": "creating", "n": runs}, True
+
+    first = asyncio.create_task(cache.run(("create_new_runtime", 1), produce))
+    second = asyncio.create_task(cache.run(("create_new_runtime", 1), produce))
+    await asyncio.sleep(0.01)
+    gate.set()
+    (ack1, replayed1), (ack2, replayed2) = await asyncio.gather(first, second)
+    assert ack1 == ack2 == {"status": "creating", "n": 1}
+    assert (replayed1, replayed2) == (False, True)
+    assert ack1 is not ack2  # a replay is a copy
+    assert runs == 1
+    # Another topic with the same id, and no id at all, are separate commands.
+    await cache.run(("delete_device", 1), produce)
+    await cache.run(None, produce)
+    await cache.run(None, produce)
+    assert runs == 4
+
+
+async def test_replay_window_and_size_bound() -> None:
+    clock = Clock()
+    cache = ReplayCache(window=600, max_entries=3, clock=clock)
+    runs = 0
+
+    async def produce() -> tuple[dict[str, Any], bool]:
+        nonlocal runs
+        runs += 1
+        return {"n": runs}, True
+
+    await cache.run(("t", 1), produce)
+    clock.now += 599
+    assert (await cache.run(("t", 1), produce)) == ({"n": 1}, True)
+    clock.now += 2
+    assert (await cache.run(("t", 1), produce)) == ({"n": 2}, False)
+    for cid in (2, 3, 4):
+        await cache.run(("t", cid), produce)
+    assert len(cache) == 3
+    assert (await cache.run(("t", 1), produce))[1] is False  # evicted as the oldest
+
+
+async def test_replay_forgets_what_must_not_be_kept_and_failures() -> None:
+    cache = ReplayCache()
+    runs = 0
+
+    async def not_run() -> tuple[dict[str, Any], bool]:
+        nonlocal runs
+        runs += 1
+        return {"reason": "not_available"}, False
+
+    async def boom() -> tuple[dict[str, Any], bool]:
+        raise RuntimeError("bug")
+
+    await cache.run(("t", 1), not_run)
+    await cache.run(("t", 1), not_run)
+    assert runs == 2 and len(cache) == 0
+    with pytest.raises(RuntimeError):
+        await cache.run(("t", 2), boom)
+    assert len(cache) == 0
+
+
+# --- JSON decoding fallback ------------------------------------------------------------
+
+
+def test_jsoncodec_keeps_the_event_name_of_what_it_cannot_decode() -> None:
+    assert jsoncodec.loads('["get_device_status",{"device_id":"x"}]') == [
+        "get_device_status", {"device_id": "x"}]
+    big = '["get_device_status",{"n":' + "9" * 150 + "}]"
+    event, payload = jsoncodec.loads(big)
+    assert event == "get_device_status"
+    assert isinstance(payload, jsoncodec.Undecodable)
+    deep = '["run_command",' + "[" * 100_000 + "]" * 100_000 + "]"
+    event, payload = jsoncodec.loads(deep)
+    assert event == "run_command" and "nested too deeply" in payload.reason
+    huge = '["run_command",{"data":"' + "x" * jsoncodec.MAX_PACKET_CHARS + '"}]'
+    event, payload = jsoncodec.loads(huge)
+    assert event == "run_command" and "larger than" in payload.reason
+    # Not an event array: the library's error stands.
+    with pytest.raises(ValueError):
+        jsoncodec.loads('{"sid": ' + "9" * 150 + "}")
+    assert jsoncodec.dumps({"a": 1}) == json.dumps({"a": 1})
+
+
+# --- identity and context -------------------------------------------------------------
+
+
+def test_agent_id_is_the_certificate_cn_and_the_context_is_strict(tmp_path: Path) -> None:
+    ca = pki.make_ca(tmp_path / "ca")
+    pki.issue_client_cert(ca, "07048933").write(tmp_path / "mtls", "client")
+    identity = load_identity(tmp_path / "mtls")
+    assert identity.agent_id == "07048933"
+    assert identity.validity_problem() is None
+    ctx = client_context(identity, tmp_path / "ca" / "ca.crt")
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    # System trust stays on next to the extra CA.
+    assert len(ctx.get_ca_certs()) >= 1
+    plain = client_context(identity, None)
+    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+
+
+def test_credential_problems_name_the_file_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(CredentialsError) as missing:
+        load_identity(tmp_path)
+    assert missing.value.path == tmp_path / "client.crt"
+    assert "ORCH_MTLS_DIR" in str(missing.value)
+    (tmp_path / "client.crt").write_text("garbage")
+    with pytest.raises(CredentialsError, match="client key not found"):
+        load_identity(tmp_path)
+    (tmp_path / "client.key").write_text("garbage")
+    with pytest.raises(CredentialsError, match="not a PEM certificate"):
+        load_identity(tmp_path)
+    ca = pki.make_ca(None)
+    pki.issue_client_cert(ca, "12345678").write(tmp_path, "client")
+    identity = load_identity(tmp_path)
+    with pytest.raises(CredentialsError, match="extra CA file not found"):
+        client_context(identity, tmp_path / "nope.crt")
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+def test_route_table_follows_the_bus_document() -> None:
+    table = {topic: (r.process, r.method) for topic, r in ROUTES.items()}
+    assert table == {
+        "create_new_runtime": ("executor", "create_runtime"),
+        "delete_device": ("executor", "delete_device"),
+        "start_device": ("executor", "start_device"),
+        "stop_device": ("executor", "stop_device"),
+        "restart_device": ("executor", "restart_device"),
+        "get_device_status": ("executor", "device_status"),
+        "run_command": ("executor", "run_command"),
+        "get_consumption_device": ("metrics", "consumption_device"),
+        "get_consumption_orchestrator": ("metrics", "consumption_orchestrator"),
+        "get_host_interfaces": ("netbridge", "host_interfaces"),
+        "delete_orchestrator": ("executor", "delete_orchestrator"),
+    }
+    reads = {t for t, r in ROUTES.items() if not r.mutating}
+    assert reads == {"get_device_status", "get_consumption_device",
+                     "get_consumption_orchestrator", "get_host_interfaces"}
+
+
+def test_ip_addresses_from_interface_records() -> None:
+    assert ip_addresses(None) == []
+    assert ip_addresses([{"interface": "eth0"}, "junk", {"ipv4_addresses": []}]) == []
+    records = [{"interface": "eth1", "ipv4_addresses": [{"address": "192.0.2.5"}, "x", {}]},
+               {"interface": "eth0", "ipv4_addresses": ["198.51.100.2"]}]
+    assert ip_addresses(records) == [{"interface": "eth0", "ip_address": "198.51.100.2"},
+                                     {"interface": "eth1", "ip_address": "192.0.2.5"}]
