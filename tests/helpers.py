@@ -54,7 +54,8 @@ def short_tmpdir(prefix: str = "oat") -> Iterator[Path]:
 
 
 def agent_env(base: Path, **extra: str) -> dict[str, str]:
-    """Environment for agent processes whose state and bus live under `base`."""
+    """Environment for agent processes whose state, bus and credentials live under
+    `base`."""
     env = dict(os.environ)
     env.update({
         "ORCH_STATE_DIR": str(base / "state"),
@@ -62,6 +63,10 @@ def agent_env(base: Path, **extra: str) -> dict[str, str]:
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
+        # Never the product cloud from a test: a closed loopback port and no credentials,
+        # unless a test points the gateway at its own development cloud.
+        "ORCH_CLOUD_URL": "https://127.0.0.1:9",
+        "ORCH_MTLS_DIR": str(base / "mtls"),
     })
     env.update(extra)
     return env
