@@ -245,6 +245,8 @@ class Router:
             outcome = f"error ({ack.get('reason')}): {ack.get('error')}"
         else:
             outcome = f"ok (status {status})"
-        level = logging.WARNING if kind == "error" else logging.INFO
+        # A part that has not landed is a known state, not an incident.
+        level = (logging.WARNING if kind == "error" and ack.get("reason") != "not_available"
+                 else logging.INFO)
         log.log(level, "command %s correlation_id=%s: %s in %.1f ms", topic, correlation_id,
                 outcome, elapsed * 1000)

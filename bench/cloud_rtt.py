@@ -1,0 +1,193 @@
+"""Cloud round trip and heartbeat rhythm of the whole agent, over real mTLS on loopback.
+
+Starts a development cloud in this process and the agent suite under supervisord (the
+repository's `supervisord.conf`), enrolled through the cloud's provisioning endpoints.
+Then measures:
+
+* command round trip, cloud emit → ack, for a cheap command the owning process answers
+  from memory (default `get_host_interfaces`), at concurrency 1 and 16;
+* the heartbeat period (mean, jitter) over `--heartbeat-seconds` of an idle agent, and
+  over the command phases (under load).
+
+Prints one JSON object.
+
+  python bench/cloud_rtt.py [--commands 2000] [--topic get_host_interfaces]
+                            [--heartbeat-seconds 300] [--log-level INFO]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devcloud.server import DevCloud  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PAYLOADS: dict[str, dict[str, Any]] = {
+    "get_host_interfaces": {},
+    "get_device_status": {"device_id": "bench-missing-device"},
+    "get_consumption_orchestrator": {"cpuPeriod": "5m", "memoryPeriod": "5m"},
+}
+TARGETS = {"p50_ms": 5.0, "p99_ms": 20.0, "heartbeat_period_s": 5.0,
+           "heartbeat_tolerance_s": 0.5}
+
+
+def context() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
+                        "kernel": platform.release(), "python": platform.python_version()},
+            "commit": commit or None}
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))]
+
+
+def summary_ms(seconds: list[float]) -> dict[str, Any]:
+    ms = [s * 1000 for s in seconds]
+    return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 3),
+            "p99_ms": round(percentile(ms, 99), 3), "mean_ms": round(statistics.fmean(ms), 3),
+            "max_ms": round(max(ms), 3)}
+
+
+def rhythm(received: list[float]) -> dict[str, Any]:
+    intervals = [b - a for a, b in itertools.pairwise(received)]
+    if not intervals:
+        return {"beats": len(received)}
+    return {"beats": len(received), "mean_s": round(statistics.fmean(intervals), 4),
+            "jitter_stdev_s": round(statistics.pstdev(intervals), 4),
+            "min_s": round(min(intervals), 4), "max_s": round(max(intervals), 4),
+            "max_deviation_s": round(max(abs(i - 5.0) for i in intervals), 4)}
+
+
+class Agent:
+    """The suite under supervisord in a private directory, pointed at `cloud`."""
+
+    def __init__(self, base: Path, env: dict[str, str]) -> None:
+        self.base = base
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "PYTHONPATH": str(ROOT), "ORCH_STATE_DIR": str(base / "state"),
+                    "ORCH_RUN_DIR": str(base / "run"), **env}
+        (base / "run").mkdir(mode=0o700)
+        self.log = open(base / "supervisord.out", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([str(BIN / "supervisord"), "-c",
+                                      str(ROOT / "supervisord.conf")],
+                                     env=self.env, cwd=ROOT, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+async def round_trips(cloud: DevCloud, agent_id: str, topic: str, count: int,
+                      concurrency: int) -> list[float]:
+    payload = PAYLOADS[topic]
+    times: list[float] = []
+    per_worker = count // concurrency
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            started = time.perf_counter()
+            ack = await cloud.send(agent_id, topic, payload, timeout=10)
+            times.append(time.perf_counter() - started)
+            if not isinstance(ack, dict) or ack.get("action") != topic:
+                raise RuntimeError(f"unexpected ack {ack!r}")
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return times
+
+
+def beats_between(cloud: DevCloud, agent_id: str, start: float, end: float) -> list[float]:
+    return [b.received_at for b in cloud.hub.heartbeats(agent_id)
+            if start <= b.received_at <= end]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="oatb", dir="/tmp"))
+    agent: Agent | None = None
+    try:
+        async with DevCloud(base / "cloud", port=0, admin_port=0, provision_port=0) as cloud:
+            creds = await cloud.enroll(base / "mtls")
+            agent = Agent(base, {"ORCH_LOG_LEVEL": args.log_level,
+                                 "ORCH_CLOUD_URL": cloud.url,
+                                 "ORCH_MTLS_DIR": str(creds.directory),
+                                 "ORCH_CA_FILE": str(creds.ca_path)})
+            if not await cloud.wait_connected(creds.agent_id, 60):
+                raise RuntimeError("the agent did not connect; see "
+                                   f"{base / 'supervisord.out'}")
+            await cloud.wait_heartbeats(creds.agent_id, 1, timeout=15)
+            await round_trips(cloud, creds.agent_id, args.topic, 200, 4)  # warm-up
+            load_start = time.time()
+            results = {}
+            for concurrency in (1, 16):
+                times = await round_trips(cloud, creds.agent_id, args.topic, args.commands,
+                                          concurrency)
+                results[f"concurrency_{concurrency}"] = summary_ms(times)
+            load_end = time.time()
+            await asyncio.sleep(args.heartbeat_seconds)
+            idle_end = time.time()
+            return {
+                "benchmark": "cloud_rtt",
+                **context(),
+                "sizes": {"commands_per_level": args.commands, "topic": args.topic,
+                          "runtimes": 0, "heartbeat_seconds": args.heartbeat_seconds,
+                          "log_level": args.log_level,
+                          "transport": "websocket over TLS 1.3, loopback"},
+                "round_trip": results,
+                "heartbeat": {
+                    "idle": rhythm(beats_between(cloud, creds.agent_id, load_end, idle_end)),
+                    "under_load": rhythm(beats_between(cloud, creds.agent_id, load_start,
+                                                       load_end)),
+                },
+                "targets": TARGETS,
+            }
+    finally:
+        if agent is not None:
+            agent.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--commands", type=int, default=2000,
+                        help="commands per concurrency level (at least 1000 for the record)")
+    parser.add_argument("--topic", default="get_host_interfaces", choices=sorted(PAYLOADS))
+    parser.add_argument("--heartbeat-seconds", type=float, default=300.0)
+    parser.add_argument("--log-level", default="INFO",
+                        help="the agent's; INFO logs one line per command through "
+                             "supervisord, WARNING measures the path without it")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
