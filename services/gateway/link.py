@@ -48,7 +48,8 @@ CONNECT_TIMEOUT = 30.0
 STABLE_AFTER = 10.0
 # The same failure is logged at WARNING once, then every this many seconds.
 REPEAT_LOG_EVERY = 60.0
-TEARDOWN_TIMEOUT = 5.0
+# Within the service runner's shutdown budget, with room for the rest.
+TEARDOWN_TIMEOUT = 1.0
 # aiohttp closes a websocket on a message above 4 MiB; a command that large (an upload
 # through run_command) must get its ack — past the bus limit a "too large" one — rather
 # than cost the whole connection.
@@ -243,8 +244,11 @@ class CloudLink:
 
     async def _teardown(self, client: socketio.AsyncClient,
                         session: aiohttp.ClientSession) -> None:
+        """Close the connection politely if it answers quickly; the session (and with it
+        every transport and background read) goes in any case, even when cancelled."""
         try:
             await asyncio.wait_for(client.disconnect(), TEARDOWN_TIMEOUT)
-        except Exception as exc:  # teardown of a broken transport; the session goes anyway
-            log.debug("socket.io teardown: %s", exc)
-        await session.close()
+        except Exception as exc:  # a broken or slow transport; closing the session ends it
+            log.debug("socket.io teardown: %r", exc)
+        finally:
+            await session.close()
