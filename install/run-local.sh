@@ -1,23 +1,119 @@
 #!/usr/bin/env bash
-# Runs the agent suite on this machine under supervisord, in the foreground (Ctrl-C stops
-# it).  With "ctl ARGS" it runs supervisorctl against that suite; with "tap ARGS" the bus
-# tap.  State goes to .run/state in the checkout unless ORCH_STATE_DIR says otherwise; the
-# bus lives in a private run directory under /tmp (ipc paths must stay short).
+# Runs the whole agent on this machine: a development cloud in the background (loopback,
+# fixed ports) and the agent suite under supervisord in the foreground, linked over mTLS.
+# Ctrl-C stops the suite; the cloud stops with it.
+#
+#   install/run-local.sh [run]          the main job (what `make run` calls)
+#   install/run-local.sh ctl ARGS       supervisorctl against that suite
+#   install/run-local.sh tap ARGS       the bus tap
+#   install/run-local.sh cloud ARGS     the development cloud's CLI, e.g.
+#                                         cloud agents
+#                                         cloud send <AGENT> get_host_interfaces '{}'
+#                                         cloud watch <AGENT> --count 3
+#
+# State goes to .run/ in the checkout: .run/state (agent state), .run/devcloud (the cloud's
+# CA and registry), .run/mtls (the agent's enrolled credentials, made once).  The bus lives
+# in a private run directory under /tmp (ipc paths must stay short).  With ORCH_CLOUD_URL
+# already set, no development cloud is started and the agent uses that cloud, with
+# ORCH_MTLS_DIR and ORCH_CA_FILE as given.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$top/.venv/bin:$PATH"
 export ORCH_STATE_DIR=${ORCH_STATE_DIR:-$top/.run/state}
 export ORCH_RUN_DIR=${ORCH_RUN_DIR:-/tmp/orchestrator-$(id -u)}
-mkdir -p "$ORCH_STATE_DIR"
-mkdir -p -m 0700 "$ORCH_RUN_DIR"
+cloud_dir=${ORCH_DEVCLOUD_DIR:-$top/.run/devcloud}
+cloud_port=${ORCH_DEVCLOUD_PORT:-3001}
+provision_port=${ORCH_DEVCLOUD_PROVISION_PORT:-3000}
+admin_port=${ORCH_DEVCLOUD_ADMIN_PORT:-3002}
+mtls_dir=$top/.run/mtls
+
+cloud_cli() {
+  local sub=${1:-}
+  [ -n "$sub" ] || { orchestrator-devcloud --help; return 2; }
+  shift
+  case "$sub" in
+    agents|send|watch|acks) orchestrator-devcloud "$sub" --dir "$cloud_dir" "$@" ;;
+    *) orchestrator-devcloud "$sub" "$@" ;;
+  esac
+}
 
 case "${1:-run}" in
   ctl) shift; exec supervisorctl -c "$top/supervisord.conf" "$@" ;;
   tap) shift; exec orchestrator-tap "$@" ;;
+  cloud) shift; cloud_cli "$@"; exit $? ;;
   run) ;;
-  *) echo "usage: $0 [run | ctl ARGS | tap ARGS]" >&2; exit 2 ;;
+  *) echo "usage: $0 [run | ctl ARGS | tap ARGS | cloud ARGS]" >&2; exit 2 ;;
 esac
 
-echo "state: $ORCH_STATE_DIR   bus: $ORCH_RUN_DIR"
+mkdir -p "$ORCH_STATE_DIR"
+mkdir -p -m 0700 "$ORCH_RUN_DIR"
+
+cloud_pid=
+stop_cloud() {
+  if [ -n "$cloud_pid" ] && kill -0 "$cloud_pid" 2>/dev/null; then
+    kill -TERM "$cloud_pid" 2>/dev/null || true
+    wait "$cloud_pid" 2>/dev/null || true
+    echo "development cloud stopped"
+  fi
+}
+trap stop_cloud EXIT
+
+# Waits until the cloud we started has written its addresses (run.json carries its pid).
+wait_cloud() {
+  local i
+  for i in $(seq 1 150); do
+    if ! kill -0 "$cloud_pid" 2>/dev/null; then
+      echo "the development cloud did not start:" >&2
+      tail -n 20 "$cloud_dir/serve.log" >&2
+      return 1
+    fi
+    if grep -qs "\"pid\": $cloud_pid," "$cloud_dir/run.json"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "the development cloud did not come up within 15 s; see $cloud_dir/serve.log" >&2
+  return 1
+}
+
+agent_id=
+if [ -z "${ORCH_CLOUD_URL:-}" ]; then
+  mkdir -p "$cloud_dir"
+  orchestrator-devcloud init --dir "$cloud_dir" >/dev/null
+  orchestrator-devcloud serve --dir "$cloud_dir" --host 127.0.0.1 --port "$cloud_port" \
+    --provision-port "$provision_port" --admin-port "$admin_port" \
+    >"$cloud_dir/serve.log" 2>&1 &
+  cloud_pid=$!
+  wait_cloud
+  if [ ! -s "$mtls_dir/client.crt" ] || [ ! -s "$mtls_dir/client.key" ]; then
+    orchestrator-devcloud enroll --url "https://127.0.0.1:$provision_port" --out "$mtls_dir" \
+      --cacert "$cloud_dir/pki/ca.crt" >/dev/null
+  fi
+  export ORCH_CLOUD_URL="https://127.0.0.1:$cloud_port"
+  export ORCH_MTLS_DIR="$mtls_dir"
+  export ORCH_CA_FILE="$mtls_dir/ca.crt"
+  agent_id=$(openssl x509 -in "$mtls_dir/client.crt" -noout -subject -nameopt multiline \
+    | sed -n 's/^ *commonName *= *//p')
+fi
+
+echo "state: $ORCH_STATE_DIR   bus: $ORCH_RUN_DIR   cloud: $ORCH_CLOUD_URL"
 echo "in another terminal:  make ctl ARGS=status   |   make tap ARGS=metrics."
-exec supervisord -c "$top/supervisord.conf"
+if [ -n "$agent_id" ]; then
+  echo "development cloud (log $cloud_dir/serve.log), agent $agent_id:"
+  echo "  install/run-local.sh cloud agents"
+  echo "  install/run-local.sh cloud send $agent_id get_host_interfaces '{}'"
+  echo "  install/run-local.sh cloud send $agent_id get_consumption_orchestrator '{}'"
+  echo "  install/run-local.sh cloud watch $agent_id --count 3"
+fi
+
+supervisord -c "$top/supervisord.conf" &
+sup_pid=$!
+trap 'kill -TERM "$sup_pid" 2>/dev/null || true' INT TERM
+# A trapped signal interrupts the first wait; the second waits for supervisord to finish.
+status=0
+wait "$sup_pid" || status=$?
+if kill -0 "$sup_pid" 2>/dev/null; then
+  status=0
+  wait "$sup_pid" || status=$?
+fi
+exit "$status"
