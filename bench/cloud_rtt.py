@@ -6,13 +6,14 @@ Then measures:
 
 * command round trip, cloud emit → ack, for a cheap command the owning process answers
   from memory (default `get_host_interfaces`), at concurrency 1 and 16;
-* the heartbeat period (mean, jitter) over `--heartbeat-seconds` of an idle agent, and
-  over the command phases (under load).
+* the heartbeat period (mean, jitter) over `--load-seconds` of continuous commands (16 in
+  flight) and over `--heartbeat-seconds` of an idle agent.
 
 Prints one JSON object.
 
   python bench/cloud_rtt.py [--commands 2000] [--topic get_host_interfaces]
-                            [--heartbeat-seconds 300] [--log-level INFO]
+                            [--heartbeat-seconds 300] [--load-seconds 30]
+                            [--log-level INFO]
 """
 
 from __future__ import annotations
@@ -124,6 +125,22 @@ async def round_trips(cloud: DevCloud, agent_id: str, topic: str, count: int,
     return times
 
 
+async def load_for(cloud: DevCloud, agent_id: str, topic: str, seconds: float,
+                   concurrency: int = 16) -> int:
+    """Keep `concurrency` commands in flight for `seconds`; return how many were acked."""
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            await cloud.send(agent_id, topic, PAYLOADS[topic], timeout=10)
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
 def beats_between(cloud: DevCloud, agent_id: str, start: float, end: float) -> list[float]:
     return [b.received_at for b in cloud.hub.heartbeats(agent_id)
             if start <= b.received_at <= end]
@@ -144,12 +161,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                    f"{base / 'supervisord.out'}")
             await cloud.wait_heartbeats(creds.agent_id, 1, timeout=15)
             await round_trips(cloud, creds.agent_id, args.topic, 200, 4)  # warm-up
-            load_start = time.time()
             results = {}
             for concurrency in (1, 16):
                 times = await round_trips(cloud, creds.agent_id, args.topic, args.commands,
                                           concurrency)
                 results[f"concurrency_{concurrency}"] = summary_ms(times)
+            load_start = time.time()
+            under_load = await load_for(cloud, creds.agent_id, args.topic, args.load_seconds)
             load_end = time.time()
             await asyncio.sleep(args.heartbeat_seconds)
             idle_end = time.time()
@@ -158,7 +176,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 **context(),
                 "sizes": {"commands_per_level": args.commands, "topic": args.topic,
                           "runtimes": 0, "heartbeat_seconds": args.heartbeat_seconds,
-                          "log_level": args.log_level,
+                          "log_level": args.log_level, "load_seconds": args.load_seconds,
+                          "load_concurrency": 16, "load_commands": under_load,
                           "transport": "websocket over TLS 1.3, loopback"},
                 "round_trip": results,
                 "heartbeat": {
@@ -180,7 +199,11 @@ def main() -> int:
     parser.add_argument("--commands", type=int, default=2000,
                         help="commands per concurrency level (at least 1000 for the record)")
     parser.add_argument("--topic", default="get_host_interfaces", choices=sorted(PAYLOADS))
-    parser.add_argument("--heartbeat-seconds", type=float, default=300.0)
+    parser.add_argument("--heartbeat-seconds", type=float, default=300.0,
+                        help="idle time over which the heartbeat period is measured")
+    parser.add_argument("--load-seconds", type=float, default=30.0,
+                        help="time of continuous load (16 in flight) for the heartbeat "
+                             "period under load")
     parser.add_argument("--log-level", default="INFO",
                         help="the agent's; INFO logs one line per command through "
                              "supervisord, WARNING measures the path without it")
