@@ -8,10 +8,12 @@ right shape, and never a second execution of a repeated command.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from common.bus import RemoteError
@@ -424,3 +426,39 @@ async def test_cloud_command_timeout_is_never_reached(env: Env) -> None:
             assert record.ack["status"] == "error", topic
             assert record.ack["reason"] == "unavailable", topic
             assert record.elapsed < 1.5, topic
+
+
+async def test_reconnections_leave_no_sessions_or_tasks_behind(env: Env) -> None:
+    def open_sessions() -> int:
+        return sum(1 for o in gc.get_objects()
+                   if isinstance(o, aiohttp.ClientSession) and not o.closed)
+
+    def client_tasks() -> list[str]:
+        # The cloud's server keeps ping tasks of closed sockets for a while; count only
+        # the tasks of the agent's side.
+        names = []
+        for task in asyncio.all_tasks():
+            code = getattr(task.get_coro(), "cr_code", None)
+            where = code.co_filename if code is not None else ""
+            if "async_client" in where or "services/gateway" in where:
+                names.append(f"{where.rsplit('/', 1)[-1]}:{code.co_name}")
+        return sorted(names)
+
+    config = env.config(reconnect_max=0.3)
+    async with running_gateway(config) as gw:
+        await connected(env, gw)
+        agent = env.creds.agent_id
+        await env.cloud.wait_heartbeats(agent, 2, timeout=5)
+        baseline = client_tasks()
+        for n in range(2, 6):
+            await env.cloud.disconnect_agent(agent)
+            assert await env.cloud.hub.wait_for(
+                lambda n=n: env.cloud.hub.agent(agent).connections == n
+                and env.cloud.hub.is_connected(agent), 10)
+            await gw.wait(lambda: gw.status.connected, 5, "the link")
+        gc.collect()
+        assert open_sessions() == 1  # the live connection's, nothing else
+        assert client_tasks() == baseline, (client_tasks(), baseline)
+        assert any("_read_loop" in t for t in baseline), baseline
+        assert any(t.endswith(":run") for t in baseline), baseline
+        assert gw.status.connections == 5
