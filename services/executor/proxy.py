@@ -212,6 +212,8 @@ def _transport_error(exc: BaseException, limits: ProxyLimits) -> str:
         return "the runtime closed the connection without a reply"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return f"incomplete reply from the runtime: {exc}"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return f"connection to the runtime failed: {exc.strerror or exc}"
     if isinstance(exc, aiohttp.ClientResponseError):
         return f"invalid reply from the runtime: {exc.message}"
     return f"request to the runtime failed: {exc}"
