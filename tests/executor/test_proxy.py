@@ -516,3 +516,13 @@ async def test_plain_http_to_the_tls_port_is_a_transport_error(env: Env) -> None
     response = _response(await proxy(env.ip, _cmd("GET", "/api/version"), limits=limits))
     assert response["status_code"] == 500
     assert "connection" in response["body"]["error"]
+
+
+async def test_proxy_variables_are_ignored(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Were they honoured, the request would go to a closed loopback port and fail.
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    response = _response(await proxy(env.ip, _cmd("GET", "/api/version")))
+    assert response["status_code"] == 200
