@@ -39,7 +39,7 @@ from services.executor.errors import (
     OperationFailed,
 )
 from services.executor.journal import Operation
-from services.executor.netinfo import detected_network
+from services.executor.netinfo import detected_network, parent_address
 from services.executor.validate import (
     CreateRequest,
     check_conflicts,
@@ -230,6 +230,9 @@ async def resolve_vnics(ctx: Context, op: Operation, req: CreateRequest) -> list
             if subnet is None:
                 raise OperationFailed(f"Interface {parent} has no IPv4 subnet to detect")
             vnic["parent_subnet"] = subnet
+            host_address = parent_address(iface, subnet)
+            if host_address:
+                vnic["parent_address"] = host_address
             net = ipaddress.IPv4Network(subnet)
             if vnic["parent_gateway"] is None and gateway and \
                     ipaddress.IPv4Address(gateway) in net:

@@ -65,3 +65,11 @@ def detected_network(iface: dict[str, Any]) -> tuple[str | None, str | None]:
             break
     gateway = iface.get("gateway")
     return subnet, (str(gateway) if gateway else None)
+
+
+def parent_address(iface: dict[str, Any], subnet: str) -> str | None:
+    """The host's own address on `subnet`, kept out of the runtimes' address pool."""
+    for addr in iface.get("ipv4_addresses") or []:
+        if isinstance(addr, dict) and addr.get("subnet") == subnet and addr.get("address"):
+            return str(addr["address"])
+    return None

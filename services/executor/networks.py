@@ -112,8 +112,10 @@ def matches_macvlan(net: dict[str, Any], parent: str, subnet: str) -> bool:
 
 
 def create_macvlan(api: Any, name: str, parent: str, subnet: str, gateway: str | None,
-                   network_labels: dict[str, str]) -> str:
-    pool = docker.types.IPAMPool(subnet=subnet, gateway=gateway)
+                   network_labels: dict[str, str], reserved: str | None = None) -> str:
+    # The host's own address on the LAN is reserved, so the engine never hands it out.
+    aux = {"host": reserved} if reserved and reserved != gateway else None
+    pool = docker.types.IPAMPool(subnet=subnet, gateway=gateway, aux_addresses=aux)
     result = api.create_network(
         name, driver="macvlan", options={"parent": parent, "macvlan_mode": "bridge"},
         ipam=docker.types.IPAMConfig(pool_configs=[pool]), labels=network_labels,
@@ -122,7 +124,7 @@ def create_macvlan(api: Any, name: str, parent: str, subnet: str, gateway: str |
 
 
 def ensure_macvlan(api: Any, instance: str, parent: str, subnet: str, gateway: str | None,
-                   network_labels: dict[str, str]) -> NetworkRef:
+                   network_labels: dict[str, str], reserved: str | None = None) -> NetworkRef:
     name = names.macvlan_network(parent, subnet)
     existing = find_network(api, name)
     if existing is not None:
@@ -149,7 +151,7 @@ def ensure_macvlan(api: Any, instance: str, parent: str, subnet: str, gateway: s
                                   f"{network_subnets(existing)}) and cannot be replaced")
     try:
         return NetworkRef(name, create_macvlan(api, name, parent, subnet, gateway,
-                                               network_labels), True)
+                                               network_labels, reserved), True)
     except docker.errors.APIError as exc:
         text = str(exc.explanation or exc)
         lowered = text.lower()
@@ -263,7 +265,8 @@ class Networks:
         network_labels = labels.macvlan(self.instance, device, vnic["name"], parent, subnet,
                                         op_id)
         return await self.docker.call(ensure_macvlan, self.instance, parent, subnet,
-                                      vnic.get("parent_gateway"), network_labels)
+                                      vnic.get("parent_gateway"), network_labels,
+                                      vnic.get("parent_address"))
 
     async def remove_internal(self, device: str) -> bool:
         name = names.internal_network(device)

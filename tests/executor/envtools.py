@@ -32,8 +32,11 @@ from tests.helpers import ROOT, agent_env, async_wait_for
 
 STANDIN_REPO = "orchestrator/openplc-standin"
 STANDIN_TAG = "test"
-LAN_BLOCKS = [f"192.0.2.{64 * i}/26" for i in range(4)] + \
-    [f"198.51.100.{64 * i}/26" for i in range(4)]
+# Test LANs take /26 blocks of documentation ranges.  Not 192.0.2.0/24: development
+# machines may carry it on their own uplink, and the host would then answer ARP for a
+# LAN address through the veth.  Not the top half of 203.0.113.0/24: dockerenv's bridges.
+LAN_BLOCKS = [f"198.51.100.{64 * i}/26" for i in range(4)] + \
+    [f"203.0.113.{64 * i}/26" for i in range(2)]
 _counter = itertools.count()
 
 
