@@ -95,10 +95,16 @@ def network_gateway(net: dict[str, Any]) -> str | None:
     return None
 
 
-def users(api: Any, network_id: str) -> list[str]:
-    """Names of every container configured with the network, running or not."""
-    rows = api.containers(all=True, filters={"network": network_id})
-    return [str((row.get("Names") or ["?"])[0]).lstrip("/") for row in rows]
+def users(api: Any, network: dict[str, Any]) -> list[str]:
+    """Names of every container configured with the network, running or not.
+
+    Asked by name and by id: a container connected before its first start carries the
+    network by name only (its endpoint, and so the id, comes at start)."""
+    found: set[str] = set()
+    for key in (network["Name"], network["Id"]):
+        for row in api.containers(all=True, filters={"network": key}):
+            found.add(str((row.get("Names") or ["?"])[0]).lstrip("/"))
+    return sorted(found)
 
 
 def _same_subnet(a: str, b: str) -> bool:
@@ -133,7 +139,7 @@ def ensure_macvlan(api: Any, instance: str, parent: str, subnet: str, gateway: s
         gateway_fits = gateway is None or network_gateway(existing) in (None, gateway)
         if fits and gateway_fits:
             return NetworkRef(name, existing["Id"], False)
-        in_use = users(api, existing["Id"])
+        in_use = users(api, existing)
         if ours and not in_use:
             log.info("removing stale network %s (parent %s, subnets %s, gateway %s)", name,
                      (existing.get("Options") or {}).get("parent"), network_subnets(existing),
@@ -224,17 +230,17 @@ def owned_networks(api: Any, instance: str, kind: str | None = None) -> list[dic
     return list(api.networks(filters=labels.filters(instance, kind)))
 
 
-def remove_if_unused(api: Any, network_id: str) -> bool:
-    if users(api, network_id):
+def remove_if_unused(api: Any, network: dict[str, Any]) -> bool:
+    if users(api, network):
         return False
     try:
-        api.remove_network(network_id)
+        api.remove_network(network["Id"])
         return True
     except docker.errors.NotFound:
         return False
     except docker.errors.APIError as exc:
         # An endpoint appeared meanwhile (a container outside our locks): keep it.
-        log.info("network %s kept: %s", network_id[:12], exc.explanation or exc)
+        log.info("network %s kept: %s", network["Name"], exc.explanation or exc)
         return False
 
 
@@ -289,7 +295,7 @@ class Networks:
             if self.locks.busy(net["Name"]):
                 continue  # a create holds it until its container is connected: in use
             async with self.locks.hold([net["Name"]]):
-                if await self.docker.call(remove_if_unused, net["Id"]):
+                if await self.docker.call(remove_if_unused, net):
                     log.info("removed unused network %s", net["Name"])
                     removed.append(net["Name"])
         return removed

@@ -75,7 +75,10 @@ async def recover_create(ctx: Context, op: Operation) -> None:
         assert view is not None
         op.progress["container_id"] = view.id
         if not view.running:
-            await start_runtime(ctx, device, str(op.request.get("image")), vnics, op)
+            # Held like a create holds them: a re-creation without real-time limits
+            # leaves the networks briefly without users.
+            async with ctx.networks.locks.hold(v["network"] for v in vnics):
+                await start_runtime(ctx, device, str(op.request.get("image")), vnics, op)
         await complete(ctx, op, vnics)
         op.succeed(f"Container {device} created (finished after an executor restart)")
         await ctx.save_op(op)
