@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import docker
@@ -206,7 +207,5 @@ async def test_unmanaged_and_protected_containers_are_refused(
         assert result == {"status": "error", "error": f"Device not found: {missing}"}
     finally:
         for container in (mine, side):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
-            except docker.errors.NotFound:
-                pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import docker
@@ -89,10 +90,8 @@ async def test_pool_overlap_reuses_existing_macvlan_network(
         # Not ours: it stays.
         foreign.reload()
     finally:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             foreign.remove()
-        except docker.errors.NotFound:
-            pass
 
 
 async def test_overlap_with_a_foreign_bridge_is_a_clear_error(
