@@ -168,7 +168,7 @@ def test_parse_inspect() -> None:
     assert parse_time("0001-01-01T00:00:00Z") is None
 
 
-# --- state files ------------------------------------------------------------------------------------
+# --- state files -----------------------------------------------------------------------------
 
 
 def test_journal_and_vnic_store_round_trip(tmp_path: Path) -> None:
@@ -205,18 +205,19 @@ while True:
 
 
 def test_atomic_write_survives_kill_9_mid_write(tmp_path: Path) -> None:
-    target = tmp_path / "state.json"
-    atomic_write_json(target, {"n": 0, "pad": ""})
-    for _ in range(5):
+    for round_ in range(5):
+        target = tmp_path / f"state{round_}.json"
+        atomic_write_json(target, {"n": 0, "pad": ""})
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
         # Kill it once it is well into its write loop.
-        wait_for(lambda: (read_json(target) or {}).get("n", 0) >= 20, 20, interval=0.005,
+        wait_for(lambda t=target: (read_json(t) or {}).get("n", 0) >= 20, 20, interval=0.005,
                  what="the writer looping")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         data = read_json(target)
         assert isinstance(data, dict) and isinstance(data["n"], int)
         assert json.loads(target.read_text()) == data
-    leftovers = [p for p in tmp_path.iterdir() if p.name != "state.json"]
+        assert data["n"] >= 20
+    leftovers = [p for p in tmp_path.iterdir() if not p.name.startswith("state")]
     assert all(p.name.endswith(".tmp") for p in leftovers)
