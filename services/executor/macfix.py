@@ -20,6 +20,10 @@ import os
 import threading
 from typing import Any
 
+# Imported here, before logging is configured: pyroute2 resets its logger's level when it
+# is first imported, which would otherwise undo the level `setup_logging` gives it.
+from pyroute2 import IPRoute
+
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
@@ -31,8 +35,6 @@ class MacFixUnavailable(Exception):
 
 
 def _set_macs(wanted: list[tuple[str, str]], pid: int) -> list[tuple[str, str]]:
-    from pyroute2 import IPRoute
-
     changed = []
     with IPRoute() as ipr:
         for ip, mac in wanted:

@@ -45,7 +45,7 @@ def make_executor(docker_client: docker.DockerClient, standin_image: str
     for proc, stack in made:
         proc.stop()
         # Captured by pytest and shown only when the test failed.
-        lines = [ln for ln in proc.output().splitlines() if "pyroute2" not in ln]
+        lines = proc.output().splitlines()
         print(f"--- executor {proc.instance} log (tail) ---\n" + "\n".join(lines[-80:]))
         cleanup_instance(docker_client, proc.instance)
         stack.close()
