@@ -136,3 +136,8 @@ async def test_multiple_vnics_on_two_lans(bus: RpcClient, executor: ExecutorProc
     check_reachable(lan_b, lan_b.addr(41), macs[1])
     body = await bus.call("device_status", {"device_id": name})
     assert body["networks"][macvlan_name(lan_b)]["mac_address"] == macs[1]
+    # Restarted behind the executor's back (a user, the restart policy): the live view sees
+    # the start event and sets the MAC again.
+    docker_client.containers.get(name).restart(timeout=3)
+    subprocess.run(["ip", "-n", lan_b.ns, "neigh", "flush", "all"], check=True, timeout=10)
+    check_reachable(lan_b, lan_b.addr(41), macs[1])
