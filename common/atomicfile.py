@@ -67,6 +67,18 @@ def remove_durably(path: Path) -> bool:
     return True
 
 
+def remove_stale_temps(path: Path) -> int:
+    """Delete temporary files an interrupted `atomic_write` of `path` left behind (call at
+    start-up, before any writer of `path` runs); returns how many were removed."""
+    path = Path(path)
+    removed = 0
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
 def read_json(path: Path) -> Any | None:
     """The JSON content of `path`, or None when the file does not exist."""
     try:

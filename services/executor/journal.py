@@ -85,6 +85,8 @@ class Journal:
     def load(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         ops: dict[str, Operation] = {}
+        for tmp in self.dir.glob(".*.tmp"):  # left by a write cut off by a crash
+            tmp.unlink(missing_ok=True)
         for path in sorted(self.dir.glob("*.json")):
             try:
                 raw = read_json(path)

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from common.atomicfile import atomic_write_json, read_json
+from common.atomicfile import atomic_write_json, read_json, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class VnicStore:
         self._data: dict[str, list[dict[str, Any]]] = {}
 
     def load(self) -> None:
+        remove_stale_temps(self.path)
         try:
             raw = read_json(self.path)
         except (OSError, ValueError) as exc:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.atomicfile import atomic_write_json, read_json
+from common.atomicfile import atomic_write_json, read_json, remove_stale_temps
 from services.executor import ipam, labels, names, selfinfo
 from services.executor.errors import InvalidRequest, OperationFailed
 from services.executor.journal import Journal, Operation
@@ -221,3 +221,6 @@ def test_atomic_write_survives_kill_9_mid_write(tmp_path: Path) -> None:
         assert data["n"] >= 20
     leftovers = [p for p in tmp_path.iterdir() if not p.name.startswith("state")]
     assert all(p.name.endswith(".tmp") for p in leftovers)
+    for round_ in range(5):
+        remove_stale_temps(tmp_path / f"state{round_}.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"state{i}.json" for i in range(5)]
