@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from collections.abc import Callable
 
 import docker
@@ -75,11 +76,24 @@ async def test_full_lifecycle(bus: RpcClient, executor: ExecutorProc, lans: Call
     assert internal["IPAM"]["Config"][0]["Subnet"].startswith("172.30.")
     assert internal["IPAM"]["Config"][0]["Subnet"].endswith("/28")
 
+    command = {"device_id": name, "method": "GET", "api": "/api/version", "port": 8443,
+               "headers": {}, "params": {}, "data": None, "files": {}}
+    result = await bus.call("run_command", command)
+    if importlib.util.find_spec("services.executor.proxy") is None:
+        assert result == {"status": "error", "device_id": name, "error": "run_command is not "
+                          "available: the HTTP proxy module is missing"}
+    else:
+        assert result["http_response"]["status_code"] == 200, result
+
     stopped = await bus.call("stop_device", {"device_id": name})
     assert stopped == {"status": "success", "success": True, "device_id": name,
                        "container_status": "exited"}
     body = await bus.call("device_status", {"device_id": name})
     assert body["is_running"] is False and "exit_code" in body and "uptime_seconds" not in body
+
+    result = await bus.call("run_command", command)
+    assert result == {"status": "error", "device_id": name,
+                      "error": f"Device {name} is not running"}
 
     started = await bus.call("start_device", {"device_id": name})
     assert started["success"] is True and started["container_status"] == "running"
