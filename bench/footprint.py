@@ -19,11 +19,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
+import psutil
 
-from bench.common_info import context  # noqa: E402
-from tests.helpers import short_tmpdir  # noqa: E402
-from tests.suite import PROGRAMS, Suite  # noqa: E402
+from bench.common_info import context
+from tests.helpers import short_tmpdir
+from tests.suite import PROGRAMS, Suite
 
 MB = 1024 * 1024
 
