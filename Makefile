@@ -37,9 +37,13 @@ ctl: $(STAMP)
 tap: $(STAMP)
 	install/run-local.sh tap $(ARGS)
 
+# Benchmarks print JSON figures; the Docker ones need root and the engine (make test
+# prepares both).
 bench: $(STAMP)
+	install/test-env.sh
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/footprint.py
+	$(BIN)/python bench/executor.py
 
 clean:
 	rm -rf $(VENV) .build

@@ -23,10 +23,11 @@ Concurrency model: asyncio with `zmq.asyncio`; one context per process, created 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -151,11 +152,18 @@ class Publisher:
 
 
 class Subscriber:
-    """Connects one SUB socket to many publishers and yields decoded envelopes."""
+    """Connects one SUB socket to many publishers and yields decoded envelopes.
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoints: Iterable[str],
+    Messages are pulled from the socket by the event loop's reader callback into a short
+    local queue; when the queue is full the callback stops reading, so ZeroMQ's
+    high-water mark still decides what a slow subscriber loses.
+    """
+
+    QUEUE_MAX = 1000
+
+    def __init__(self, ctx: zmq.Context[Any], endpoints: Iterable[str],
                  prefixes: Iterable[str] = ("",), counters: Counters | None = None) -> None:
-        self.sock = ctx.socket(zmq.SUB)
+        self.sock: zmq.Socket[bytes] = ctx.socket(zmq.SUB, socket_class=zmq.Socket)
         tune(self.sock, PUB_HWM * 10)
         for prefix in prefixes:
             self.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
@@ -164,23 +172,48 @@ class Subscriber:
         self.counters = counters if counters is not None else Counters()
         self._last: dict[tuple[str, str], int] = {}
         self.last_gap: tuple[str, str, int] | None = None
+        self._queue: deque[list[bytes]] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._fd: int | None = None
+
+    def _pull(self) -> None:
+        while len(self._queue) < self.QUEUE_MAX and \
+                int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                self._queue.append(self.sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        if self._queue and self._arrived is not None:
+            self._arrived.set()
 
     async def recv(self, timeout: float) -> wire.Envelope | None:
         """The next valid message, or None when nothing valid arrived in time."""
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+            self._fd = int(self.sock.getsockopt(zmq.FD))
+            asyncio.get_running_loop().add_reader(self._fd, self._pull)
         deadline = time.monotonic() + timeout
         while True:
+            if not self._queue:
+                self._pull()
+            while self._queue:
+                frames = self._queue.popleft()
+                try:
+                    envelope = wire.decode(frames)
+                except wire.WireError as exc:
+                    self.counters[f"sub_dropped_{exc.reason}"] += 1
+                    continue
+                self.counters["sub_received"] += 1
+                self._track(envelope)
+                return envelope
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await self.sock.poll(remaining * 1000):
+            if remaining <= 0:
                 return None
-            frames = await self.sock.recv_multipart()
+            self._arrived.clear()
             try:
-                envelope = wire.decode(frames)
-            except wire.WireError as exc:
-                self.counters[f"sub_dropped_{exc.reason}"] += 1
-                continue
-            self.counters["sub_received"] += 1
-            self._track(envelope)
-            return envelope
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return None
 
     def _track(self, envelope: wire.Envelope) -> None:
         key = (envelope.header.source, envelope.topic)
@@ -196,18 +229,60 @@ class Subscriber:
             self.last_gap = None
 
     def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(RuntimeError):  # no loop any more: nothing to remove
+                asyncio.get_running_loop().remove_reader(self._fd)
+            self._fd = None
         self.sock.close(linger=0)
 
 
 # --- request / reply ---------------------------------------------------------------------------
 
 
+class _Drain:
+    """Feeds every message readable on a socket to `on_frames`, from the event loop's reader
+    callback on the socket's file descriptor.
+
+    ZeroMQ's descriptor is edge-triggered and also fires for sends, so the callback always
+    reads until the socket reports no input, and `kick()` must follow every send on the
+    same socket (a send can consume the edge that announced a pending message).  This
+    costs one loop wake-up per burst instead of a future per message, which halves the
+    round trip of a call.
+    """
+
+    def __init__(self, sock: zmq.Socket[bytes], on_frames: Callable[[list[bytes]], None]) -> None:
+        self.sock = sock
+        self.on_frames = on_frames
+        self.loop = asyncio.get_running_loop()
+        self.fd = int(sock.getsockopt(zmq.FD))
+        self.loop.add_reader(self.fd, self.drain)
+        self._kicked = False
+        self.kick()
+
+    def drain(self) -> None:
+        self._kicked = False
+        while int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.on_frames(frames)
+
+    def kick(self) -> None:
+        if not self._kicked:
+            self._kicked = True
+            self.loop.call_soon(self.drain)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.fd)
+
+
 class RpcServer:
     """Serves calls on a ROUTER socket, each in its own task, replying exactly once."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, stamper: wire.Stamper,
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, stamper: wire.Stamper,
                  publisher: Publisher | None, counters: Counters) -> None:
-        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock: zmq.Socket[bytes] = ctx.socket(zmq.ROUTER, socket_class=zmq.Socket)
         tune(self.sock, RPC_HWM)
         self.sock.bind(endpoint)
         self.stamper = stamper
@@ -215,33 +290,38 @@ class RpcServer:
         self.counters = counters
         self.handlers: dict[str, Handler] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._drain: _Drain | None = None
 
     def register(self, method: str, handler: Handler) -> None:
         self.handlers[method] = handler
 
     async def serve(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            if not await self.sock.poll(200):
-                continue
-            frames = await self.sock.recv_multipart()
-            if len(frames) < 2:
-                self.counters["rpc_dropped_frame_count"] += 1
-                continue
-            identity, rest = frames[0], frames[1:]
-            try:
-                envelope = wire.decode(rest)
-                request = Request.from_body(envelope.body)
-            except (wire.WireError, ValueError) as exc:
-                reason = exc.reason if isinstance(exc, wire.WireError) else "bad_request"
-                self.counters[f"rpc_dropped_{reason}"] += 1
-                continue
-            if len(self._tasks) >= MAX_IN_FLIGHT:
-                await self._reply(identity, envelope, request, "busy",
-                                  error=("busy", "too many requests in flight"))
-                continue
-            task = asyncio.create_task(self._handle(identity, envelope, request))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._drain = _Drain(self.sock, self._on_frames)
+        try:
+            await stop.wait()
+        finally:
+            self._drain.close()
+            self._drain = None
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            self.counters["rpc_dropped_frame_count"] += 1
+            return
+        identity, rest = frames[0], frames[1:]
+        try:
+            envelope = wire.decode(rest)
+            request = Request.from_body(envelope.body)
+        except (wire.WireError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, wire.WireError) else "bad_request"
+            self.counters[f"rpc_dropped_{reason}"] += 1
+            return
+        if len(self._tasks) >= MAX_IN_FLIGHT:
+            self._reply(identity, envelope, request, "busy",
+                        error=("busy", "too many requests in flight"))
+            return
+        task = asyncio.create_task(self._handle(identity, envelope, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def drain(self, budget: float) -> None:
         """Let calls in progress finish (and reply) within `budget` seconds."""
@@ -253,33 +333,33 @@ class RpcServer:
     async def _handle(self, identity: bytes, envelope: wire.Envelope, request: Request) -> None:
         started = time.monotonic()
         if request.deadline < time.time():
-            await self._reply(identity, envelope, request, "expired", started,
-                              error=("expired", "request deadline passed before it was served"))
+            self._reply(identity, envelope, request, "expired", started,
+                        error=("expired", "request deadline passed before it was served"))
             return
         handler = self.handlers.get(request.method)
         if handler is None:
-            await self._reply(identity, envelope, request, "unknown_method", started,
-                              error=("unknown_method", f"no method {request.method!r}"))
+            self._reply(identity, envelope, request, "unknown_method", started,
+                        error=("unknown_method", f"no method {request.method!r}"))
             return
         try:
             result = await handler(request.params)
         except RemoteError as exc:
-            await self._reply(identity, envelope, request, "error", started,
-                              error=(exc.kind, exc.message))
+            self._reply(identity, envelope, request, "error", started,
+                        error=(exc.kind, exc.message))
         except asyncio.CancelledError:
-            await self._reply(identity, envelope, request, "error", started,
-                              error=("stopping", "the process is shutting down"))
+            self._reply(identity, envelope, request, "error", started,
+                        error=("stopping", "the process is shutting down"))
             raise
         except Exception as exc:
             log.exception("handler %s failed", request.method)
-            await self._reply(identity, envelope, request, "error", started,
-                              error=("internal", f"{type(exc).__name__}: {exc}"))
+            self._reply(identity, envelope, request, "error", started,
+                        error=("internal", f"{type(exc).__name__}: {exc}"))
         else:
-            await self._reply(identity, envelope, request, "ok", started, result=result)
+            self._reply(identity, envelope, request, "ok", started, result=result)
 
-    async def _reply(self, identity: bytes, envelope: wire.Envelope, request: Request,
-                     outcome: str, started: float | None = None, result: Any = None,
-                     error: tuple[str, str] | None = None) -> None:
+    def _reply(self, identity: bytes, envelope: wire.Envelope, request: Request,
+               outcome: str, started: float | None = None, result: Any = None,
+               error: tuple[str, str] | None = None) -> None:
         err = {"type": error[0], "message": error[1]} if error else None
         reply = Reply(request.method, error is None, result, err)
         topic = reply.topic()
@@ -287,16 +367,19 @@ class RpcServer:
             frames = wire.encode(topic, self.stamper.header(topic, envelope.header.msg_id),
                                  reply.to_body())
         except wire.WireError as exc:
-            reply = Reply(request.method, False, None,
-                          {"type": "internal", "message": f"reply not encodable: {exc}"})
+            err = {"type": "internal", "message": f"reply not encodable: {exc}"}
+            reply = Reply(request.method, False, None, err)
             frames = wire.encode(topic, self.stamper.header(topic, envelope.header.msg_id),
                                  reply.to_body())
             outcome = "error"
         try:
-            await self.sock.send_multipart([identity, *frames])
+            # ROUTER never blocks: a reply to a vanished or saturated peer is dropped.
+            self.sock.send_multipart([identity, *frames], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             self.counters["rpc_reply_failed"] += 1
             log.debug("reply to %s not sent: %s", request.method, exc)
+        if self._drain is not None:
+            self._drain.kick()
         self.counters[f"rpc_{outcome}"] += 1
         if self.publisher is not None:
             duration = (time.monotonic() - started) * 1000 if started is not None else 0.0
@@ -312,9 +395,11 @@ class RpcServer:
 class RpcClient:
     """Calls one server; any number of calls may be in flight at once."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, stamper: wire.Stamper,
+    SEND_RETRY = 0.005  # while no server is connected, retry the send this often
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, stamper: wire.Stamper,
                  default_timeout: float = 8.0, counters: Counters | None = None) -> None:
-        self.sock = ctx.socket(zmq.DEALER)
+        self.sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER, socket_class=zmq.Socket)
         tune(self.sock, RPC_HWM)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         self.sock.connect(endpoint)
@@ -323,58 +408,75 @@ class RpcClient:
         self.default_timeout = default_timeout
         self.counters = counters if counters is not None else Counters()
         self._pending: dict[str, asyncio.Future[Reply]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._drain: _Drain | None = None
 
     async def call(self, method: str, params: dict[str, Any] | None = None,
                    timeout: float | None = None) -> Any:
         """Return the handler's result, or raise RpcTimeout / RpcError."""
         timeout = self.default_timeout if timeout is None else timeout
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read())
+        if self._drain is None:
+            self._drain = _Drain(self.sock, self._on_frames)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         request = Request(method, params or {}, time.time() + timeout)
         topic = request.topic()
         header = self.stamper.header(topic)
         frames = wire.encode(topic, header, request.to_body())
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Reply] = loop.create_future()
         self._pending[header.msg_id] = future
+        timer = loop.call_at(deadline, _expire, future)
         sent = False
         try:
-            async with asyncio.timeout(timeout):
-                await self.sock.send_multipart(frames)
-                sent = True
-                reply = await future
-        except TimeoutError:
+            while True:
+                try:
+                    self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                    sent = True
+                    break
+                except zmq.Again:
+                    # No server connected (IMMEDIATE): nothing is queued; try again soon.
+                    if loop.time() + self.SEND_RETRY >= deadline:
+                        raise _Expired() from None
+                    await asyncio.sleep(self.SEND_RETRY)
+            self._drain.kick()
+            reply = await future
+        except _Expired:
             self.counters["rpc_call_timeout"] += 1
             raise RpcTimeout(f"{method}: no reply from {self.endpoint} within {timeout:g} s",
                              delivered=sent) from None
         finally:
+            timer.cancel()
             self._pending.pop(header.msg_id, None)
         if not reply.ok:
             error = reply.error or {}
             raise RpcError(str(error.get("type", "error")), str(error.get("message", "")))
         return reply.result
 
-    async def _read(self) -> None:
-        while True:
-            if not await self.sock.poll(1000):
-                continue
-            frames = await self.sock.recv_multipart()
-            try:
-                envelope = wire.decode(frames)
-                reply = Reply.from_body(envelope.body)
-            except (wire.WireError, ValueError):
-                self.counters["rpc_reply_dropped"] += 1
-                continue
-            future = self._pending.get(envelope.header.reply_to or "")
-            if future is None or future.done():
-                self.counters["rpc_reply_late"] += 1
-                continue
-            future.set_result(reply)  # type: ignore[arg-type]
+    def _on_frames(self, frames: list[bytes]) -> None:
+        try:
+            envelope = wire.decode(frames)
+            reply = Reply.from_body(envelope.body)
+        except (wire.WireError, ValueError):
+            self.counters["rpc_reply_dropped"] += 1
+            return
+        future = self._pending.get(envelope.header.reply_to or "")
+        if future is None or future.done():
+            self.counters["rpc_reply_late"] += 1
+            return
+        future.set_result(reply)
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        if self._drain is not None:
+            self._drain.close()
         for future in self._pending.values():
             if not future.done():
                 future.cancel()
         self.sock.close(linger=0)
+
+
+class _Expired(Exception):
+    """A call's deadline passed (internal; callers see RpcTimeout)."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())

@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PULL_POLICIES = ("always", "missing", "never")
+RT_LIMIT_MODES = ("auto", "require", "off")
 
 
 class ConfigError(ValueError):
@@ -41,6 +43,19 @@ class Config:
     replay_window: float = 600.0
     internal_pool: str = "172.30.0.0/16"
     internal_prefix: int = 28
+    # --- executor: the Docker engine and the runtimes it creates ---
+    docker_host: str = "unix:///var/run/docker.sock"
+    docker_timeout: float = 15.0  # seconds per engine API call (streams excepted)
+    docker_workers: int = 8  # bounded thread pool for blocking engine calls
+    pull_policy: str = "always"  # always | missing | never
+    pull_timeout: float = 120.0
+    runtime_rt_limits: str = "auto"  # auto (fall back when refused) | require | off
+    stop_grace: float = 10.0
+    instance_id: str = ""  # empty: generated once and kept under the state directory
+    agent_container: str = ""  # empty: detected (cgroup, mountinfo, hostname)
+    sidecar_container: str = "autonomy_netmon"
+    # Test-only: a create operation halts after this step until the process is killed.
+    test_pause_after_step: str = ""
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod
@@ -85,6 +100,17 @@ class Config:
                      "reconnect_max", "replay_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.pull_policy not in PULL_POLICIES:
+            raise ConfigError(f"pull_policy must be one of {', '.join(PULL_POLICIES)}")
+        if self.runtime_rt_limits not in RT_LIMIT_MODES:
+            raise ConfigError(f"runtime_rt_limits must be one of {', '.join(RT_LIMIT_MODES)}")
+        if self.docker_workers < 1:
+            raise ConfigError("docker_workers must be at least 1")
+        for name in ("docker_timeout", "pull_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.stop_grace < 0:
+            raise ConfigError("stop_grace must not be negative")
         if not 16 <= self.internal_prefix <= 30:
             raise ConfigError("internal_prefix must be between 16 and 30")
         # A unix socket path is limited to 107 bytes; leave room for the endpoint names.

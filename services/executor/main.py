@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from common.service import BusPresence, run_service
+from common.service import run_service
+from services.executor.service import ExecutorService
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_service("executor", BusPresence, argv, description=__doc__)
+    return run_service("executor", ExecutorService, argv, description=__doc__)
 
 
 if __name__ == "__main__":

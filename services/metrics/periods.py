@@ -17,8 +17,8 @@ import re
 
 DEFAULT_SECONDS = 3600.0
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.ASCII)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
 
 
 def parse_period(text: object, now: float) -> tuple[float, float]:

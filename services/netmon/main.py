@@ -1,7 +1,11 @@
 """Command line entry point: serve, or ``--check`` as a container healthcheck.
 
+Configuration is the agent's shared `Config` (``--state-dir``/``ORCH_STATE_DIR``,
+``--log-level``/``ORCH_LOG_LEVEL``, ...) plus netmon's own flags.  Logs go to stderr and
+to the daily files under the state directory, next to the agent's.
+
 Exit codes: 0 clean stop (SIGTERM/SIGINT) or healthy; 1 startup failure or unhealthy;
-2 bad command line (argparse).
+2 bad command line or setting.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -18,32 +21,23 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.config import Config, ConfigError
+from common.logs import setup_logging
 from services.netmon.discovery import DiscoveryError
 from services.netmon.monitor import DEFAULT_DEBOUNCE, Monitor
 from services.netmon.server import SOCKET_NAME, Server, ServerError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = "/var/orchestrator"
 CHECK_TIMEOUT = 5.0
 _CHECK_MAX_LINE = 1 << 20
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """Netmon's own flags; the shared ones (--state-dir, --log-level, ...) and their
+    `ORCH_*` environment defaults come from `common.config.Config`."""
     parser = argparse.ArgumentParser(
-        prog="netmon", description="Network monitor sidecar"
-    )
-    parser.add_argument(
-        "--state-dir",
-        default=os.environ.get("ORCH_STATE_DIR", DEFAULT_STATE_DIR),
-        help="directory holding netmon.sock (env ORCH_STATE_DIR)",
-    )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("ORCH_LOG_LEVEL", "INFO"),
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-        help="env ORCH_LOG_LEVEL",
+        prog="orchestrator-netmon", description="Network monitor sidecar"
     )
     parser.add_argument(
         "--debounce",
@@ -57,10 +51,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="healthcheck: read the discovery line from the socket, exit 0 or 1",
     )
     parser.add_argument("--check-timeout", type=float, default=CHECK_TIMEOUT)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def load(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
+    """Config and flags; exits 2 (like argparse) on a bad command line or setting."""
+    parser = build_parser()
+    try:
+        config, args = Config.load(argv, parser=parser)
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: configuration error: {exc}\n")
     if args.debounce < 0:
         parser.error("--debounce must not be negative")
-    return args
+    return config, args
 
 
 def check(path: Path, timeout: float) -> int:
@@ -84,7 +87,7 @@ def check(path: Path, timeout: float) -> int:
                 buf += chunk
         message = json.loads(buf.split(b"\n", 1)[0])
     except (OSError, ValueError) as exc:
-        print(f"unhealthy: {exc}", file=sys.stderr)
+        print(f"unhealthy: {path}: {exc}", file=sys.stderr)
         return 1
     if not isinstance(message, dict) or message.get("type") != "network_discovery":
         print("unhealthy: first line is not a network_discovery", file=sys.stderr)
@@ -129,14 +132,11 @@ async def serve(state_dir: Path, debounce: float) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # pyroute2 logs every datagram at DEBUG; that is noise even when debugging netmon.
-    logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
-    path = Path(args.state_dir) / SOCKET_NAME
+    config, args = load(argv)
+    path = config.state_dir / SOCKET_NAME
     if args.check:
+        # A healthcheck runs every few seconds: stderr only, nothing in the daily files.
+        setup_logging(config, "netmon", files=False)
         return check(path, args.check_timeout)
-    return asyncio.run(serve(Path(args.state_dir), args.debounce))
+    setup_logging(config, "netmon")
+    return asyncio.run(serve(config.state_dir, args.debounce))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from common.bus import Endpoints, Subscriber
 from tests.helpers import short_tmpdir, wait_for
-from tests.suite import PROGRAMS, Suite
+from tests.suite import PROGRAMS, Suite, bin_path
 
 FAST = {"ORCH_METRICS_INTERVAL": "1", "ORCH_BEAT_INTERVAL": "0.5"}
 
@@ -102,3 +103,28 @@ def test_program_that_cannot_start_stops_supervisord(base_dir: Path) -> None:
         assert code == 0  # supervisord's own clean exit after the listener's SIGTERM
     finally:
         s.stop()
+
+
+async def test_tap_shows_live_traffic_from_all_programs(suite: Suite, zctx) -> None:
+    import json
+    import subprocess
+
+    from common import wire
+    from common.bus import RpcClient
+
+    client = RpcClient(zctx, Endpoints(suite.base / "run").rpc("metrics"), wire.Stamper("t"))
+    tap = subprocess.Popen([bin_path("orchestrator-tap"), "--json", "--seconds", "4"],
+                           env=suite.env, stdout=subprocess.PIPE, text=True)
+    # Calls made while the tap runs show up as request traces.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        await client.call("ping")
+        await asyncio.sleep(0.2)
+    out, _ = tap.communicate(timeout=15)
+    assert tap.returncode == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert {r["source"] for r in records} >= set(PROGRAMS)
+    assert any(r["topic"] == "rpc.metrics.ping" and r["body"]["outcome"] == "ok"
+               for r in records)
+    assert any(r["topic"] == "metrics.host" for r in records)
+    client.close()

@@ -1,0 +1,46 @@
+# The agent image: supervisord running gateway, executor, metrics and netbridge.
+#
+# Built without a registry: the base is the local Debian + Python 3.11 image
+# (install/build-base-image.sh) and every Python package comes from the wheelhouse in
+# .build/wheelhouse (install/build-wheelhouse.sh).  install/build-images.sh does both.
+# Works with the classic builder (DOCKER_BUILDKIT=0): no BuildKit-only syntax.
+#
+#   docker run -d --name orchestrator_agent --restart unless-stopped \
+#     -v /var/run/docker.sock:/var/run/docker.sock -v ~/.mtls:/root/.mtls:ro \
+#     -v orchestrator-shared:/var/orchestrator orchestrator/agent:local
+ARG BASE_IMAGE=orchestrator/base:bookworm
+
+FROM ${BASE_IMAGE} AS build
+# Dependencies first: this layer is reused until requirements.txt or the wheels change.
+COPY .build/wheelhouse /wheels
+COPY requirements.txt /src/requirements.txt
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --no-index --find-links /wheels -r /src/requirements.txt
+COPY pyproject.toml /src/
+COPY common /src/common
+COPY services /src/services
+COPY devcloud /src/devcloud
+# Non-editable, no dependency resolution; pip fetches the build backend from /wheels.
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --no-index --find-links /wheels --no-deps /src
+
+FROM ${BASE_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="orchestrator-agent" \
+      org.opencontainers.image.description="Edge agent running virtual PLCs on Docker, driven from the Autonomy Edge Cloud" \
+      org.opencontainers.image.version="${VERSION}" \
+      orchestrator.component="agent"
+COPY --from=build /opt/venv /opt/venv
+COPY supervisord.conf /etc/supervisor/supervisord.conf
+COPY install/agent-entrypoint.sh /usr/local/bin/orchestrator-entrypoint
+ENV ORCH_STATE_DIR=/var/orchestrator \
+    ORCH_RUN_DIR=/run/orchestrator \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONUNBUFFERED=1
+# supervisord stops every program on SIGTERM (each has a 5 s shutdown budget); give
+# `docker stop` at least 20 s (`--stop-timeout 20`) so a slow executor is not killed.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/orchestrator-entrypoint"]
+CMD ["supervisord", "-c", "/etc/supervisor/supervisord.conf"]

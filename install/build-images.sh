@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Build the agent and netmon images locally, without a registry.
+#
+#   1. the base image (install/build-base-image.sh; skipped when its tag exists),
+#   2. the wheelhouse (install/build-wheelhouse.sh; skipped when up to date),
+#   3. both images with the classic builder (this engine's CLI has no buildx), from one
+#      build context whose .dockerignore is an allow-list.
+# Idempotent: a second run changes nothing and reuses the layer cache.  Prints each
+# image's tag, size and build time on stderr.
+#
+# Environment:
+#   ORCH_BASE_IMAGE    base tag (default orchestrator/base:bookworm)
+#   ORCH_AGENT_IMAGE   agent tag (default orchestrator/agent:local)
+#   ORCH_NETMON_IMAGE  netmon tag (default orchestrator/netmon:local)
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$here/.." && pwd)"
+BASE="${ORCH_BASE_IMAGE:-orchestrator/base:bookworm}"
+AGENT="${ORCH_AGENT_IMAGE:-orchestrator/agent:local}"
+NETMON="${ORCH_NETMON_IMAGE:-orchestrator/netmon:local}"
+
+say() { printf 'build-images: %s\n' "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+docker info >/dev/null 2>&1 || die "Docker engine not answering; run install/docker-engine.sh first"
+
+if ! docker image inspect "$BASE" >/dev/null 2>&1; then
+    ORCH_BASE_IMAGE="$BASE" "$here/build-base-image.sh"
+fi
+"$here/build-wheelhouse.sh" "$REPO/requirements.txt" "$here/build-requirements.txt"
+
+version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO/common/version.py")"
+[ -n "$version" ] || die "cannot read the version from common/version.py"
+
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+
+build() {
+    local dockerfile="$1" tag="$2" start=$SECONDS
+    say "building $tag from $dockerfile"
+    # Classic builder; --force-rm so a failed step leaves no container behind.
+    # The output is shown only when the build fails (it also carries the classic
+    # builder's deprecation notice, which is noise here).
+    if ! DOCKER_BUILDKIT=0 docker build --force-rm --pull=false \
+            --build-arg "BASE_IMAGE=$BASE" --build-arg "VERSION=$version" \
+            -f "$REPO/$dockerfile" -t "$tag" "$REPO" >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        die "building $tag failed"
+    fi
+    say "built $tag in $((SECONDS - start))s, $(docker image inspect -f '{{.Size}}' "$tag") bytes"
+}
+
+build Dockerfile "$AGENT"
+build Dockerfile.netmon "$NETMON"
+# Replaced builds leave untagged images behind; remove those of ours only.
+docker image prune -f --filter "label=orchestrator.component" >/dev/null || true

@@ -1,0 +1,74 @@
+"""What every executor operation shares: the engine, the views, the stores, the settings.
+
+Built once by the service; handed to `create`, `lifecycle`, `status`, `selfdestruct` and
+`reconcile`, which are plain async functions over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.config import Config
+from services.executor.docker_api import DockerApi
+from services.executor.errors import DockerUnavailable
+from services.executor.journal import Journal, Operation
+from services.executor.liveview import LiveView
+from services.executor.netinfo import InterfaceCache
+from services.executor.networks import Networks
+from services.executor.registry import OperationRegistry
+from services.executor.vnic_store import VnicStore
+
+log = logging.getLogger(__name__)
+
+# Budget for the engine calls a quick command makes before it answers: the cloud waits
+# about 10 s for an ack, and the gateway needs a moment of its own.
+QUICK = 6.0
+
+
+@dataclass
+class Context:
+    config: Config
+    instance: str
+    docker: DockerApi
+    view: LiveView
+    journal: Journal
+    vnics: VnicStore
+    networks: Networks
+    ifaces: InterfaceCache
+    ops: OperationRegistry
+    io: ThreadPoolExecutor
+    agent_container: str | None = None  # the agent's own container id, if any
+    agent_name: str | None = None
+    on_host: bool = True
+    rt_refused: bool = False
+    destroying: bool = False
+    # device → (pid, {network: mac}) for MACs set in a container's namespace (macfix.py)
+    applied_macs: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def require_docker(self) -> None:
+        if not self.docker.available:
+            raise DockerUnavailable(self.docker.last_error or "not connected")
+
+    async def _io(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+    async def save_op(self, op: Operation) -> None:
+        snapshot = self.journal.put(op)
+        await self._io(self.journal.write, op.device_id, snapshot)
+
+    async def forget_op(self, device: str) -> None:
+        self.journal.drop(device)
+        await self._io(self.journal.write, device, None)
+
+    async def save_vnics(self, device: str, vnics: list[dict[str, Any]]) -> None:
+        await self._io(self.vnics.write, self.vnics.set(device, vnics))
+
+    async def forget_vnics(self, device: str) -> None:
+        snapshot = self.vnics.forget(device)
+        if snapshot is not None:
+            await self._io(self.vnics.write, snapshot)

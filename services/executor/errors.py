@@ -1,0 +1,64 @@
+"""Typed errors of the executor, caught at the request edges (`service.py`)."""
+
+from __future__ import annotations
+
+
+class ExecutorError(Exception):
+    """A failure with a short kind (bus error type) and the text the cloud sees."""
+
+    kind = "internal"
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class DockerUnavailable(ExecutorError):
+    """The engine does not answer (daemon stopped, socket missing, call timed out)."""
+
+    kind = "docker_unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Docker unavailable: {detail}")
+        self.detail = detail
+
+
+class InvalidRequest(ExecutorError):
+    """The request cannot be carried out as given; nothing was changed."""
+
+    kind = "invalid"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Validation error: {reason}")
+        self.reason = reason
+
+
+class Busy(ExecutorError):
+    kind = "busy"
+
+    def __init__(self, device: str, operation: str) -> None:
+        super().__init__(f"Container {device} already has a {operation} operation in progress")
+
+
+class Conflict(ExecutorError):
+    """The request clashes with what exists (a name taken, an object not ours)."""
+
+    kind = "conflict"
+
+
+class NotManaged(Conflict):
+    """The named container exists but this agent does not own it."""
+
+    def __init__(self, device: str, action: str) -> None:
+        super().__init__(f"Container {device} is not managed by this agent; refusing to "
+                         f"{action} it")
+
+
+class OperationFailed(ExecutorError):
+    """A step of an operation failed; the text says which and why."""
+
+    kind = "failed"
+
+
+class DetectionUnavailable(OperationFailed):
+    """A vNIC needs the host's interface cache, and the network monitor has not answered."""

@@ -1,0 +1,127 @@
+"""The operations journal: one crash-safe JSON file per device under
+`<state>/operations/`.
+
+Each file holds the device's latest operation: what it is, its state (`in_progress`,
+`success`, `error`), the current step, timestamps, the error, and what a restarted
+executor needs to finish or roll it back (the resolved request, progress marks).
+`device_status` reads it from memory; the files exist so that an executor restarted
+after a crash (kill -9, power cut) neither forgets an operation nor its failure.
+
+Mutations happen on the event loop; `Journal.write` (blocking) runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from common.atomicfile import atomic_write_json, read_json, remove_durably
+
+log = logging.getLogger(__name__)
+
+DIR_NAME = "operations"
+IN_PROGRESS, SUCCESS, ERROR = "in_progress", "success", "error"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_op_id() -> str:
+    return os.urandom(6).hex()
+
+
+@dataclass
+class Operation:
+    device_id: str
+    operation: str  # create | delete | start | stop | restart | delete_orchestrator
+    op_id: str = field(default_factory=new_op_id)
+    state: str = IN_PROGRESS
+    step: str | None = None
+    started_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+    finished_at: str | None = None
+    error: str | None = None
+    message: str | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_progress(self) -> bool:
+        return self.state == IN_PROGRESS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Operation:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def set_step(self, step: str) -> None:
+        self.step = step
+        self.updated_at = now_iso()
+
+    def succeed(self, message: str | None = None) -> None:
+        self.state = SUCCESS
+        self.message = message
+        self.updated_at = self.finished_at = now_iso()
+
+    def fail(self, error: str) -> None:
+        self.state = ERROR
+        self.error = error
+        self.updated_at = self.finished_at = now_iso()
+
+
+class Journal:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / DIR_NAME
+        self._ops: dict[str, Operation] = {}
+
+    def load(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ops: dict[str, Operation] = {}
+        for tmp in self.dir.glob(".*.tmp"):  # left by a write cut off by a crash
+            tmp.unlink(missing_ok=True)
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                raw = read_json(path)
+                if not isinstance(raw, dict):
+                    raise ValueError("not a JSON object")
+                op = Operation.from_dict(raw)
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("unreadable journal entry %s: %s", path.name, exc)
+                continue
+            if op.device_id + ".json" != path.name:
+                log.error("journal entry %s names device %r; ignored", path.name, op.device_id)
+                continue
+            ops[op.device_id] = op
+        self._ops = ops
+
+    def get(self, device: str) -> Operation | None:
+        return self._ops.get(device)
+
+    def all(self) -> list[Operation]:
+        return list(self._ops.values())
+
+    def put(self, op: Operation) -> dict[str, Any]:
+        """Record `op` in memory; returns the snapshot to write."""
+        self._ops[op.device_id] = op
+        return op.to_dict()
+
+    def drop(self, device: str) -> None:
+        self._ops.pop(device, None)
+
+    def path(self, device: str) -> Path:
+        return self.dir / f"{device}.json"
+
+    def write(self, device: str, snapshot: dict[str, Any] | None) -> None:
+        """Blocking: persist a snapshot, or remove the entry when `snapshot` is None."""
+        if snapshot is None:
+            remove_durably(self.path(device))
+        else:
+            atomic_write_json(self.path(device), snapshot)

@@ -1,0 +1,301 @@
+"""Internal and MACVLAN networks: get-or-create, removal, garbage collection.
+
+* `<device>_internal` — an internal-only bridge per runtime (no route off the host),
+  subnet from our own allocator (`ipam.py`).  The agent reaches the runtime through it.
+* `macvlan_<parent>_<subnet>` — one MACVLAN network per parent interface and subnet,
+  shared by every runtime on that LAN.  Get-or-create:
+  - a network of that name with the same parent and subnet is reused;
+  - one of ours that is unused but configured differently (another gateway, a leftover
+    of an interrupted run) is stale: it is removed and created afresh;
+  - Docker's "Pool overlaps" means a MACVLAN network for that LAN exists under another
+    name (created by an older agent or by hand): reused when its parent and subnet match,
+    otherwise a clear error.
+* A MACVLAN network is removed once no container (ours or not, running or stopped) is
+  configured with it, and only when it is ours.
+
+Concurrency: engine calls run in the pool; `NetworkLocks` serialises everything that
+touches one network name on the loop, so a create that has made (or found) a MACVLAN
+network holds it until its container is connected, and garbage collection never removes a
+network between those two moments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+import docker.types
+
+from services.executor import ipam, labels, names
+from services.executor.docker_api import DockerApi
+from services.executor.errors import Conflict, OperationFailed
+
+log = logging.getLogger(__name__)
+
+
+class NetworkLocks:
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def busy(self, name: str) -> bool:
+        lock = self._locks.get(name)
+        return lock is not None and lock.locked()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, names_: Iterable[str]) -> AsyncIterator[None]:
+        # Sorted, so two holders of overlapping sets cannot deadlock.
+        wanted = sorted(set(names_))
+        locks = [self._locks.setdefault(n, asyncio.Lock()) for n in wanted]
+        acquired: list[asyncio.Lock] = []
+        try:
+            for lock in locks:
+                await lock.acquire()
+                acquired.append(lock)
+            yield
+        finally:
+            for lock in reversed(acquired):
+                lock.release()
+
+
+@dataclass(frozen=True)
+class NetworkRef:
+    name: str
+    id: str
+    created: bool
+
+
+# --- blocking helpers (run in the engine pool) ---------------------------------------------
+
+
+def find_network(api: Any, name: str) -> dict[str, Any] | None:
+    """The inspected network called exactly `name`, or None."""
+    for row in api.networks(names=[name]):
+        if row.get("Name") == name:
+            try:
+                return api.inspect_network(row["Id"])  # type: ignore[no-any-return]
+            except docker.errors.NotFound:
+                return None  # removed meanwhile
+    return None
+
+
+def network_subnets(net: dict[str, Any]) -> list[str]:
+    return [c["Subnet"] for c in (net.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
+
+
+def network_gateway(net: dict[str, Any]) -> str | None:
+    for cfg in (net.get("IPAM") or {}).get("Config") or []:
+        if cfg.get("Gateway"):
+            return str(cfg["Gateway"])
+    return None
+
+
+def users(api: Any, network: dict[str, Any]) -> list[str]:
+    """Names of every container configured with the network, running or not.
+
+    Asked by name and by id: a container connected before its first start carries the
+    network by name only (its endpoint, and so the id, comes at start)."""
+    found: set[str] = set()
+    for key in (network["Name"], network["Id"]):
+        for row in api.containers(all=True, filters={"network": key}):
+            found.add(str((row.get("Names") or ["?"])[0]).lstrip("/"))
+    return sorted(found)
+
+
+def _same_subnet(a: str, b: str) -> bool:
+    return ipaddress.IPv4Network(a, strict=False) == ipaddress.IPv4Network(b, strict=False)
+
+
+def matches_macvlan(net: dict[str, Any], parent: str, subnet: str) -> bool:
+    return (net.get("Driver") == "macvlan"
+            and (net.get("Options") or {}).get("parent") == parent
+            and any(_same_subnet(s, subnet) for s in network_subnets(net)))
+
+
+def create_macvlan(api: Any, name: str, parent: str, subnet: str, gateway: str | None,
+                   network_labels: dict[str, str], reserved: str | None = None) -> str:
+    # The host's own address on the LAN is reserved, so the engine never hands it out.
+    aux = {"host": reserved} if reserved and reserved != gateway else None
+    pool = docker.types.IPAMPool(subnet=subnet, gateway=gateway, aux_addresses=aux)
+    result = api.create_network(
+        name, driver="macvlan", options={"parent": parent, "macvlan_mode": "bridge"},
+        ipam=docker.types.IPAMConfig(pool_configs=[pool]), labels=network_labels,
+        check_duplicate=True)
+    return str(result["Id"])
+
+
+def ensure_macvlan(api: Any, instance: str, parent: str, subnet: str, gateway: str | None,
+                   network_labels: dict[str, str], reserved: str | None = None) -> NetworkRef:
+    name = names.macvlan_network(parent, subnet)
+    existing = find_network(api, name)
+    if existing is not None:
+        ours = labels.owned(existing.get("Labels"), instance)
+        fits = matches_macvlan(existing, parent, subnet)
+        gateway_fits = gateway is None or network_gateway(existing) in (None, gateway)
+        if fits and gateway_fits:
+            return NetworkRef(name, existing["Id"], False)
+        in_use = users(api, existing)
+        if ours and not in_use:
+            log.info("removing stale network %s (parent %s, subnets %s, gateway %s)", name,
+                     (existing.get("Options") or {}).get("parent"), network_subnets(existing),
+                     network_gateway(existing))
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_network(existing["Id"])
+        elif fits:
+            # In use with another gateway: the runtimes on it agree on one; keep it.
+            log.warning("network %s has gateway %s, not the requested %s; reusing it", name,
+                        network_gateway(existing), gateway)
+            return NetworkRef(name, existing["Id"], False)
+        else:
+            raise OperationFailed(f"Network {name} exists with a different configuration "
+                                  f"(driver {existing.get('Driver')}, subnets "
+                                  f"{network_subnets(existing)}) and cannot be replaced")
+    try:
+        return NetworkRef(name, create_macvlan(api, name, parent, subnet, gateway,
+                                               network_labels, reserved), True)
+    except docker.errors.APIError as exc:
+        text = str(exc.explanation or exc)
+        lowered = text.lower()
+        if "pool overlaps" in lowered or "overlap" in lowered:
+            reused = _overlapping_macvlan(api, parent, subnet)
+            if reused is not None:
+                log.info("subnet %s on %s already has MACVLAN network %s; reusing it", subnet,
+                         parent, reused["Name"])
+                return NetworkRef(reused["Name"], reused["Id"], False)
+            raise OperationFailed(f"Subnet {subnet} overlaps an existing Docker network that is "
+                                  f"not a MACVLAN network on {parent}: {text}") from None
+        if "already exists" in lowered:
+            again = find_network(api, name)
+            if again is not None and matches_macvlan(again, parent, subnet):
+                return NetworkRef(name, again["Id"], False)
+        if "subinterface" in lowered or "not found" in lowered or "no such" in lowered:
+            raise OperationFailed(f"Parent interface {parent} was not found on the host "
+                                  f"(Docker: {text})") from None
+        raise OperationFailed(f"Creating network {name} failed: {text}") from None
+
+
+def _overlapping_macvlan(api: Any, parent: str, subnet: str) -> dict[str, Any] | None:
+    for row in api.networks(filters={"driver": "macvlan"}):
+        try:
+            net = api.inspect_network(row["Id"])
+        except docker.errors.NotFound:
+            continue
+        if matches_macvlan(net, parent, subnet):
+            return net  # type: ignore[no-any-return]
+    return None
+
+
+def create_internal(api: Any, name: str, pool: str, prefix: int, instance: str,
+                    network_labels: dict[str, str]) -> NetworkRef:
+    """Get or create `<device>_internal` on the first free block of our pool."""
+    for _attempt in range(8):
+        existing = find_network(api, name)
+        if existing is not None:
+            if labels.owned(existing.get("Labels"), instance) and existing.get("Internal"):
+                return NetworkRef(name, existing["Id"], False)
+            raise Conflict(f"Network {name} already exists and is not managed by this agent")
+        subnet = ipam.pick_subnet(pool, prefix, ipam.subnets_of(api.networks()))
+        ipam_config = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        try:
+            result = api.create_network(name, driver="bridge", internal=True, ipam=ipam_config,
+                                        labels=network_labels, check_duplicate=True)
+            return NetworkRef(name, str(result["Id"]), True)
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc).lower()
+            if "overlap" in text or "already exists" in text:
+                continue  # someone took the block (or the name) meanwhile: look again
+            raise OperationFailed(f"Creating network {name} failed: "
+                                  f"{exc.explanation or exc}") from None
+    raise OperationFailed(f"Creating network {name} failed: no free subnet after 8 attempts")
+
+
+def remove_network(api: Any, name_or_id: str, disconnect: str | None = None) -> bool:
+    """Remove a network (disconnecting `disconnect` first); False when it was absent."""
+    if disconnect:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            api.disconnect_container_from_network(disconnect, name_or_id, force=True)
+    try:
+        api.remove_network(name_or_id)
+        return True
+    except docker.errors.NotFound:
+        return False
+
+
+def owned_networks(api: Any, instance: str, kind: str | None = None) -> list[dict[str, Any]]:
+    return list(api.networks(filters=labels.filters(instance, kind)))
+
+
+def remove_if_unused(api: Any, network: dict[str, Any]) -> bool:
+    if users(api, network):
+        return False
+    try:
+        api.remove_network(network["Id"])
+        return True
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        # An endpoint appeared meanwhile (a container outside our locks): keep it.
+        log.info("network %s kept: %s", network["Name"], exc.explanation or exc)
+        return False
+
+
+# --- the async manager -------------------------------------------------------------------------
+
+
+class Networks:
+    def __init__(self, docker_api: DockerApi, instance: str, pool: str, prefix: int,
+                 agent_container: str | None) -> None:
+        self.docker = docker_api
+        self.instance = instance
+        self.pool = pool
+        self.prefix = prefix
+        self.agent = agent_container
+        self.locks = NetworkLocks()
+        self._alloc = asyncio.Lock()
+
+    async def ensure_internal(self, device: str, op_id: str) -> NetworkRef:
+        name = names.internal_network(device)
+        async with self._alloc:
+            return await self.docker.call(create_internal, name, self.pool, self.prefix,
+                                          self.instance,
+                                          labels.internal(self.instance, device, op_id))
+
+    async def ensure_macvlan(self, device: str, vnic: dict[str, Any], op_id: str) -> NetworkRef:
+        """Caller holds the lock of `vnic['network']`."""
+        parent, subnet = vnic["parent_interface"], vnic["parent_subnet"]
+        network_labels = labels.macvlan(self.instance, device, vnic["name"], parent, subnet,
+                                        op_id)
+        return await self.docker.call(ensure_macvlan, self.instance, parent, subnet,
+                                      vnic.get("parent_gateway"), network_labels,
+                                      vnic.get("parent_address"))
+
+    async def remove_internal(self, device: str) -> bool:
+        name = names.internal_network(device)
+        net = await self.docker.call(find_network, name)
+        if net is None:
+            return False
+        if not labels.owned(net.get("Labels"), self.instance):
+            log.warning("network %s is not ours; left in place", name)
+            return False
+        return await self.docker.call(remove_network, net["Id"], self.agent)
+
+    async def collect_macvlans(self, only: Iterable[str] | None = None) -> list[str]:
+        """Remove our MACVLAN networks that no container uses; returns their names."""
+        nets = await self.docker.call(owned_networks, self.instance, labels.KIND_MACVLAN)
+        wanted = set(only) if only is not None else None
+        removed = []
+        for net in nets:
+            if wanted is not None and net["Name"] not in wanted:
+                continue
+            if self.locks.busy(net["Name"]):
+                continue  # a create holds it until its container is connected: in use
+            async with self.locks.hold([net["Name"]]):
+                if await self.docker.call(remove_if_unused, net):
+                    log.info("removed unused network %s", net["Name"])
+                    removed.append(net["Name"])
+        return removed

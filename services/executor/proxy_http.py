@@ -1,0 +1,374 @@
+"""Pure HTTP message shaping for the run_command proxy (no I/O).
+
+Request side: which caller headers are forwarded, how ``params`` become a query, and
+how ``data`` / ``files`` become a body (JSON, form, raw text or multipart).
+Response side: how a runtime's reply becomes the ack's ``http_response``.
+
+Decisions:
+
+* ``data`` is sent as JSON unless the caller gives a non-JSON ``Content-Type``. Then a
+  dict (or a list of ``[key, value]`` pairs) is URL-encoded, a string is sent as is
+  (UTF-8), anything else is refused. ``multipart/form-data`` without files builds a
+  multipart body from the ``data`` fields.
+* Form and query values: ``None`` is left out, booleans are ``true``/``false``,
+  numbers their JSON text, lists repeat the key, objects are sent as JSON text.
+* With ``files``, ``data`` (an object) supplies extra form fields; the caller's
+  ``Content-Type`` is dropped because the boundary must be ours.
+* Reply ``body``: parsed JSON whenever a textual reply parses as JSON (the runtime
+  answers JSON, sometimes a bare JSON string), else text decoded with the declared
+  charset (UTF-8 by default, undecodable bytes replaced). A binary reply becomes
+  ``{"content_base64": "...", "size": N}`` — the same key the cloud uses for files.
+* Reply ``headers``: one string per name (repeated headers joined with ``", "``),
+  hop-by-hop headers left out. ``content_type`` is the reply's Content-Type header as
+  received (``""`` when absent).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import json
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "HOP_BY_HOP",
+    "SUPPORTED_METHODS",
+    "Body",
+    "FormPart",
+    "RequestBuildError",
+    "build_body",
+    "decode_body",
+    "error_ack",
+    "forward_headers",
+    "query_pairs",
+    "response_ack",
+    "response_headers",
+]
+
+SUPPORTED_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the pre-standard ones still seen.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Set by the transport, never by the caller: the target, the framing, the encodings we
+# can decode (and cap), and the interim-response dance.
+_NEVER_FORWARDED = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "expect"}
+
+# Deeper replies are returned as text: the bus codec refuses very deep nesting.
+_MAX_JSON_DEPTH = 64
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+_TEXTUAL_APPLICATION = frozenset(
+    {
+        "application/json",
+        "application/xml",
+        "application/javascript",
+        "application/ecmascript",
+        "application/x-www-form-urlencoded",
+        "application/yaml",
+        "application/x-yaml",
+        "application/x-ndjson",
+        "application/graphql",
+    }
+)
+
+
+class RequestBuildError(ValueError):
+    """The command's fields cannot be turned into an HTTP request (answered with 400)."""
+
+
+@dataclass(frozen=True)
+class FormPart:
+    """One multipart field: a plain value (``filename`` None) or a file."""
+
+    name: str
+    value: bytes | str
+    filename: str | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Body:
+    """What to send: raw bytes, or multipart parts (the transport adds the boundary)."""
+
+    raw: bytes | None = None
+    parts: tuple[FormPart, ...] = ()
+    multipart: bool = False
+    # Content-Type to set when the caller gave none (multipart sets its own).
+    default_content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def parse_content_type(value: str | None) -> tuple[str, str | None]:
+    """``(mime type lower-cased, charset or None)`` of a Content-Type value."""
+    if not value:
+        return "", None
+    mime, _, rest = value.partition(";")
+    charset = None
+    for param in rest.split(";"):
+        key, _, val = param.strip().partition("=")
+        if key.strip().lower() == "charset" and val.strip():
+            charset = val.strip().strip('"').strip("'") or None
+    return mime.strip().lower(), charset
+
+
+def _is_json_mime(mime: str) -> bool:
+    return mime == "application/json" or mime.endswith("+json")
+
+
+def _is_textual_mime(mime: str) -> bool:
+    return (
+        mime.startswith("text/")
+        or mime in _TEXTUAL_APPLICATION
+        or mime.endswith("+json")
+        or mime.endswith("+xml")
+    )
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _field_values(value: Any) -> list[str]:
+    """A form or query value as the list of strings sent under its key."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [_scalar_text(item) for item in value if item is not None]
+    return [_scalar_text(value)]
+
+
+def _pairs(data: Any) -> list[tuple[str, str]] | None:
+    """``data`` as form pairs, or None when it is neither an object nor a pair list."""
+    if isinstance(data, dict):
+        return [(str(key), text) for key, value in data.items() for text in _field_values(value)]
+    if isinstance(data, list) and all(
+        isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) for item in data
+    ):
+        return [(key, text) for key, value in data for text in _field_values(value)]
+    return None
+
+
+# -- request -------------------------------------------------------------------------
+
+
+def forward_headers(
+    headers: Mapping[str, str], *, drop_content_type: bool = False
+) -> dict[str, str]:
+    """The caller's headers minus those the transport owns (case-insensitive)."""
+    connection = _header(headers, "connection") or ""
+    # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+    named = {token.strip().lower() for token in connection.split(",") if token.strip()}
+    dropped = _NEVER_FORWARDED | named
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in dropped or lower.startswith("proxy-"):
+            continue
+        if drop_content_type and lower == "content-type":
+            continue
+        out[name] = value
+    return out
+
+
+def query_pairs(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``params`` as ordered query pairs (appended to any query the ``api`` carries)."""
+    return [(str(key), text) for key, value in params.items() for text in _field_values(value)]
+
+
+def _decode_files(files: Mapping[str, Any]) -> list[FormPart]:
+    parts = []
+    for name, entry in files.items():
+        if not isinstance(entry, Mapping):
+            raise RequestBuildError(f"file {name!r} must be an object")
+        filename = entry.get("filename")
+        content = entry.get("content_base64")
+        if not isinstance(filename, str) or not filename or not isinstance(content, str):
+            raise RequestBuildError(f"file {name!r} needs filename and content_base64")
+        try:
+            raw = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestBuildError(f"content_base64 of {name!r} is not valid base64") from None
+        ctype = entry.get("content_type") or "application/octet-stream"
+        parts.append(FormPart(str(name), raw, filename=filename, content_type=str(ctype)))
+    return parts
+
+
+def build_body(data: Any, files: Mapping[str, Any] | None, headers: Mapping[str, str]) -> Body:
+    """The request body for ``data`` / ``files``, with the headers to forward."""
+    caller_type = _header(headers, "content-type")
+    mime, _ = parse_content_type(caller_type)
+    if files:
+        return _multipart(data, _decode_files(files), headers)
+    if data is None:
+        return Body(headers=forward_headers(headers))
+    if not caller_type or _is_json_mime(mime):
+        raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        return Body(
+            raw=raw, default_content_type="application/json", headers=forward_headers(headers)
+        )
+    if mime == "multipart/form-data":
+        return _multipart(data, [], headers)
+    if isinstance(data, str):
+        return Body(raw=data.encode(), headers=forward_headers(headers))
+    pairs = _pairs(data)
+    if pairs is None:
+        raise RequestBuildError(
+            f"data of type {type(data).__name__} cannot be sent as {mime or 'form data'}"
+        )
+    raw = urllib.parse.urlencode(pairs).encode("ascii")
+    return Body(raw=raw, headers=forward_headers(headers))
+
+
+def _multipart(data: Any, file_parts: list[FormPart], headers: Mapping[str, str]) -> Body:
+    fields: list[FormPart] = []
+    if data is not None:
+        pairs = _pairs(data)
+        if pairs is None:
+            raise RequestBuildError("with files, data must be an object of form fields")
+        fields = [FormPart(key, value) for key, value in pairs]
+    return Body(
+        parts=tuple(fields + file_parts),
+        multipart=True,
+        headers=forward_headers(headers, drop_content_type=True),
+    )
+
+
+# -- response ------------------------------------------------------------------------
+
+
+def response_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Reply headers as one string per name; hop-by-hop headers left out."""
+    out: dict[str, str] = {}
+    seen: dict[str, str] = {}  # lower-case name -> the spelling first seen
+    for name, value in items:
+        if name.lower() in HOP_BY_HOP:
+            continue
+        key = seen.setdefault(name.lower(), name)
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError("integer out of the 64-bit range")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _too_deep(value: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _MAX_JSON_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def _parse_json(text: str) -> tuple[bool, Any]:
+    """``(True, value)`` when ``text`` is JSON the bus can carry, else ``(False, None)``."""
+    stripped = text.strip()
+    if not stripped:
+        return False, None
+    try:
+        value = json.loads(stripped, parse_int=_bounded_int, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return False, None
+    if _too_deep(value):
+        return False, None
+    return True, value
+
+
+def _charset(name: str | None) -> str:
+    if name:
+        try:
+            return codecs.lookup(name).name
+        except LookupError:
+            pass
+    return "utf-8"
+
+
+def decode_body(raw: bytes, content_type: str | None) -> Any:
+    """The ack's ``body`` for a reply's bytes and Content-Type (see module docstring)."""
+    if not raw:
+        return ""
+    mime, charset = parse_content_type(content_type)
+    if mime and not _is_textual_mime(mime):
+        return {"content_base64": base64.b64encode(raw).decode("ascii"), "size": len(raw)}
+    if not mime and charset is None:
+        # Undeclared: text only when it is valid UTF-8.
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"content_base64": base64.b64encode(raw).decode("ascii"), "size": len(raw)}
+    else:
+        text = raw.decode(_charset(charset), errors="replace")
+    ok, value = _parse_json(text)
+    return value if ok else text
+
+
+def response_ack(
+    status_code: int, headers: dict[str, str], body: Any, content_type: str
+) -> dict[str, Any]:
+    """The run_command ack body for a reply that reached us."""
+    ok = 200 <= status_code < 400
+    return {
+        "status": "success" if ok else "error",
+        "http_response": {
+            "status_code": status_code,
+            "headers": headers,
+            "body": body,
+            "ok": ok,
+            "content_type": content_type,
+        },
+    }
+
+
+def error_ack(status_code: int, message: str, **extra: Any) -> dict[str, Any]:
+    """An ``http_response`` made here (no reply, or one we refused), body ``{"error"}``."""
+    return response_ack(
+        status_code,
+        {"Content-Type": "application/json"},
+        {"error": message, **extra},
+        "application/json",
+    )

@@ -1,0 +1,62 @@
+"""One operation per device at a time; the background tasks that carry them out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from services.executor.errors import Busy
+
+log = logging.getLogger(__name__)
+
+
+class OperationRegistry:
+    def __init__(self) -> None:
+        self._current: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def current(self, device: str) -> str | None:
+        return self._current.get(device)
+
+    def busy_devices(self) -> list[str]:
+        return list(self._current)
+
+    def begin(self, device: str, kind: str) -> None:
+        """Claim `device` for an operation of `kind`, or raise Busy."""
+        running = self._current.get(device)
+        if running is not None:
+            raise Busy(device, running)
+        self._current[device] = kind
+
+    def end(self, device: str) -> None:
+        self._current.pop(device, None)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("operation task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def wait_idle(self, timeout: float, ignore: str | None = None) -> bool:
+        """Wait until no device is claimed (except `ignore`); False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(d != ignore for d in self._current):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    async def cancel_all(self, timeout: float) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)

@@ -1,0 +1,277 @@
+"""The executor service object: request methods on the bus, the engine watcher, the
+live-view refresher, reconciliation.
+
+Concurrency: asyncio on the bus loop; every blocking engine call in the bounded engine
+pool (`docker_api.py`); state-file writes in one dedicated thread (so writes to one file
+never interleave); the engine's event stream in one watcher thread (`events.py`).
+Operations on different devices run concurrently as tasks; one device has at most one
+operation at a time (`registry.py`).
+
+Request methods (params → result; see docs/bus.md):
+* `create_runtime` `{container_name, vnic_configs, runtime_version}` → the
+  `create_new_runtime` ack body (`creating`), or `{"status": "error", "error": ...}`;
+* `delete_device` `{device_id}` → `deleting` ack body, or an error body;
+* `start_device` / `stop_device` / `restart_device` `{device_id}` → the ack body, when done;
+* `device_status` `{device_id}` → the `get_device_status` body;
+* `run_command` `{device_id, method, api, ...}` → the `run_command` ack body;
+* `delete_orchestrator` `{}` → the `accepted` ack body.
+When the engine is unavailable every method fails with error kind `docker_unavailable`
+("Docker unavailable: ..."), in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from common.atomicfile import atomic_write
+from common.bus import RemoteError
+from common.service import Runtime
+from services.executor import create, lifecycle, selfdestruct, selfinfo, status
+from services.executor.context import Context
+from services.executor.docker_api import DockerApi
+from services.executor.errors import DockerUnavailable, ExecutorError
+from services.executor.events import Watcher
+from services.executor.journal import Journal
+from services.executor.liveview import ContainerView, LiveView
+from services.executor.netinfo import InterfaceCache
+from services.executor.networks import Networks
+from services.executor.reconcile import reconcile
+from services.executor.registry import OperationRegistry
+from services.executor.vnic_store import VnicStore
+
+log = logging.getLogger(__name__)
+
+INSTANCE_FILE = "instance_id"
+READY_WAIT = 5.0
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def instance_id(configured: str, state_dir: Path) -> str:
+    """The agent instance id on our labels: configured, or generated once and kept."""
+    if configured:
+        return configured
+    path = state_dir / INSTANCE_FILE
+    try:
+        text = path.read_text().strip()
+        if text:
+            return text
+    except FileNotFoundError:
+        pass
+    value = os.urandom(8).hex()
+    atomic_write(path, (value + "\n").encode())
+    return value
+
+
+class ExecutorService:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        cfg = runtime.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.instance = instance_id(cfg.instance_id, cfg.state_dir)
+        self.docker = DockerApi(cfg.docker_host, cfg.docker_timeout, cfg.docker_workers)
+        journal = Journal(cfg.state_dir)
+        journal.load()
+        vnics = VnicStore(cfg.state_dir)
+        vnics.load()
+        view = LiveView(self.docker, self.instance)
+        self.ctx = Context(
+            config=cfg, instance=self.instance, docker=self.docker, view=view,
+            journal=journal, vnics=vnics,
+            networks=Networks(self.docker, self.instance, cfg.internal_pool,
+                              cfg.internal_prefix, None),
+            ifaces=InterfaceCache(lambda: runtime.client("netbridge", 3.0)),
+            ops=OperationRegistry(),
+            io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"))
+        view.hooks.append(self._on_view_change)
+        self._sync_lock = asyncio.Lock()
+        self._detected = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.watcher: Watcher | None = None
+        for method, handler in (
+            ("create_runtime", self.create_runtime),
+            ("delete_device", self.delete_device),
+            ("start_device", self.start_device),
+            ("stop_device", self.stop_device),
+            ("restart_device", self.restart_device),
+            ("device_status", self.device_status),
+            ("run_command", self.run_command),
+            ("delete_orchestrator", self.delete_orchestrator),
+        ):
+            runtime.rpc.register(method, self._edge(method, handler))
+        log.info("executor instance %s, engine %s", self.instance, cfg.docker_host)
+
+    # --- loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.watcher = Watcher(self.docker, self.instance, loop, self.ctx.view.on_event,
+                               self._on_connected)
+        self.watcher.start()
+        refresher = asyncio.create_task(self.ctx.view.run_refresher(self.rt.stop))
+        try:
+            await self.rt.stop.wait()
+        finally:
+            refresher.cancel()
+            await self.ctx.ops.cancel_all(2.0)
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_connected(self) -> None:
+        self.rt.counters["docker_connected"] += 1
+        self._spawn(self._resync(), "resync")
+
+    async def _resync(self) -> None:
+        async with self._sync_lock:
+            try:
+                if not self._detected:
+                    await self._detect_self()
+                await self.ctx.view.full_sync()
+                self.ctx.ready.set()
+                await reconcile(self.ctx)
+            except DockerUnavailable as exc:
+                log.warning("resync postponed: %s", exc.text)
+            except Exception:
+                log.exception("resync failed")
+
+    async def _detect_self(self) -> None:
+        cfg = self.rt.config
+        agent = await self.docker.call(selfinfo.detect_own_container, cfg.agent_container)
+        self.ctx.agent_container = agent
+        self.ctx.on_host = agent is None
+        self.ctx.networks.agent = agent
+        if agent:
+            attrs = await self.docker.call(lambda api: api.inspect_container(agent))
+            self.ctx.agent_name = str(attrs.get("Name", "")).lstrip("/") or None
+            log.info("the agent runs in container %s (%s)", self.ctx.agent_name, agent[:12])
+        else:
+            log.info("the agent runs on the host; runtimes are reached through their "
+                     "internal bridge")
+        self._detected = True
+
+    def _on_view_change(self, old: ContainerView | None, new: ContainerView | None) -> None:
+        # Interfaces are re-created at every start: re-apply MACs the engine cannot set.
+        if new is None or not new.running or (old is not None and old.pid == new.pid):
+            return
+        if self.ctx.ops.current(new.name) is not None:
+            return  # the operation applies them itself
+        if len(self.ctx.vnics.get(new.name)) > 1:
+            self._spawn(create.apply_macs(self.ctx, new.name, self.ctx.vnics.get(new.name)),
+                        f"macs-{new.name}")
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.ctx.ifaces.close()
+        self.docker.close()
+        self.ctx.io.shutdown(wait=True)
+
+    # --- request edges -------------------------------------------------------------------------
+
+    def _edge(self, method: str, handler: Handler) -> Handler:
+        """Count the call; the engine being gone becomes error kind `docker_unavailable`."""
+        async def edge(params: dict[str, Any]) -> Any:
+            self.rt.counters[f"calls_{method}"] += 1
+            try:
+                return await handler(params)
+            except DockerUnavailable as exc:
+                raise RemoteError(exc.kind, exc.text) from None
+        return edge
+
+    async def _ready(self) -> None:
+        """Wait (briefly) for the first view of the engine after a start."""
+        self.ctx.require_docker()
+        if not self.ctx.ready.is_set():
+            try:
+                await asyncio.wait_for(self.ctx.ready.wait(), READY_WAIT)
+            except TimeoutError:
+                self.ctx.require_docker()
+                raise RemoteError("unavailable", "the executor is still reading the engine's "
+                                  "state; retry shortly") from None
+
+    @staticmethod
+    def _device(params: dict[str, Any]) -> str:
+        device = params.get("device_id")
+        if not isinstance(device, str) or not device:
+            raise RemoteError("invalid", "device_id must be a non-empty string")
+        return device
+
+    async def create_runtime(self, params: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
+        try:
+            return await create.start_create(self.ctx, params)
+        except DockerUnavailable:
+            raise
+        except ExecutorError as exc:
+            body = {"status": "error", "error": exc.text}
+            if isinstance(params.get("container_name"), str):
+                body["container_id"] = params["container_name"]
+            return body
+
+    async def delete_device(self, params: dict[str, Any]) -> dict[str, Any]:
+        device = self._device(params)
+        await self._ready()
+        try:
+            return await lifecycle.start_delete(self.ctx, device)
+        except DockerUnavailable:
+            raise
+        except ExecutorError as exc:
+            return {"status": "error", "device_id": device, "error": exc.text}
+
+    async def start_device(self, params: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
+        return await lifecycle.control(self.ctx, self._device(params), "start")
+
+    async def stop_device(self, params: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
+        return await lifecycle.control(self.ctx, self._device(params), "stop")
+
+    async def restart_device(self, params: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
+        return await lifecycle.control(self.ctx, self._device(params), "restart")
+
+    async def device_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        device = self._device(params)
+        if device != selfdestruct.DEVICE:
+            op = self.ctx.journal.get(device)
+            if op is None or not op.in_progress:
+                await self._ready()
+        return status.device_status(self.ctx, device)
+
+    async def delete_orchestrator(self, params: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
+        return await selfdestruct.start_self_destruct(self.ctx)
+
+    async def run_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        device = self._device(params)
+        await self._ready()
+        view = self.ctx.view.get(device)
+        if view is None:
+            return {"status": "error", "error": f"Device not found: {device}"}
+        if not view.running or not view.internal_ip:
+            return {"status": "error", "device_id": device,
+                    "error": f"Device {device} is not running"}
+        try:
+            module = importlib.import_module("services.executor.proxy")
+        except ImportError as exc:
+            log.error("run_command unavailable: %s", exc)
+            return {"status": "error", "device_id": device,
+                    "error": "run_command is not available: the HTTP proxy module is missing"}
+        result: dict[str, Any] = await module.proxy(view.internal_ip, params)
+        return result

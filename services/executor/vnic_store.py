@@ -1,0 +1,97 @@
+"""The persisted vNIC configurations: `<state>/runtime_vnics.json`.
+
+Shape (operators read it): `{"<device>": [VNIC, ...], ...}` where VNIC is the normalised
+vNIC of the request with what the executor resolved filled in — `mac_address` (given or
+generated once), `parent_subnet` / `parent_gateway` (given or detected) and the MACVLAN
+`network` it is attached to.  A generated MAC is stored here and reused, so it never
+changes across re-creations and reboots.
+
+Written crash-safely with `common.atomicfile`.  Mutations happen on the event loop; the
+caller hands `snapshot()` to a worker thread for the write.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+from common.atomicfile import atomic_write_json, read_json, remove_stale_temps
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "runtime_vnics.json"
+
+
+class VnicStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / FILE_NAME
+        self._data: dict[str, list[dict[str, Any]]] = {}
+
+    def load(self) -> None:
+        remove_stale_temps(self.path)
+        try:
+            raw = read_json(self.path)
+        except (OSError, ValueError) as exc:
+            # The file is only ever replaced atomically, so this is outside damage; keep
+            # going with what Docker knows rather than refusing to start.
+            log.error("cannot read %s (%s); starting with no stored vNICs", self.path, exc)
+            raw = None
+        data: dict[str, list[dict[str, Any]]] = {}
+        if isinstance(raw, dict):
+            for device, vnics in raw.items():
+                if isinstance(device, str) and isinstance(vnics, list):
+                    data[device] = [v for v in vnics if isinstance(v, dict)]
+        self._data = data
+
+    def get(self, device: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self._data.get(device, []))
+
+    def devices(self) -> list[str]:
+        return list(self._data)
+
+    def set(self, device: str, vnics: list[dict[str, Any]]) -> dict[str, Any]:
+        self._data[device] = copy.deepcopy(vnics)
+        return self.snapshot()
+
+    def forget(self, device: str) -> dict[str, Any] | None:
+        """Drop a device; the snapshot to write, or None when nothing changed."""
+        if self._data.pop(device, None) is None:
+            return None
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self._data)
+
+    def write(self, snapshot: dict[str, Any]) -> None:
+        """Blocking; run in a worker thread."""
+        atomic_write_json(self.path, snapshot)
+
+    def macs(self, exclude: str | None = None) -> dict[str, str]:
+        """MAC → device for every stored vNIC (except those of `exclude`)."""
+        out = {}
+        for device, vnics in self._data.items():
+            if device == exclude:
+                continue
+            for vnic in vnics:
+                if vnic.get("mac_address"):
+                    out[str(vnic["mac_address"])] = device
+        return out
+
+    def ips(self, exclude: str | None = None) -> dict[tuple[str, str], str]:
+        """(network, IP) → device for every stored vNIC with a static address."""
+        out = {}
+        for device, vnics in self._data.items():
+            if device == exclude:
+                continue
+            for vnic in vnics:
+                if vnic.get("ip_address") and vnic.get("network"):
+                    out[(str(vnic["network"]), str(vnic["ip_address"]))] = device
+        return out
+
+    def stored_mac(self, device: str, vnic_name: str) -> str | None:
+        for vnic in self._data.get(device, []):
+            if vnic.get("name") == vnic_name and vnic.get("mac_address"):
+                return str(vnic["mac_address"])
+        return None

@@ -1,0 +1,166 @@
+"""The netbridge service object: the netmon client on the bus.
+
+Concurrency: asyncio only.  The netmon client runs as one task of the service; the
+request handlers read its cache from the same loop, so no locking is needed.
+
+Request methods (params → result):
+
+* `host_interfaces` `{include_virtual?, detailed?}` → the `get_host_interfaces` reply body:
+  `{"status": "success", "interfaces": [...], "stale": bool}` sorted by name, or
+  `{"status": "error", "error": "...", "stale": bool}` when there is nothing to report.
+  Stale data is served: a lost monitor connection does not make the host's NICs vanish,
+  and the executor needs a subnet to re-home onto.  `"stale": true` says so, with
+  `"stale_since"` (ISO time) once the cache was fresh at least once.
+* `interfaces` `{}` → `{"interfaces": [IFACE...], "stale": bool, "connected": bool}`,
+  the raw cache as netmon described it, sorted by name.
+
+Events: `net.discovery` on every discovery (each (re)connection to netmon), `net.change`
+for every change netmon announces.
+
+Counters in the liveness beat: the client's under `netmon_*` (dropped lines by reason,
+connects, disconnects, events, callback errors) plus `netmon_reconnects`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from common.messages import NetChange, NetDiscovery
+from common.service import Runtime
+from services.netbridge.netmon_client import Interface, NetmonClient, host_interfaces
+from services.netmon.server import SOCKET_NAME
+
+log = logging.getLogger(__name__)
+
+# How often the client's counters are copied into the process counters; well under the
+# beat interval so a beat never reports figures much older than itself.
+COUNTER_SYNC = 0.5
+# Extra keys a `detailed` host_interfaces row carries, taken from the netmon IFACE.
+DETAILED_KEYS = ("index", "operstate", "timestamp")
+
+NOT_REPORTED = ("the network monitor has not reported any interfaces yet "
+                "(is the netmon sidecar running and sharing {path}?)")
+ONLY_VIRTUAL = ("the network monitor reports no physical interfaces; "
+                "pass include_virtual to list virtual ones")
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _flag(params: dict[str, Any], name: str) -> bool:
+    # The gateway validates types; a non-boolean that slips through counts as false.
+    return params.get(name) is True
+
+
+class NetbridgeService:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.socket_path = runtime.config.state_dir / SOCKET_NAME
+        self.client = NetmonClient(
+            self.socket_path,
+            on_discovery=self._on_discovery,
+            on_change=self._on_change,
+            backoff_max=runtime.config.reconnect_max,
+        )
+        self.stale_since: str | None = None
+        self._was_fresh = False
+        self._down_logged = False
+        runtime.rpc.register("host_interfaces", self.host_interfaces)
+        runtime.rpc.register("interfaces", self.interfaces)
+
+    # --- the service loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        client_task = asyncio.create_task(self.client.run(), name="netmon-client")
+        try:
+            while not self.rt.stop.is_set():
+                if client_task.done():
+                    # The client loops forever by design; its end is a bug worth a restart.
+                    client_task.result()
+                    raise RuntimeError("netmon client stopped")
+                self._sync_counters()
+                self._track_state()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.rt.stop.wait(), COUNTER_SYNC)
+        finally:
+            client_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await client_task
+            self._sync_counters()
+
+    def _sync_counters(self) -> None:
+        counters = self.rt.counters
+        for name, value in self.client.counters.items():
+            counters[f"netmon_{name}"] = value
+        counters["netmon_reconnects"] = max(0, self.client.counters["connects"] - 1)
+
+    def _track_state(self) -> None:
+        """Log the first loss of a fresh cache once; the client logs socket events."""
+        if self.client.stale and self._was_fresh and not self._down_logged:
+            self._down_logged = True
+            self.stale_since = self.stale_since or _utc_now()
+            log.warning("net.state stale: serving %d cached interface(s) until netmon is back",
+                        len(self.client.interfaces))
+
+    # --- netmon callbacks ---------------------------------------------------------------
+
+    def _on_discovery(self, interfaces: list[Interface]) -> None:
+        self._was_fresh = True
+        self._down_logged = False
+        self.stale_since = None
+        names = sorted(i["interface"] for i in interfaces)
+        log.info("net.state fresh: %d interface(s) from netmon: %s",
+                 len(names), ", ".join(names) or "none")
+        self.rt.publisher.publish(NetDiscovery(self._sorted(interfaces), _utc_now()))
+        self.rt.counters["net_discovery_published"] += 1
+
+    def _on_change(self, iface: Interface) -> None:
+        log.info("interface %s changed: active=%s addresses=%s gateway=%s",
+                 iface.get("interface"), iface.get("active", True),
+                 [a.get("address") for a in iface.get("ipv4_addresses") or []],
+                 iface.get("gateway"))
+        self.rt.publisher.publish(NetChange(copy.deepcopy(iface)))
+        self.rt.counters["net_change_published"] += 1
+
+    # --- request handlers ---------------------------------------------------------------
+
+    async def host_interfaces(self, params: dict[str, Any]) -> dict[str, Any]:
+        include_virtual = _flag(params, "include_virtual")
+        detailed = _flag(params, "detailed")
+        cache = self.client.interfaces
+        stale = self.client.stale
+        freshness: dict[str, Any] = {"stale": stale}
+        if stale and self.stale_since is not None:
+            freshness["stale_since"] = self.stale_since
+        if not cache:
+            return {"status": "error",
+                    "error": NOT_REPORTED.format(path=self.socket_path), **freshness}
+        rows = host_interfaces(cache, include_virtual)
+        if not rows:
+            return {"status": "error", "error": ONLY_VIRTUAL, **freshness}
+        if detailed:
+            for row in rows:
+                iface = cache[row["name"]]
+                row["addresses"] = copy.deepcopy(iface.get("ipv4_addresses") or [])
+                for key in DETAILED_KEYS:
+                    row[key] = iface.get(key)
+        return {"status": "success", "interfaces": rows, **freshness}
+
+    async def interfaces(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"interfaces": self._sorted(self.client.interfaces.values()),
+                "stale": self.client.stale,
+                "connected": self.client.connected.is_set()}
+
+    @staticmethod
+    def _sorted(interfaces: Any) -> list[Interface]:
+        # Copies: the bus encodes later and the client may replace entries meanwhile.
+        return [copy.deepcopy(i) for i in sorted(interfaces, key=lambda i: i["interface"])]
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,281 @@
+"""Test tools for the executor: the process, its bus client, a test LAN, a fake netbridge.
+
+Network safety: the LAN is a veth pair the test creates (`oat…` names), its peer in a
+namespace the test creates, addressed from the documentation ranges; nothing else is
+touched.  Docker objects are found for cleanup by the executor's instance label (every
+executor started here gets a unique one) and by the test label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import itertools
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import zmq.asyncio
+
+from common import wire
+from common.bus import Counters, Endpoints, RpcClient, RpcServer
+from tests.helpers import ROOT, agent_env, async_wait_for
+
+STANDIN_REPO = "orchestrator/openplc-standin"
+STANDIN_TAG = "test"
+# Test LANs take /26 blocks of documentation ranges.  Not 192.0.2.0/24: development
+# machines may carry it on their own uplink, and the host would then answer ARP for a
+# LAN address through the veth.  Not the top half of 203.0.113.0/24: dockerenv's bridges.
+LAN_BLOCKS = [f"198.51.100.{64 * i}/26" for i in range(4)] + \
+    [f"203.0.113.{64 * i}/26" for i in range(2)]
+_counter = itertools.count()
+
+
+def short_id() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+# --- the executor process ------------------------------------------------------------------
+
+
+class ExecutorProc:
+    """`python -m services.executor` with its own state, bus and instance id."""
+
+    def __init__(self, base: Path, **env: str) -> None:
+        self.base = base
+        self.instance = f"t{short_id()}"
+        self.run_dir = base / "run"
+        self.state_dir = base / "state"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.env = agent_env(base, **{
+            "ORCH_INSTANCE_ID": self.instance,
+            "ORCH_RUNTIME_IMAGE": STANDIN_REPO,
+            "ORCH_BEAT_INTERVAL": "0.5",
+            "ORCH_STOP_GRACE": "3",
+            "ORCH_SIDECAR_CONTAINER": f"oat-sidecar-{self.instance}",
+            "ORCH_LOG_LEVEL": "DEBUG",
+            **env,
+        })
+        self.log = base / "executor.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, **env: str) -> ExecutorProc:
+        self.env.update(env)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "services.executor"],
+                                         env=self.env, cwd=ROOT, stdout=out,
+                                         stderr=subprocess.STDOUT)
+        return self
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.terminate()
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def client(self, ctx: zmq.asyncio.Context, timeout: float = 10.0) -> RpcClient:
+        return RpcClient(ctx, Endpoints(self.run_dir).rpc("executor"), wire.Stamper("test"),
+                         timeout)
+
+
+def cleanup_instance(dc: docker.DockerClient, instance: str) -> None:
+    wanted = {"label": [f"orchestrator.instance={instance}"]}
+    for container in dc.containers.list(all=True, filters=wanted):
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True, v=True)
+    for network in dc.networks.list(filters=wanted):
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
+
+
+def owned_objects(dc: docker.DockerClient, instance: str) -> tuple[list[str], list[str]]:
+    wanted = {"label": [f"orchestrator.instance={instance}"]}
+    containers = [c.name for c in dc.containers.list(all=True, filters=wanted)]
+    networks = [n.name for n in dc.networks.list(filters=wanted)]
+    return containers, networks
+
+
+async def wait_ready(client: RpcClient, timeout: float = 20.0) -> None:
+    async def ready() -> bool:
+        try:
+            await client.call("device_status", {"device_id": "oat-probe"}, timeout=2)
+            return True
+        except Exception:
+            return False
+    await async_wait_for(ready, timeout, interval=0.2, what="executor ready")
+
+
+async def wait_status(client: RpcClient, device: str, predicate: Any, timeout: float = 60.0,
+                      ) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+
+    async def check() -> dict[str, Any] | None:
+        nonlocal last
+        last = await client.call("device_status", {"device_id": device}, timeout=5)
+        return last if predicate(last) else None
+    try:
+        result: dict[str, Any] = await async_wait_for(check, timeout, interval=0.2,
+                                                      what=f"status of {device}")
+        return result
+    except AssertionError:
+        raise AssertionError(f"status of {device} never matched; last: {last}") from None
+
+
+def settled(body: dict[str, Any]) -> bool:
+    return body.get("status") not in ("creating", "deleting")
+
+
+# --- the test LAN ---------------------------------------------------------------------------
+
+
+def sh(*args: str, timeout: float = 20) -> str:
+    return subprocess.run(list(args), check=True, capture_output=True, text=True,
+                          timeout=timeout).stdout
+
+
+@dataclass
+class Lan:
+    """Veth pair `parent`/`parent+p`; the peer end in namespace `ns` is the LAN host."""
+
+    parent: str
+    ns: str
+    subnet: str
+    host_ip: str
+    gateway: str
+    extra: list[str] = field(default_factory=list)
+
+    def addr(self, n: int) -> str:
+        return str(ipaddress.IPv4Network(self.subnet)[n])
+
+    def iface(self) -> dict[str, Any]:
+        """The netmon IFACE record the host would report for the parent."""
+        net = ipaddress.IPv4Network(self.subnet)
+        return {"interface": self.parent, "index": 0, "operstate": "UP",
+                "ipv4_addresses": [{"address": self.addr(2), "prefixlen": net.prefixlen,
+                                    "subnet": self.subnet,
+                                    "network_address": str(net.network_address)}],
+                "gateway": self.gateway, "timestamp": "2025-01-01T00:00:00"}
+
+    def reach_https(self, ip: str, timeout: float = 3.0) -> bool:
+        """GET https://ip:8443/api/version from the LAN namespace."""
+        code = (
+            "import ssl,sys,http.client as h\n"
+            "c=ssl.create_default_context();c.check_hostname=False;c.verify_mode=ssl.CERT_NONE\n"
+            f"k=h.HTTPSConnection('{ip}',8443,timeout={timeout},context=c)\n"
+            "k.request('GET','/api/version');sys.exit(0 if k.getresponse().status==200 else 1)\n"
+        )
+        result = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
+                                capture_output=True, timeout=timeout + 10, check=False)
+        return result.returncode == 0
+
+
+def _used_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    used = []
+    for net in dc.api.networks():
+        for cfg in (net.get("IPAM") or {}).get("Config") or []:
+            with contextlib.suppress(ValueError, KeyError):
+                used.append(ipaddress.IPv4Network(cfg["Subnet"], strict=False))
+    return used
+
+
+def make_lan(dc: docker.DockerClient, taken: set[str]) -> Lan:
+    used = _used_subnets(dc)
+    for block in LAN_BLOCKS:
+        net = ipaddress.IPv4Network(block)
+        if block in taken or any(net.overlaps(u) for u in used):
+            continue
+        taken.add(block)
+        n = next(_counter)
+        tag = f"{os.getpid() % 10000}x{n}"
+        parent, ns = f"oat{tag}", f"oatns{tag}"
+        lan = Lan(parent, ns, block, str(net[10]), str(net[1]))
+        try:
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", parent, "type", "veth", "peer", "name", f"{parent}p")
+            sh("ip", "link", "set", f"{parent}p", "netns", ns)
+            sh("ip", "link", "set", parent, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{lan.host_ip}/{net.prefixlen}", "dev",
+               f"{parent}p")
+            sh("ip", "-n", ns, "link", "set", f"{parent}p", "up")
+        except subprocess.CalledProcessError:
+            remove_lan(lan)
+            raise
+        return lan
+    raise RuntimeError("no free documentation block for a test LAN")
+
+
+def remove_lan(lan: Lan) -> None:
+    subprocess.run(["ip", "link", "del", lan.parent], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", lan.ns], capture_output=True, check=False)
+
+
+# --- a netbridge stand-in on the bus ---------------------------------------------------------
+
+
+class FakeNetbridge:
+    """Answers `interfaces` on the netbridge endpoint like the real process would."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, run_dir: Path) -> None:
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.server = RpcServer(ctx, Endpoints(run_dir).rpc("netbridge"),
+                                wire.Stamper("netbridge"), None, Counters())
+        self.items: list[dict[str, Any]] = []
+        self.calls = 0
+        self.server.register("interfaces", self.interfaces)
+
+    async def interfaces(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        return {"interfaces": self.items, "stale": False, "connected": True}
+
+
+def https_ok(ip: str, timeout: float = 3.0) -> bool:
+    """From the host (how the agent reaches a runtime's internal address)."""
+    import http.client
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(ip, 8443, timeout=timeout, context=context)
+    try:
+        conn.request("GET", "/api/version")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def wait(cond: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)

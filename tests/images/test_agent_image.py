@@ -1,0 +1,111 @@
+"""The agent image: supervisord with the four programs, the tap, clean stop, FATAL exit."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import docker.models.containers
+import pytest
+
+from common.version import __version__
+from tests import dockerenv
+from tests.images.conftest import build_images
+from tests.suite import PROGRAMS
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(240)]
+
+Run = Callable[..., docker.models.containers.Container]
+STOP_TIMEOUT = 20
+
+
+def agent_kwargs(volume: str, **environment: str) -> dict[str, Any]:
+    # Default bridge network: the agent never needs the host's.
+    return {"volumes": {"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+                        volume: {"bind": "/var/orchestrator", "mode": "rw"}},
+            "environment": environment, "stop_signal": "SIGTERM"}
+
+
+def exec_out(container: docker.models.containers.Container, *cmd: str) -> tuple[int, str]:
+    code, out = container.exec_run(list(cmd))
+    return code, out.decode(errors="replace")
+
+
+def wait_all_running(container: docker.models.containers.Container) -> str:
+    def running() -> str | None:
+        code, out = exec_out(container, "supervisorctl", "status")
+        states = dict(line.split()[:2] for line in out.splitlines() if line.strip())
+        return out if code == 0 and all(states.get(p) == "RUNNING" for p in PROGRAMS) else None
+    return dockerenv.poll_until(running, 30, interval=0.5, what="all programs RUNNING")
+
+
+def test_images_build_and_rebuild_idempotently(docker_client: docker.DockerClient,
+                                               images: dict[str, str]) -> None:
+    before = {k: docker_client.images.get(tag).id for k, tag in images.items()}
+    result = build_images()
+    assert result.returncode == 0, result.stderr
+    assert {k: docker_client.images.get(tag).id for k, tag in images.items()} == before
+    for component, tag in images.items():
+        labels = docker_client.images.get(tag).labels
+        assert labels["orchestrator.component"] == component
+        assert labels["org.opencontainers.image.version"] == __version__
+    agent = docker_client.images.get(images["agent"]).attrs["Config"]
+    assert agent["StopSignal"] == "SIGTERM"
+    assert {"ORCH_STATE_DIR=/var/orchestrator", "ORCH_RUN_DIR=/run/orchestrator"} <= set(
+        agent["Env"])
+
+
+def test_agent_runs_the_suite_and_the_tap_sees_the_bus(images: dict[str, str], containers: Run,
+                                                       volume: str) -> None:
+    agent = containers(images["agent"], **agent_kwargs(volume))
+    status = wait_all_running(agent)
+    assert "fatalwatch" in status
+    agent.reload()
+    assert agent.attrs["HostConfig"]["NetworkMode"] != "host"
+
+    code, out = exec_out(agent, "orchestrator-tap", "--count", "5", "--json", "--seconds", "20")
+    assert code == 0, out
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 5
+    assert {r["source"] for r in records} <= set(PROGRAMS)
+    assert all(r["topic"].count(".") >= 1 and isinstance(r["body"], dict) for r in records)
+
+    code, out = exec_out(agent, "stat", "-c", "%a", "/run/orchestrator")
+    assert out.strip() == "700"
+    # Logs land in the state volume.
+    code, out = exec_out(agent, "sh", "-c", "cat /var/orchestrator/logs/orchestrator-logs-*.log")
+    assert code == 0 and "netbridge 0" in out and "started" in out
+
+
+def test_docker_stop_is_clean(images: dict[str, str], containers: Run, volume: str) -> None:
+    agent = containers(images["agent"], **agent_kwargs(volume))
+    wait_all_running(agent)
+    started = time.monotonic()
+    agent.stop(timeout=STOP_TIMEOUT)
+    took = time.monotonic() - started
+    agent.reload()
+    state = agent.attrs["State"]
+    assert state["Status"] == "exited"
+    assert state["ExitCode"] == 0, agent.logs()[-3000:]
+    assert took < STOP_TIMEOUT, f"stop took {took:.1f}s: killed, not stopped"
+    logs = agent.logs().decode(errors="replace")
+    for program in PROGRAMS:
+        assert f"stopped: {program} (exit status 0)" in logs, logs[-3000:]
+
+
+def test_fatal_program_makes_the_container_exit(images: dict[str, str], containers: Run,
+                                                volume: str) -> None:
+    # Every program refuses a negative interval, so they all go FATAL after their retries.
+    agent = containers(images["agent"], restart_policy={"Name": "unless-stopped"},
+                       **agent_kwargs(volume, ORCH_METRICS_INTERVAL="-1"))
+
+    def restarted() -> bool:
+        agent.reload()
+        return bool(agent.attrs["RestartCount"] >= 1)
+    dockerenv.poll_until(restarted, 90, interval=0.5, what="the container to exit and restart")
+    logs = agent.logs().decode(errors="replace")
+    assert "is FATAL; stopping supervisord" in logs, logs[-3000:]
+    assert "metrics_interval must be positive" in logs
