@@ -183,8 +183,11 @@ def agent() -> Iterator[Agent]:
         try:
             cloud = clouds.start()
             creds = clouds.call(cloud.enroll(base / "mtls"))
+            # The executor is real but kept off this machine's Docker engine: these tests
+            # are about the link, and Docker work has its own tests that clean up.
             suite = Suite(base, ORCH_CLOUD_URL=cloud.url, ORCH_MTLS_DIR=str(creds.directory),
-                          ORCH_CA_FILE=str(creds.ca_path), **SUITE_ENV)
+                          ORCH_CA_FILE=str(creds.ca_path),
+                          ORCH_DOCKER_HOST=f"unix://{base}/no-docker.sock", **SUITE_ENV)
             traces = Traces(base / "run", ("executor", "metrics"))
             suite.start()
             suite.wait_running()
