@@ -23,7 +23,6 @@ import asyncio
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,10 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devcloud.server import DevCloud  # noqa: E402
+from bench.common_info import ROOT, context, percentile
+from devcloud.server import DevCloud
 
 BIN = Path(sys.executable).parent
 PAYLOADS: dict[str, dict[str, Any]] = {
@@ -46,22 +45,6 @@ PAYLOADS: dict[str, dict[str, Any]] = {
 }
 TARGETS = {"p50_ms": 5.0, "p99_ms": 20.0, "heartbeat_period_s": 5.0,
            "heartbeat_tolerance_s": 0.5}
-
-
-def context() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-    except OSError:
-        commit = ""
-    return {"machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
-                        "kernel": platform.release(), "python": platform.python_version()},
-            "commit": commit or None}
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))]
 
 
 def summary_ms(seconds: list[float]) -> dict[str, Any]:
