@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/executor.py
+	$(BIN)/python bench/cloud_rtt.py
 
 clean:
 	rm -rf $(VENV) .build

@@ -49,14 +49,19 @@ mkdir -p "$ORCH_STATE_DIR"
 mkdir -p -m 0700 "$ORCH_RUN_DIR"
 
 cloud_pid=
-stop_cloud() {
+netmon_pid=
+stop_background() {
+  if [ -n "$netmon_pid" ] && kill -0 "$netmon_pid" 2>/dev/null; then
+    kill -TERM "$netmon_pid" 2>/dev/null || true
+    wait "$netmon_pid" 2>/dev/null || true
+  fi
   if [ -n "$cloud_pid" ] && kill -0 "$cloud_pid" 2>/dev/null; then
     kill -TERM "$cloud_pid" 2>/dev/null || true
     wait "$cloud_pid" 2>/dev/null || true
     echo "development cloud stopped"
   fi
 }
-trap stop_cloud EXIT
+trap stop_background EXIT
 
 # Waits until the cloud we started has written its addresses (run.json carries its pid).
 wait_cloud() {
@@ -94,6 +99,19 @@ if [ -z "${ORCH_CLOUD_URL:-}" ]; then
   export ORCH_CA_FILE="$mtls_dir/ca.crt"
   agent_id=$(openssl x509 -in "$mtls_dir/client.crt" -noout -subject -nameopt multiline \
     | sed -n 's/^ *commonName *= *//p')
+fi
+
+# The network monitor: a sidecar container in production, a background process here.  It
+# only reads the host's interfaces through netlink.
+if [ -S "$ORCH_STATE_DIR/netmon.sock" ] && orchestrator-netmon --check >/dev/null 2>&1; then
+  echo "a network monitor already serves $ORCH_STATE_DIR/netmon.sock"
+else
+  orchestrator-netmon >"$ORCH_STATE_DIR/netmon.out" 2>&1 &
+  netmon_pid=$!
+fi
+if ! docker info >/dev/null 2>&1; then
+  echo "note: no Docker engine answers; runtime commands will report Docker unavailable" \
+       "(as root, install/docker-engine.sh installs and starts one)"
 fi
 
 echo "state: $ORCH_STATE_DIR   bus: $ORCH_RUN_DIR   cloud: $ORCH_CLOUD_URL"
