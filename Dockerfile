@@ -21,6 +21,7 @@ COPY pyproject.toml /src/
 COPY common /src/common
 COPY services /src/services
 COPY devcloud /src/devcloud
+COPY bin /src/bin
 # Non-editable, no dependency resolution; pip fetches the build backend from /wheels.
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
         --no-index --find-links /wheels --no-deps /src
