@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ class Collected:
     rows: list[tuple[str, float, float, float]] = field(default_factory=list)
     present: set[str] | None = None
     limits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    by_source: Counter[str] = field(default_factory=Counter)
 
 
 class DeviceCollector:
@@ -133,6 +135,7 @@ class DeviceCollector:
         # A stream's reading may be up to a second old: stamp the sample when it was taken.
         wall = time.time() - (time.monotonic() - reading.at)
         out.rows.append((track.device, wall, cpu, reading.memory_bytes / MB))
+        out.by_source["cgroup" if track.cgroup is not None else "stream"] += 1
 
     def _read(self, track: Tracked) -> Reading | None:
         if track.cgroup is not None:
@@ -157,12 +160,6 @@ class DeviceCollector:
     def _drop(self, cid: str) -> None:
         self.tracked.pop(cid, None)
         self.streams.drop(cid)
-
-    def source_counts(self) -> dict[str, int]:
-        running = [t for t in self.tracked.values() if t.running]
-        return {"cgroup": sum(1 for t in running if t.cgroup is not None),
-                "stream": sum(1 for t in running if t.cgroup is None and
-                              t.cid in self.streams.streams)}
 
     def close(self) -> None:
         self.streams.close()

@@ -129,6 +129,8 @@ class MetricsService:
             await self._io(self.history.add_devices, collected.rows)
             self._known.update(row[0] for row in collected.rows)
             self.rt.counters["device_samples"] += len(collected.rows)
+            for source, count in collected.by_source.items():
+                self.rt.counters[f"device_samples_{source}"] += count
         await self._forget_missing(collected.present)
 
     async def _remember_limits(self, device: str, limits: tuple[int, int]) -> None:
