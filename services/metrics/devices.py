@@ -91,6 +91,10 @@ class DeviceCollector:
             listed = self.docker.call_sync(containers.list_runtimes, self.instance)
         except DockerUnavailable as exc:
             log.debug("no device samples this cycle: %s", exc)
+            # Readings across the outage cannot be compared, and streams would only retry.
+            self.streams.drop_all()
+            for track in self.tracked.values():
+                track.prev = None
             return Collected()
         out = Collected(present={row.device for row in listed})
         seen = {row.cid for row in listed}

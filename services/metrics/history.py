@@ -26,11 +26,11 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS samples (ts REAL NOT NULL, cpu REAL NOT NULL,"
     " memory_mb REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts)",
+    # Clustered on (device, time): queries are always one device over a time range, and
+    # without a rowid table plus index the 48 h of fifty devices (860k rows) take about
+    # half the space.  Trims by time scan the table, once every few minutes.
     "CREATE TABLE IF NOT EXISTS device_samples (device_id TEXT NOT NULL, ts REAL NOT NULL,"
-    " cpu REAL NOT NULL, memory_mb REAL NOT NULL)",
-    # Queries are always per device and time range; trims are by time only, and a scan of
-    # 48 h x 50 devices every few minutes is cheaper than a second index on every insert.
-    "CREATE INDEX IF NOT EXISTS device_samples_dev_ts ON device_samples(device_id, ts)",
+    " cpu REAL NOT NULL, memory_mb REAL NOT NULL, PRIMARY KEY (device_id, ts)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS device_limits (device_id TEXT PRIMARY KEY,"
     " memory_bytes INTEGER NOT NULL, nano_cpus INTEGER NOT NULL, updated REAL NOT NULL)",
 )
@@ -72,7 +72,8 @@ class History:
         """Insert (device_id, ts, cpu, memory_mb) rows in one transaction."""
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT INTO device_samples VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany("INSERT OR REPLACE INTO device_samples VALUES (?, ?, ?, ?)",
+                                rows)
 
     def device_series(self, device: str, column: str, start: float, end: float,
                       max_points: int) -> list[tuple[int, float]]:

@@ -216,7 +216,12 @@ class MetricsService:
         when the engine cannot be asked."""
         instance = self.collector.instance or await self._io(self.collector.resolve_instance)
         if not self.docker.available:
-            await self.docker.run(self.collector.ensure_connected)
+            try:
+                await asyncio.wait_for(self.docker.run(self.collector.ensure_connected),
+                                       QUERY_BUDGET)
+            except TimeoutError:
+                raise DockerUnavailable(
+                    f"the engine did not answer within {QUERY_BUDGET:g} s") from None
         if instance is None:
             return None
         facts: containers.Facts | None = await self.docker.call(

@@ -118,6 +118,11 @@ class StreamSource:
         if stream is not None:
             stream.stop()
 
+    def drop_all(self) -> None:
+        """Stop every stream (the engine is gone); they are opened again once it is back."""
+        for cid in list(self.streams):
+            self.drop(cid)
+
     def latest(self, cid: str, max_age: float) -> Reading | None:
         stream = self.streams.get(cid)
         reading = stream.latest if stream is not None else None
