@@ -18,6 +18,7 @@ from pathlib import Path
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PULL_POLICIES = ("always", "missing", "never")
 RT_LIMIT_MODES = ("auto", "require", "off")
+CONTAINER_STATS_MODES = ("auto", "cgroup", "api")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,9 @@ class Config:
     instance_id: str = ""  # empty: generated once and kept under the state directory
     agent_container: str = ""  # empty: detected (cgroup, mountinfo, hostname)
     sidecar_container: str = "autonomy_netmon"
+    # --- metrics: where per-container usage comes from (docs/metrics.md) ---
+    container_stats: str = "auto"  # auto (cgroup files when visible) | cgroup | api
+    cgroup_root: Path = Path("/sys/fs/cgroup")
     # Test-only: a create operation halts after this step until the process is killed.
     test_pause_after_step: str = ""
 
@@ -104,6 +108,9 @@ class Config:
             raise ConfigError(f"pull_policy must be one of {', '.join(PULL_POLICIES)}")
         if self.runtime_rt_limits not in RT_LIMIT_MODES:
             raise ConfigError(f"runtime_rt_limits must be one of {', '.join(RT_LIMIT_MODES)}")
+        if self.container_stats not in CONTAINER_STATS_MODES:
+            raise ConfigError(
+                f"container_stats must be one of {', '.join(CONTAINER_STATS_MODES)}")
         if self.docker_workers < 1:
             raise ConfigError("docker_workers must be at least 1")
         for name in ("docker_timeout", "pull_timeout"):

@@ -9,6 +9,7 @@ are never touched.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 MANAGED = "orchestrator.managed"
 INSTANCE = "orchestrator.instance"
@@ -59,3 +60,18 @@ def filters(instance: str, kind: str | None = None) -> dict[str, list[str]]:
     if kind is not None:
         wanted.append(f"{KIND}={kind}")
     return {"label": wanted}
+
+
+# The generated instance id is kept in this file under the state directory; the executor
+# writes it once, other processes (metrics) only read it.
+INSTANCE_FILE = "instance_id"
+
+
+def read_instance(configured: str, state_dir: Path) -> str | None:
+    """The configured instance id, or the one the executor keeps; None before it exists."""
+    if configured:
+        return configured
+    try:
+        return (state_dir / INSTANCE_FILE).read_text().strip() or None
+    except OSError:
+        return None

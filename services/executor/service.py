@@ -34,7 +34,7 @@ from typing import Any
 from common.atomicfile import atomic_write
 from common.bus import RemoteError
 from common.service import Runtime
-from services.executor import create, lifecycle, selfdestruct, selfinfo, status
+from services.executor import create, labels, lifecycle, selfdestruct, selfinfo, status
 from services.executor.context import Context
 from services.executor.docker_api import DockerApi
 from services.executor.errors import DockerUnavailable, ExecutorError
@@ -49,7 +49,7 @@ from services.executor.vnic_store import VnicStore
 
 log = logging.getLogger(__name__)
 
-INSTANCE_FILE = "instance_id"
+INSTANCE_FILE = labels.INSTANCE_FILE
 READY_WAIT = 5.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]

@@ -1,8 +1,15 @@
-"""metrics — host metrics, consumption history and the heartbeat sample.
+"""metrics — host metrics, per-device usage, consumption history and the heartbeat sample.
 
 Owns: psutil sampling of the host on a drift-free schedule (published as `metrics.host`),
-the orchestrator consumption history (SQLite under the state directory, 48 h), and the
-request methods that answer consumption queries.
+per-container CPU and memory of the managed runtimes (cgroup files or the engine's stats
+streams), the consumption history of the host and of each device (SQLite under the state
+directory, 48 h), and the request methods that answer consumption queries.
 
-Never: changes anything on the host, talks to the cloud, or calls Docker for writes.
+Never: changes anything on the host or in the engine (list, inspect and stats only), talks
+to the cloud, or looks at containers that are not this agent's runtimes.
+
+Modules: `service` (loops and request methods), `host` (psutil), `devices` (one device
+collection cycle), `containers` (engine calls, limits), `cgroups` and `streams` (the two
+sources of container figures), `readings` (counters → samples), `history` (SQLite),
+`periods` (the period syntax).  Decisions and figures: `docs/metrics.md`.
 """
