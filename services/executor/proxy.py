@@ -67,6 +67,7 @@ from services.executor.proxy_http import RequestBuildError
 __all__ = [
     "DEFAULT",
     "DEFAULT_HTTPS_PORT",
+    "PROXY_WORKERS",
     "ProxyLimits",
     "TargetRefused",
     "check_target",
@@ -82,8 +83,8 @@ USER_AGENT = f"orchestrator-agent/{__version__}"
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 # Concurrent runtime requests; more wait for a thread within their own deadline.
 PROXY_WORKERS = 8
-# How long past its deadline a call may wait for its worker to notice before giving up.
-_DEADLINE_GRACE = 1.0
+# How long past its deadline a call waits for its worker to report the outcome itself.
+_DEADLINE_GRACE = 0.25
 # Runtimes present self-signed certificates, so their connections are unverified by
 # design; this process makes no other unverified HTTPS request worth a warning.
 warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
