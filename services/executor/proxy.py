@@ -185,7 +185,8 @@ def _tls_context() -> ssl.SSLContext:
     """Client context for runtimes: TLS >= 1.2, certificate not verified (self-signed)."""
     global _TLS_CONTEXT
     if _TLS_CONTEXT is None:
-        context = ssl.create_default_context()
+        # No CA store: nothing is verified, so loading the system's would only cost memory.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         context.minimum_version = ssl.TLSVersion.TLSv1_2
