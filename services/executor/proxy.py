@@ -5,9 +5,12 @@ which returns the ``run_command`` ack body (without ``action`` / ``correlation_i
 Message shaping lives in :mod:`services.executor.proxy_http`; this module owns the
 safety rules and the transport.
 
-Concurrency: asyncio. Every call has its own aiohttp session and connector (one
-connection, closed afterwards), so a hung runtime costs only its own request, no
-connection or cookie is shared between calls, and nothing outlives the call.
+Transport: urllib3 (already loaded with the Docker SDK), one blocking exchange per call on
+the proxy's own small thread pool (:data:`PROXY_WORKERS`), apart from the Docker calls and
+never on the event loop.  Every call has its own connection pool holding one connection,
+closed afterwards, so a hung runtime costs only its own request and its thread, no
+connection is shared between calls, and nothing outlives the call.  A call that finds
+every thread busy waits for one within its own deadline.
 
 Safety, defence in depth behind the executor's own device lookup:
 
@@ -17,10 +20,12 @@ Safety, defence in depth behind the executor's own device lookup:
 * the URL is built from that address, the port and the ``api`` path only, and checked
   again after parsing;
 * certificate verification is off only for this connection (the runtime's certificate
-  is self-signed); proxy variables and ``.netrc`` are ignored (``trust_env=False``);
+  is self-signed); proxy variables and ``.netrc`` are never read (a bare urllib3
+  connection pool has no environment lookup) and there is no cookie store;
 * redirects are returned as they are, never followed;
-* every request is bounded by a connect and a total timeout, and the reply by a size
-  cap read incrementally (never buffered past the cap).
+* every request is bounded by a connect timeout and an overall deadline (each receive
+  waits at most what is left of it), and the reply by a size cap read incrementally
+  (never buffered past the cap).
 
 Outcomes: a reply → its status and body; an unsupported method or a request that
 cannot be built → 400 made here, nothing sent; a transport failure (refused, reset,
@@ -35,13 +40,25 @@ import ipaddress
 import logging
 import os
 import ssl
+import threading
 import time
+import urllib.parse
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import client as http_client
 from typing import Any
 
-import aiohttp
 import psutil
-from yarl import URL
+import urllib3.exceptions
+from urllib3 import (
+    BaseHTTPResponse,
+    HTTPConnectionPool,
+    HTTPSConnectionPool,
+    Timeout,
+    encode_multipart_formdata,
+)
+from urllib3.util import Url, parse_url
 
 from common.version import __version__
 from services.executor import proxy_http as http
@@ -50,6 +67,7 @@ from services.executor.proxy_http import RequestBuildError
 __all__ = [
     "DEFAULT",
     "DEFAULT_HTTPS_PORT",
+    "PROXY_WORKERS",
     "ProxyLimits",
     "TargetRefused",
     "check_target",
@@ -63,6 +81,19 @@ MiB = 1024 * 1024
 _READ_CHUNK = 64 * 1024
 USER_AGENT = f"orchestrator-agent/{__version__}"
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# Concurrent runtime requests; more wait for a thread within their own deadline.
+PROXY_WORKERS = 8
+# How long past its deadline a call waits for its worker to report the outcome itself.
+_DEADLINE_GRACE = 0.25
+# Runtimes present self-signed certificates, so their connections are unverified by
+# design; this process makes no other unverified HTTPS request worth a warning.
+warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+_TRANSPORT_ERRORS = (
+    urllib3.exceptions.HTTPError,
+    http_client.HTTPException,
+    TimeoutError,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -154,7 +185,8 @@ def _tls_context() -> ssl.SSLContext:
     """Client context for runtimes: TLS >= 1.2, certificate not verified (self-signed)."""
     global _TLS_CONTEXT
     if _TLS_CONTEXT is None:
-        context = ssl.create_default_context()
+        # No CA store: nothing is verified, so loading the system's would only cost memory.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -162,108 +194,223 @@ def _tls_context() -> ssl.SSLContext:
     return _TLS_CONTEXT
 
 
+_WORKERS: ThreadPoolExecutor | None = None
+_WORKERS_LOCK = threading.Lock()
+
+
+def _workers() -> ThreadPoolExecutor:
+    """The proxy's own threads: a hung runtime never holds the Docker pool or the loop."""
+    global _WORKERS
+    with _WORKERS_LOCK:
+        if _WORKERS is None:
+            _WORKERS = ThreadPoolExecutor(
+                max_workers=PROXY_WORKERS, thread_name_prefix="run-command"
+            )
+        return _WORKERS
+
+
 def _build_url(
     address: ipaddress.IPv4Address, port: int, api: str, params: Any, https: bool
-) -> URL:
-    path = api if api.startswith("/") else "/" + api
-    url = URL(f"{'https' if https else 'http'}://{address}:{port}{path}").with_fragment(None)
+) -> Url:
+    target = api.partition("#")[0]
+    path, _, query = target.partition("?")
+    if not path.startswith("/"):
+        path = "/" + path
     if params:
-        url = url.extend_query(http.query_pairs(params))
+        extra = urllib.parse.urlencode(http.query_pairs(params))
+        query = f"{query}&{extra}" if query and extra else query or extra
+    scheme = "https" if https else "http"
+    # parse_url percent-encodes what may not appear in a request target.
+    url = parse_url(f"{scheme}://{address}:{port}{path}" + (f"?{query}" if query else ""))
     # The path can never move the request elsewhere; checked anyway.
-    if url.host != str(address) or url.port != port or url.user or url.password:
+    if url.host != str(address) or url.port != port or url.auth or url.scheme != scheme:
         raise RequestBuildError("api path does not stay on the runtime")
     return url
 
 
-def _form_data(body: http.Body) -> aiohttp.FormData:
-    form = aiohttp.FormData(default_to_multipart=True)
+def _payload(body: http.Body) -> tuple[bytes | None, str | None]:
+    """The bytes to send and, for multipart, the Content-Type carrying our boundary."""
+    if not body.multipart:
+        return body.raw, None
+    fields: list[tuple[str, Any]] = []
     for part in body.parts:
         if part.filename is None:
-            form.add_field(part.name, part.value)
+            fields.append((part.name, part.value))
         else:
-            form.add_field(
-                part.name, part.value, filename=part.filename, content_type=part.content_type
-            )
-    return form
+            fields.append((part.name, (part.filename, part.value, part.content_type)))
+    return encode_multipart_formdata(fields)
 
 
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The reply body, or None as soon as it is known to exceed ``cap`` bytes."""
-    declared = response.content_length
+class _DeadlineExceeded(TimeoutError):
+    """The call's overall deadline passed (connect, send, wait or read)."""
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _DeadlineExceeded("deadline passed")
+    return left
+
+
+def _read_capped(
+    response: BaseHTTPResponse, cap: int, deadline: float, abandoned: threading.Event
+) -> bytes | None:
+    """The reply body, or None as soon as it is known to exceed ``cap`` bytes.
+
+    Each read is one receive bounded by what is left of the deadline, so a runtime that
+    trickles bytes cannot stretch the call past it.
+    """
+    declared = response.length_remaining
     if declared is not None and declared > cap:
         return None
     buffer = bytearray()
-    async for chunk in response.content.iter_chunked(_READ_CHUNK):
+    while True:
+        left = _remaining(deadline)
+        if abandoned.is_set():
+            raise _DeadlineExceeded("abandoned by the caller")
+        # The socket's timeout was the whole budget when the request went out.
+        sock = getattr(response.connection, "sock", None)
+        if sock is not None:
+            sock.settimeout(left)
+        chunk = response.read1(_READ_CHUNK)
+        if not chunk:
+            return bytes(buffer)
         buffer += chunk
         if len(buffer) > cap:
             return None
-    return bytes(buffer)
 
 
-def _transport_error(exc: BaseException, limits: ProxyLimits) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"request to the runtime timed out (limit {limits.total_timeout:g} s)"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return f"TLS error: {exc}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        errno = exc.os_error.errno
-        return f"cannot connect to the runtime: {os.strerror(errno) if errno else exc}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the runtime closed the connection without a reply"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return f"incomplete reply from the runtime: {exc}"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return f"connection to the runtime failed: {exc.strerror or exc}"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"invalid reply from the runtime: {exc.message}"
-    return f"request to the runtime failed: {exc}"
-
-
-async def _send(
-    method: str, url: URL, body: http.Body, limits: ProxyLimits, https: bool
+def _exchange(
+    method: str,
+    url: Url,
+    body: http.Body,
+    limits: ProxyLimits,
+    deadline: float,
+    abandoned: threading.Event,
 ) -> dict[str, Any]:
+    """One request on one fresh connection (a worker thread); closed before returning."""
+    left = _remaining(deadline)
+    if abandoned.is_set():
+        raise _DeadlineExceeded("abandoned by the caller")
+    payload, multipart_type = _payload(body)
     headers = dict(body.headers)
     lowered = {name.lower() for name in headers}
     if "user-agent" not in lowered:
         headers["User-Agent"] = USER_AGENT
-    if body.default_content_type and "content-type" not in lowered:
-        headers["Content-Type"] = body.default_content_type
-    # Only encodings aiohttp decodes itself, so the cap applies to decoded bytes.
+    content_type = multipart_type or body.default_content_type
+    if content_type and (multipart_type or "content-type" not in lowered):
+        headers["Content-Type"] = content_type
+    # Unencoded replies only, so the cap counts the bytes the runtime meant.
     headers["Accept-Encoding"] = "identity"
-    payload: Any = _form_data(body) if body.multipart else body.raw
-    timeout = aiohttp.ClientTimeout(
-        total=limits.total_timeout,
-        connect=limits.connect_timeout,
-        sock_connect=limits.connect_timeout,
-    )
-    connector = aiohttp.TCPConnector(
-        ssl=_tls_context() if https else False, limit=1, force_close=True, use_dns_cache=False
-    )
-    async with (
-        aiohttp.ClientSession(
-            connector=connector,
+    timeout = Timeout(connect=min(limits.connect_timeout, left), read=left)
+    host, port = str(url.host), int(url.port or 0)
+    # A bare connection pool: no proxy variables, .netrc or cookies are consulted, ever.
+    pool: HTTPConnectionPool
+    if url.scheme == "https":
+        pool = HTTPSConnectionPool(
+            host,
+            port,
             timeout=timeout,
-            trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        ) as session,
-        session.request(
-            method, url, headers=headers, data=payload, allow_redirects=False
-        ) as response,
-    ):
-        raw = await _read_capped(response, limits.max_response_bytes)
+            maxsize=1,
+            retries=False,
+            cert_reqs=ssl.CERT_NONE,
+            assert_hostname=False,
+            ssl_minimum_version=ssl.TLSVersion.TLSv1_2,
+            ssl_context=_tls_context(),
+        )
+    else:
+        pool = HTTPConnectionPool(host, port, timeout=timeout, maxsize=1, retries=False)
+    response: BaseHTTPResponse | None = None
+    try:
+        try:
+            response = pool.urlopen(
+                method,
+                url.request_uri,
+                body=payload,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=True,
+            )
+        except ValueError as exc:
+            # http.client refuses a bad header name or value before anything is sent.
+            if isinstance(exc, urllib3.exceptions.HTTPError):
+                raise
+            raise RequestBuildError(f"request cannot be sent: {exc}") from None
+        raw = _read_capped(response, limits.max_response_bytes, deadline, abandoned)
         if raw is None:
             return http.error_ack(
                 500,
                 f"response from the runtime is larger than {limits.max_response_bytes} bytes",
                 upstream_status=response.status,
             )
-        content_type = response.headers.get("Content-Type", "")
+        reply_type = response.headers.get("Content-Type", "")
         return http.response_ack(
             response.status,
             http.response_headers(response.headers.items()),
-            http.decode_body(raw, content_type),
-            content_type,
+            http.decode_body(raw, reply_type),
+            reply_type,
         )
+    finally:
+        # Close, never pool: nothing outlives the call.
+        if response is not None:
+            response.close()
+        pool.close()
+
+
+def _errno_text(exc: BaseException) -> str | None:
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)
+    return None
+
+
+def _transport_error(exc: BaseException, limits: ProxyLimits) -> str:
+    errors = urllib3.exceptions
+    if isinstance(exc, errors.NewConnectionError):
+        return f"cannot connect to the runtime: {_errno_text(exc) or exc}"
+    if isinstance(exc, TimeoutError | errors.TimeoutError):
+        return f"request to the runtime timed out (limit {limits.total_timeout:g} s)"
+    if isinstance(exc, errors.SSLError | ssl.SSLError | ssl.CertificateError):
+        return f"TLS error: {exc}"
+    if isinstance(exc, errors.ProtocolError):
+        cause = exc.args[1] if len(exc.args) > 1 else exc.__cause__
+        if isinstance(cause, http_client.RemoteDisconnected):
+            return "the runtime closed the connection without a reply"
+        if isinstance(cause, http_client.IncompleteRead | errors.IncompleteRead):
+            return f"incomplete reply from the runtime: {cause!r}"
+        if isinstance(cause, http_client.HTTPException):
+            return f"invalid reply from the runtime: {cause!r}"
+        if isinstance(cause, OSError):
+            return f"connection to the runtime failed: {cause.strerror or cause}"
+        return f"connection to the runtime failed: {exc}"
+    if isinstance(exc, http_client.HTTPException | errors.DecodeError | errors.InvalidHeader):
+        return f"invalid reply from the runtime: {exc!r}"
+    if isinstance(exc, OSError):
+        return f"connection to the runtime failed: {exc.strerror or exc}"
+    return f"request to the runtime failed: {exc}"
+
+
+async def _send(method: str, url: Url, body: http.Body, limits: ProxyLimits) -> dict[str, Any]:
+    """Run :func:`_exchange` on the proxy's threads, bounded by the call's own deadline.
+
+    A call that finds every thread busy waits in the queue within that deadline; once
+    the caller gives up, the worker stops at its next read.
+    """
+    deadline = time.monotonic() + limits.total_timeout
+    abandoned = threading.Event()
+    loop = asyncio.get_running_loop()
+    job = loop.run_in_executor(
+        _workers(), _exchange, method, url, body, limits, deadline, abandoned
+    )
+    try:
+        # The worker keeps the deadline itself; this bound covers the wait for a thread.
+        async with asyncio.timeout(limits.total_timeout + _DEADLINE_GRACE):
+            return await job
+    finally:
+        abandoned.set()
 
 
 async def proxy(
@@ -291,10 +438,10 @@ async def proxy(
         return http.error_ack(400, str(exc))
     started = time.monotonic()
     try:
-        # aiohttp's total timeout covers the body too; this outer bound is the backstop.
-        async with asyncio.timeout(limits.total_timeout + 1.0):
-            ack = await _send(method, url, body, limits, https)
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        ack = await _send(method, url, body, limits)
+    except RequestBuildError as exc:
+        return http.error_ack(400, str(exc))
+    except _TRANSPORT_ERRORS as exc:
         message = _transport_error(exc, limits)
         log.warning("run_command %s %s:%d%s failed: %s", method, address, port, url.path, message)
         return http.error_ack(500, message)

@@ -29,7 +29,7 @@ import docker.models.containers
 import docker.models.networks
 import pytest
 
-from services.executor.proxy import ProxyLimits, proxy
+from services.executor.proxy import PROXY_WORKERS, ProxyLimits, proxy
 from tests import dockerenv
 from tests.dockerenv import poll_until
 
@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 HELPER_PORT = 8080
 # A plain HTTP/1.0 server: replies without Content-Length end when the connection does.
 HELPER_SCRIPT = r"""
-import http.server, urllib.parse
+import http.server, time, urllib.parse
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
@@ -63,6 +63,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 while remaining > 0:
                     self.wfile.write(chunk[: min(remaining, len(chunk))])
                     remaining -= len(chunk)
+            except OSError:
+                pass
+        elif url.path == "/drip":
+            # One byte every interval, for as long as the client keeps reading.
+            interval = float(query.get("interval", ["0.2"])[0])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            try:
+                for _ in range(600):
+                    self.wfile.write(b"d")
+                    self.wfile.flush()
+                    time.sleep(interval)
             except OSError:
                 pass
         else:
@@ -454,6 +467,64 @@ async def test_hung_runtime_times_out_alone(env: Env) -> None:
     assert response["status_code"] == 500 and ack["status"] == "error"
     assert "timed out" in response["body"]["error"]
     assert 2.0 <= elapsed < 10.0
+
+
+async def test_trickling_replies_end_at_the_overall_deadline(env: Env) -> None:
+    # Every receive succeeds well within any per-read timeout; only the total bound stops
+    # them.  They take every proxy thread: the last call gets one only if the workers
+    # themselves stop at the deadline (the caller giving up would not free them).
+    limits = ProxyLimits(total_timeout=2.0, connect_timeout=2.0)
+    started = time.monotonic()
+    drips = [
+        asyncio.create_task(
+            proxy(env.helper_ip, _cmd("GET", "/drip?interval=0.2", port=HELPER_PORT), limits=limits)
+        )
+        for _ in range(PROXY_WORKERS)
+    ]
+    after = asyncio.create_task(
+        proxy(env.ip, _cmd("GET", "/api/version"), limits=ProxyLimits(total_timeout=5.0))
+    )
+    for drip in drips:
+        response = _response(await drip)
+        assert response["status_code"] == 500
+        assert "timed out" in response["body"]["error"]
+    assert 2.0 <= time.monotonic() - started < 4.0
+    assert _response(await after)["status_code"] == 200
+
+
+async def test_calls_beyond_the_pool_wait_within_their_own_deadline(env: Env) -> None:
+    hang_limits = ProxyLimits(total_timeout=3.0, connect_timeout=2.0)
+    # Every proxy thread is taken by a hung runtime request...
+    hangs = [
+        asyncio.create_task(
+            proxy(env.ip, _cmd("GET", "/api/test/hang?seconds=5"), limits=hang_limits)
+        )
+        for _ in range(PROXY_WORKERS)
+    ]
+    started = time.monotonic()
+    # ...so these queue; one gives up before a thread frees, one outlasts the hung calls.
+    marker = uuid.uuid4().hex
+    short = asyncio.create_task(
+        proxy(
+            env.ip,
+            _cmd("GET", f"/api/test/echo?marker={marker}"),
+            limits=ProxyLimits(total_timeout=1.0),
+        )
+    )
+    patient = asyncio.create_task(
+        proxy(env.ip, _cmd("GET", "/api/version"), limits=ProxyLimits(total_timeout=15.0))
+    )
+    short_ack = await short
+    short_elapsed = time.monotonic() - started
+    assert "timed out" in _response(short_ack)["body"]["error"]
+    assert 1.0 <= short_elapsed < 2.5
+    assert not patient.done(), "no thread is free before the hung calls time out"
+    patient_ack = await patient
+    assert _response(patient_ack)["status_code"] == 200
+    assert time.monotonic() - started >= 2.0
+    for hang in hangs:
+        assert "timed out" in _response(await hang)["body"]["error"]
+    await _assert_never_arrived(env, marker)
 
 
 async def test_big_declared_response_is_capped(env: Env) -> None:
