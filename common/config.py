@@ -18,6 +18,7 @@ from pathlib import Path
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PULL_POLICIES = ("always", "missing", "never")
 RT_LIMIT_MODES = ("auto", "require", "off")
+STATIC_MISFIT_MODES = ("assign", "detach")
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,9 @@ class Config:
     instance_id: str = ""  # empty: generated once and kept under the state directory
     agent_container: str = ""  # empty: detected (cgroup, mountinfo, hostname)
     sidecar_container: str = "autonomy_netmon"
+    # Re-homing: a static IP that does not fit the new subnet gets an engine-assigned
+    # address (assign) or leaves the vNIC disconnected (detach).
+    rehome_static_misfit: str = "assign"
     # Test-only: a create operation halts after this step until the process is killed.
     test_pause_after_step: str = ""
 
@@ -102,6 +106,9 @@ class Config:
             raise ConfigError(f"pull_policy must be one of {', '.join(PULL_POLICIES)}")
         if self.runtime_rt_limits not in RT_LIMIT_MODES:
             raise ConfigError(f"runtime_rt_limits must be one of {', '.join(RT_LIMIT_MODES)}")
+        if self.rehome_static_misfit not in STATIC_MISFIT_MODES:
+            raise ConfigError("rehome_static_misfit must be one of "
+                              f"{', '.join(STATIC_MISFIT_MODES)}")
         if self.docker_workers < 1:
             raise ConfigError("docker_workers must be at least 1")
         for name in ("docker_timeout", "pull_timeout"):
