@@ -12,7 +12,8 @@
   (re)connection to the engine asks for a pass over every parent.
 
 Counters (in the liveness beat): `net_events_received`, `net_snapshots`,
-`rehome_passes`, `rehome_pass_errors`.
+`rehome_passes`, `rehome_pass_errors`, and `net_events_settled` — the number of events
+received before the last completed pass began (all of them have been acted upon).
 """
 
 from __future__ import annotations
@@ -136,8 +137,11 @@ class NetWatch:
                 continue  # the resync after (re)connection pokes again
             pending, self._pending = self._pending, set()
             parents = None if ALL in pending else pending
+            events = self.rt.counters["net_events_received"]
             try:
                 retry = await rehome.run_pass(self.ctx, parents)
+                # Every event received before this pass began has now been acted upon.
+                self.rt.counters["net_events_settled"] = events
             except DockerUnavailable as exc:
                 log.info("re-homing pass postponed: %s", exc.text)
                 self._pending |= pending
