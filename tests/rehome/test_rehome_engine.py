@@ -74,7 +74,7 @@ async def test_inactive_replug_detach_and_back(
         # Cable pulled (inactive, no addresses), then replugged on the same subnet:
         # nothing is touched.
         for iface in (lan.iface(active=False), lan.iface(old)):
-            counters = await beats.wait(lambda c: True)
+            counters = await beats.current()
             bridge.change(iface)
             await beats.settled_after(counters.get("net_events_received", 0))
             for n in (fixed, auto):

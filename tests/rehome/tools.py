@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,12 @@ class Beats:
                     return self.last
         raise AssertionError(f"executor counters never matched; last: {self.last}")
 
+    async def current(self, timeout: float = 20) -> dict[str, int]:
+        """The counters of a beat published from now on (queued older beats dropped)."""
+        while await self.sub.recv(0.0) is not None:
+            pass
+        return await self.wait(lambda c: True, timeout)
+
     async def settled_after(self, events_before: int, timeout: float = 20) -> dict[str, int]:
         """Wait until a pass that started after the next event has finished."""
         return await self.wait(lambda c: c.get("net_events_settled", 0) > events_before,
@@ -106,3 +113,21 @@ class Beats:
 
     def close(self) -> None:
         self.sub.close()
+
+
+PROGRAMS = {"gateway": "services.gateway.main", "executor": "services.executor.main",
+            "metrics": "services.metrics.main", "netbridge": "services.netbridge.main",
+            "fatalwatch": "services.fatalwatch.main"}
+
+
+def program_dir(base: Path) -> Path:
+    """`orchestrator-<name>` launchers for supervisord, so the suite runs from this tree
+    whether or not the package's entry points are installed."""
+    bindir = base / "bin"
+    bindir.mkdir(exist_ok=True)
+    for name, module in PROGRAMS.items():
+        path = bindir / f"orchestrator-{name}"
+        path.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import main\n"
+                        "sys.exit(main())\n")
+        path.chmod(0o755)
+    return bindir
