@@ -81,7 +81,8 @@ class MovingLan:
     def peer(self) -> str:
         return f"{self.parent}p"
 
-    # The layout on every subnet: .1 gateway (LAN side), .2 the host (parent), .10 a LAN host.
+    # The layout on every subnet: .1 the gateway (LAN side), .2 the host (parent), the
+    # last address a LAN host — clear of the engine, which hands out addresses from .3 up.
     def gateway(self, subnet: str | None = None) -> str:
         return host(subnet or self.subnet, 1)
 
@@ -89,7 +90,7 @@ class MovingLan:
         return host(subnet or self.subnet, 2)
 
     def lan_host(self, subnet: str | None = None) -> str:
-        return host(subnet or self.subnet, 10)
+        return host(subnet or self.subnet, -2)
 
     def iface(self, subnet: str | None = None, active: bool = True) -> dict[str, Any]:
         """The IFACE record netmon would send for the parent on `subnet`."""
@@ -108,8 +109,8 @@ class MovingLan:
 
     def lan_side(self, subnet: str) -> None:
         """Give the LAN namespace its gateway and LAN-host addresses on `subnet`."""
-        for n in (1, 10):
-            sh("ip", "-n", self.ns, "addr", "replace", f"{host(subnet, n)}/{prefix(subnet)}",
+        for address in (self.gateway(subnet), self.lan_host(subnet)):
+            sh("ip", "-n", self.ns, "addr", "replace", f"{address}/{prefix(subnet)}",
                "dev", self.peer)
 
     def move_host(self, subnet: str) -> None:
