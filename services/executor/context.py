@@ -64,6 +64,10 @@ class Context:
     async def _io(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
+    async def io_call(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking state-file write in the state-io thread (writes never interleave)."""
+        return await self._io(fn, *args)
+
     async def save_op(self, op: Operation) -> None:
         snapshot = self.journal.put(op)
         await self._io(self.journal.write, op.device_id, snapshot)

@@ -196,17 +196,20 @@ def _overlapping_macvlan(api: Any, parent: str, subnet: str) -> dict[str, Any] |
     return None
 
 
-def macvlans_on_parent(api: Any, parent: str) -> list[dict[str, Any]]:
-    """Every MACVLAN network on `parent` (the engine allows one per parent), inspected."""
+def all_macvlans(api: Any) -> list[dict[str, Any]]:
+    """Every MACVLAN network of the engine, inspected (options, IPAM, labels)."""
     found = []
     for row in api.networks(filters={"driver": "macvlan"}):
         try:
-            net = api.inspect_network(row["Id"])
+            found.append(api.inspect_network(row["Id"]))
         except docker.errors.NotFound:
             continue
-        if (net.get("Options") or {}).get("parent") == parent:
-            found.append(net)
     return found
+
+
+def macvlans_on_parent(api: Any, parent: str) -> list[dict[str, Any]]:
+    """Every MACVLAN network on `parent` (the engine allows one per parent)."""
+    return [n for n in all_macvlans(api) if (n.get("Options") or {}).get("parent") == parent]
 
 
 def disconnect(api: Any, container: str, network: str) -> bool:

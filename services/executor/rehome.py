@@ -128,14 +128,14 @@ def network_subnets(net: dict[str, Any]) -> list[str]:
 # --- the pass over one parent ----------------------------------------------------------------
 
 
-async def check_parent(ctx: Context, parent: str) -> str:
-    """Move the parent's MACVLAN network to its current subnet when it follows the
-    parent and the subnet changed; reattach detached vNICs.  IDLE / DONE / BUSY / FAILED."""
+async def check_parent(ctx: Context, parent: str, nets: list[dict[str, Any]]) -> str:
+    """Move the parent's MACVLAN network (`nets`: those on `parent`) to its current subnet
+    when it follows the parent and the subnet changed; reattach detached vNICs.
+    IDLE / DONE / BUSY / FAILED."""
     iface = ctx.hostnets.get(parent)
     current = subnets(iface)
     if iface is None or not current:
         return IDLE  # unknown or inactive: leave everything until a subnet appears
-    nets = await ctx.docker.call(networks.macvlans_on_parent, parent)
     stored = stored_on_parent(ctx, parent)
     seen = set(ctx.hostnets.seen(parent))
     detected = {norm_subnet(str(m.vnic.get("parent_subnet"))) for m in stored
@@ -145,6 +145,11 @@ async def check_parent(ctx: Context, parent: str) -> str:
         subs = network_subnets(net)
         if any(s in current for s in subs):
             staying.append(net)
+            gateway = gateway_in(iface, subs[0])
+            if gateway and networks.network_gateway(net) not in (None, gateway):
+                log.info("gateway of %s is now %s; network %s keeps %s (a gateway change "
+                         "alone moves nothing)", parent, gateway, net["Name"],
+                         networks.network_gateway(net))
         elif any(s in seen or s in detected for s in subs):
             moving.append(net)
         else:
@@ -246,6 +251,12 @@ async def journal(ctx: Context, m: Member, target: Target, leaving: list[str],
 async def carry_out(ctx: Context, target: Target, leaving: list[str],
                     members: list[Member]) -> str:
     started = time.monotonic()
+    static = [m for m in members if plan_ip(ctx, m, target)]
+    if not leaving:
+        # Only reattaching: a vNIC that would stay detached is not touched again.
+        members = [m for m in members if m.outcome != "detached"]
+        if not members:
+            return IDLE
     log.info("re-homing %d runtime(s) on %s: %s → %s", len(members), target.parent,
              ", ".join(leaving) or "(detached)", target.network)
     await asyncio.gather(*(journal(ctx, m, target, leaving, "disconnecting") for m in members))
@@ -257,7 +268,10 @@ async def carry_out(ctx: Context, target: Target, leaving: list[str],
             if net is not None:
                 old_nets[name] = net
         await pause_point(ctx, "rehome_old_removed")
-        await asyncio.gather(*(journal(ctx, m, target, leaving, "connecting") for m in members))
+        for m in members:
+            if m.op is not None:  # shown by device_status; a restart redoes from the start
+                m.op.set_step("connecting")
+                ctx.journal.put(m.op)
         await ensure_target(ctx, target, members)
     except (DockerUnavailable, asyncio.CancelledError):
         raise  # the journal keeps the move; carried through when the engine is back
@@ -268,7 +282,6 @@ async def carry_out(ctx: Context, target: Target, leaving: list[str],
         await put_back(ctx, members, old_nets, text)
         await finish(ctx, target, members, started)
         return FAILED
-    static = [m for m in members if plan_ip(ctx, m, target)]
     dynamic = [m for m in members if m not in static and m.outcome != "detached"]
     await asyncio.gather(*(attach(ctx, m, target) for m in static))
     await asyncio.gather(*(attach(ctx, m, target) for m in dynamic))
@@ -337,21 +350,19 @@ async def ensure_target(ctx: Context, target: Target, members: list[Member]) -> 
 
 async def attach(ctx: Context, m: Member, target: Target) -> None:
     network = str(m.vnic["network"])
-    view = await ctx.view.refresh(m.device)
+    view = ctx.view.get(m.device)
     if view is None:
         m.outcome, m.error = "detached", f"Container {m.device} disappeared"
-        return
-    if network in view.networks:
-        m.outcome = m.outcome or "rehomed"  # connected before a restart: nothing to do
         return
     per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
     mac = m.vnic.get("mac_address") if per_endpoint else None
     try:
         await ctx.docker.call(networks.connect, view.id, network, m.ip, mac)
     except docker.errors.APIError as exc:
-        m.outcome, m.error = "detached", (f"Connecting to {network} failed: "
-                                          f"{exc.explanation or exc}")
-        return
+        text = str(exc.explanation or exc)
+        if "already exists" not in text:  # connected before a restart: nothing to do
+            m.outcome, m.error = "detached", f"Connecting to {network} failed: {text}"
+            return
     if m.old.get("network") is None:
         m.outcome = "reattached"
     else:
@@ -398,28 +409,38 @@ async def recreate(ctx: Context, net: dict[str, Any], m: Member) -> None:
     await ctx.networks.ensure_macvlan(m.device, vnic, m.op.op_id if m.op else "rehome")
 
 
+def settle_vnic(m: Member, target: Target) -> None:
+    """The member's vNIC record after the move."""
+    vnic = m.vnic
+    old_subnet = m.old.get("parent_subnet")
+    if m.outcome == "detached":
+        vnic["network"] = None
+        vnic["detached"] = m.note or m.error
+    else:
+        vnic.pop("detached", None)
+    for key, value in (("subnet", target.subnet), ("gateway", target.gateway)):
+        # `subnet`/`gateway` given alongside the parent's describe the parent network.
+        if vnic.get(key) and vnic.get(key) == m.old.get(f"parent_{key}"):
+            vnic[key] = value
+    vnic["parent_subnet"] = target.subnet
+    vnic["parent_gateway"] = target.gateway
+    if target.host_address or old_subnet is None or m.old.get("parent_address"):
+        vnic["parent_address"] = target.host_address
+
+
 async def finish(ctx: Context, target: Target, members: list[Member], started: float) -> None:
     for m in members:
-        view = await ctx.view.refresh(m.device)
-        if m.outcome not in ("failed",):
-            vnic = m.vnic
-            old_subnet = m.old.get("parent_subnet")
-            if m.outcome == "detached":
-                vnic["network"] = None
-                vnic["detached"] = m.note or m.error
-            else:
-                vnic.pop("detached", None)
-            for key, value in (("subnet", target.subnet), ("gateway", target.gateway)):
-                # `subnet`/`gateway` given alongside the parent's describe the parent network.
-                if vnic.get(key) and vnic.get(key) == m.old.get(f"parent_{key}"):
-                    vnic[key] = value
-            vnic["parent_subnet"] = target.subnet
-            vnic["parent_gateway"] = target.gateway
-            if target.host_address or old_subnet is None or m.old.get("parent_address"):
-                vnic["parent_address"] = target.host_address
-        if view is not None and view.running:
-            await apply_macs(ctx, m.device, m.vnics)
-        await ctx.save_vnics(m.device, m.vnics)
+        if m.outcome != "failed":
+            settle_vnic(m, target)
+    views = await asyncio.gather(*(ctx.view.refresh(m.device) for m in members))
+    await asyncio.gather(*(apply_macs(ctx, m.device, m.vnics)
+                           for m, view in zip(members, views, strict=True)
+                           if view is not None and view.running))
+    # One write of each shared state file for the whole move.
+    vnic_snapshot = events_snapshot = None
+    events = []
+    for m, view in zip(members, views, strict=True):
+        vnic_snapshot = ctx.vnics.set(m.device, m.vnics)
         endpoint = (view.networks.get(str(m.vnic.get("network"))) if view else None) or {}
         event = {
             "at": now_iso(), "parent": target.parent, "vnic": m.vnic.get("name"),
@@ -431,9 +452,15 @@ async def finish(ctx: Context, target: Target, members: list[Member], started: f
             "static_ip": m.vnic.get("ip_address"), "note": m.note, "error": m.error,
             "duration_ms": round((time.monotonic() - started) * 1000),
         }
-        await ctx.add_net_event(m.device, event)
+        events.append(event)
+        events_snapshot = ctx.netevents.add(m.device, event)
+    if vnic_snapshot is not None:
+        await ctx.io_call(ctx.vnics.write, vnic_snapshot)
+    if events_snapshot is not None:
+        await ctx.io_call(ctx.netevents.write, events_snapshot)
+    for m, event in zip(members, events, strict=True):
         if m.op is not None:
-            if m.outcome in ("failed",) or (m.outcome == "detached" and m.error):
+            if m.outcome == "failed" or (m.outcome == "detached" and m.error):
                 m.op.fail(m.error or "re-homing failed")
             else:
                 m.op.succeed(f"vNIC {m.vnic.get('name')} of {m.device}: {m.outcome} on "
@@ -494,9 +521,13 @@ async def run_pass(ctx: Context, parents: set[str] | None) -> set[str]:
     if parents is not None:
         wanted &= parents
     changed = False
+    on_parent: dict[str, list[dict[str, Any]]] = {}
+    if wanted:
+        for net in await ctx.docker.call(networks.all_macvlans):
+            on_parent.setdefault(str((net.get("Options") or {}).get("parent")), []).append(net)
     for parent in sorted(wanted):
         try:
-            result = await check_parent(ctx, parent)
+            result = await check_parent(ctx, parent, on_parent.get(parent, []))
         except DockerUnavailable:
             raise
         except Exception as exc:
