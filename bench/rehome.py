@@ -105,6 +105,15 @@ async def next_topic(sub: Subscriber, topic: str, deadline: float) -> dict[str, 
     raise RuntimeError(f"no {topic} in time")
 
 
+async def probe(prober: subprocess.Popen[str], ips: list[str]) -> dict[str, Any]:
+    """When (Unix time) every IP answered HTTPS from the LAN host."""
+    assert prober.stdin is not None and prober.stdout is not None
+    prober.stdin.write(json.dumps(ips) + "\n")
+    prober.stdin.flush()
+    line = await asyncio.get_running_loop().run_in_executor(None, prober.stdout.readline)
+    return dict(json.loads(line))
+
+
 async def one_move(lan: MovingLan, subnet: str, devices: set[str], events: Subscriber,
                    changes: Subscriber, prober: subprocess.Popen[str]) -> dict[str, Any]:
     for sub in (events, changes):  # forget anything queued before the move
@@ -125,11 +134,7 @@ async def one_move(lan: MovingLan, subnet: str, devices: set[str], events: Subsc
             ips.append(body["event"]["ip_address"])
             outcomes.append(body["event"]["outcome"])
     t_rehomed = time.time()
-    assert prober.stdin is not None and prober.stdout is not None
-    prober.stdin.write(json.dumps(ips) + "\n")
-    prober.stdin.flush()
-    answer = json.loads(await asyncio.get_running_loop().run_in_executor(
-        None, prober.stdout.readline))
+    answer = await probe(prober, ips)
     return {"runtimes": len(devices), "to_subnet": subnet,
             "change_event_s": round(t_change - t0, 3),
             "all_rehomed_s": round(t_rehomed - t0, 3),
@@ -164,6 +169,14 @@ async def run(args: argparse.Namespace, base: Path, executor: ExecutorProc,
                 await asyncio.gather(*(create(bus, n, lan.parent) for n in new[batch:batch + 4]))
             devices.update(new)
             creating = round(time.monotonic() - created, 1)
+            # Every runtime up and answering before the move, so freshly started runtimes
+            # do not compete with the move for the CPU.
+            ips = []
+            for name in sorted(devices):
+                body = await bus.call("device_status", {"device_id": name})
+                ips.extend(ep["ip_address"] for ep in body["networks"].values())
+            if not (await probe(prober, ips))["ok"]:
+                raise RuntimeError("runtimes not reachable before the move")
             result = await one_move(lan, blocks[(i + 1) % 2], devices, events, changes, prober)
             result["create_s"] = creating
             rounds.append(result)
@@ -186,6 +199,7 @@ def main() -> int:
                         help="netmon's debounce (the product's default is 3 s)")
     parser.add_argument("--idle", type=float, default=30.0,
                         help="seconds of quiet over which netmon's footprint is measured")
+    parser.add_argument("--log", type=Path, help="keep the executor's log (DEBUG) here")
     args = parser.parse_args()
     dockerenv.ensure_engine()
     dc = dockerenv.client()
@@ -193,7 +207,8 @@ def main() -> int:
     blocks = free_blocks(dc, 2, set())
     lan = make_moving_lan()
     with short_tmpdir("oatb") as base:
-        executor = ExecutorProc(base, ORCH_LOG_LEVEL="INFO", ORCH_BEAT_INTERVAL="2")
+        executor = ExecutorProc(base, ORCH_LOG_LEVEL="DEBUG" if args.log else "INFO",
+                                ORCH_BEAT_INTERVAL="2")
         env = agent_env(base, ORCH_LOG_LEVEL="INFO")
         netmon = start_module("services.netmon", env, base / "netmon.out",
                               "--debounce", str(args.debounce))
@@ -206,6 +221,8 @@ def main() -> int:
             figures = asyncio.run(run(args, base, executor, lan, blocks, netmon.pid))
         finally:
             executor.stop()
+            if args.log:
+                args.log.write_text(executor.output())
             stop_process(netbridge)
             stop_process(netmon)
             cleanup_instance(dc, executor.instance)

@@ -196,9 +196,12 @@ async def move(ctx: Context, target: Target, leaving: list[str],
             for device in claimed:
                 ctx.ops.end(device)
             return BUSY
+        muted = {v.id for v in (ctx.view.get(m.device) for m in members) if v is not None}
+        ctx.view.muted |= muted
         try:
             return await carry_out(ctx, target, leaving, members)
         finally:
+            ctx.view.muted -= muted
             for m in members:
                 ctx.ops.end(m.device)
 
@@ -267,6 +270,8 @@ async def carry_out(ctx: Context, target: Target, leaving: list[str],
             net = await remove_old(ctx, name, required=True)
             if net is not None:
                 old_nets[name] = net
+        log.debug("re-homing on %s: old network left after %.0f ms", target.parent,
+                  (time.monotonic() - started) * 1000)
         await pause_point(ctx, "rehome_old_removed")
         for m in members:
             if m.op is not None:  # shown by device_status; a restart redoes from the start
@@ -283,9 +288,15 @@ async def carry_out(ctx: Context, target: Target, leaving: list[str],
         await finish(ctx, target, members, started)
         return FAILED
     dynamic = [m for m in members if m not in static and m.outcome != "detached"]
+    log.debug("re-homing on %s: %s ready after %.0f ms", target.parent, target.network,
+              (time.monotonic() - started) * 1000)
     await asyncio.gather(*(attach(ctx, m, target) for m in static))
     await asyncio.gather(*(attach(ctx, m, target) for m in dynamic))
+    log.debug("re-homing on %s: %d runtime(s) connected after %.0f ms", target.parent,
+              len(members), (time.monotonic() - started) * 1000)
     await finish(ctx, target, members, started)
+    log.debug("re-homing on %s: done after %.0f ms", target.parent,
+              (time.monotonic() - started) * 1000)
     return DONE
 
 
