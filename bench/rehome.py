@@ -4,7 +4,8 @@ Figures, with 1, 5 and 20 runtimes (auto-detected vNICs on one parent): time fro
 parent's address change to netbridge's `net.change` (netmon's debounce), to every
 runtime re-homed (`runtime.rehome` events), and to every runtime answering HTTPS from a
 LAN host on the new subnet; plus netmon's idle CPU and memory (PSS, USS) over a quiet
-period.
+period, and (`engine_floor`) the same move of the largest set made with bare engine calls
+— the engine serialises endpoint changes per network, which bounds any implementation.
 
 Real processes (netmon in the host namespace, netbridge, executor), the real engine, a
 veth parent `oat…` in the host namespace whose peer lives in a namespace made here; only
@@ -21,9 +22,12 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import docker
+import docker.types
 import psutil
 import zmq.asyncio
 
@@ -191,6 +195,40 @@ async def run(args: argparse.Namespace, base: Path, executor: ExecutorProc,
         ctx.destroy(linger=0)
 
 
+def engine_floor(dc: docker.DockerClient, instance: str, lan: MovingLan,
+                 blocks: list[str]) -> dict[str, Any]:
+    """The same move made with bare engine calls on the same runtimes (the executor
+    stopped): what the engine itself needs, for comparison."""
+    api = dc.api
+    rows = api.containers(filters={"label": [f"orchestrator.instance={instance}",
+                                             "orchestrator.kind=runtime"]})
+    names = [str(r["Names"][0]).lstrip("/") for r in rows]
+    (old,) = [n for n in (api.inspect_network(r["Id"])
+                          for r in api.networks(filters={"driver": "macvlan"}))
+              if (n.get("Options") or {}).get("parent") == lan.parent]
+    subnet = next(b for b in blocks if b != old["IPAM"]["Config"][0]["Subnet"])
+    pool = ThreadPoolExecutor(8)
+    try:
+        t0 = time.perf_counter()
+        list(pool.map(lambda n: api.disconnect_container_from_network(n, old["Id"], force=True),
+                      names))
+        t1 = time.perf_counter()
+        api.remove_network(old["Id"])
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+            subnet=subnet, gateway=lan.gateway(subnet))])
+        new = api.create_network(f"bench-floor-{lan.parent}", driver="macvlan",
+                                 options={"parent": lan.parent}, ipam=ipam,
+                                 labels={"orchestrator.instance": instance})["Id"]
+        t2 = time.perf_counter()
+        list(pool.map(lambda n: api.connect_container_to_network(n, new), names))
+        t3 = time.perf_counter()
+    finally:
+        pool.shutdown()
+    return {"runtimes": len(names), "disconnect_s": round(t1 - t0, 3),
+            "swap_networks_s": round(t2 - t1, 3), "connect_s": round(t3 - t2, 3),
+            "total_s": round(t3 - t0, 3)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,5,20",
@@ -219,6 +257,8 @@ def main() -> int:
             lan.move_host(blocks[0])
             executor.start()
             figures = asyncio.run(run(args, base, executor, lan, blocks, netmon.pid))
+            executor.stop()
+            figures["engine_floor"] = engine_floor(dc, executor.instance, lan, blocks)
         finally:
             executor.stop()
             if args.log:

@@ -378,6 +378,10 @@ async def attach(ctx: Context, m: Member, target: Target) -> None:
         m.outcome = "reattached"
     else:
         m.outcome = "rehomed_new_ip" if m.note else "rehomed"
+    # The MAC at once (older engines): the LAN must not learn the engine's own one.
+    view = await ctx.view.refresh(m.device)
+    if view is not None and view.running:
+        await apply_macs(ctx, m.device, m.vnics)
 
 
 async def put_back(ctx: Context, members: list[Member], old_nets: dict[str, dict[str, Any]],
@@ -443,10 +447,14 @@ async def finish(ctx: Context, target: Target, members: list[Member], started: f
     for m in members:
         if m.outcome != "failed":
             settle_vnic(m, target)
-    views = await asyncio.gather(*(ctx.view.refresh(m.device) for m in members))
+    # Connected members were refreshed (and their MACs set) as they were attached.
+    views = await asyncio.gather(*(
+        ctx.view.refresh(m.device) if m.outcome not in ("rehomed", "rehomed_new_ip",
+                                                        "reattached")
+        else asyncio.sleep(0, ctx.view.get(m.device)) for m in members))
     await asyncio.gather(*(apply_macs(ctx, m.device, m.vnics)
                            for m, view in zip(members, views, strict=True)
-                           if view is not None and view.running))
+                           if view is not None and view.running and m.outcome == "failed"))
     # One write of each shared state file for the whole move.
     vnic_snapshot = events_snapshot = None
     events = []
