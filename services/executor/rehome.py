@@ -532,6 +532,8 @@ async def recover(ctx: Context) -> str:
 async def run_pass(ctx: Context, parents: set[str] | None) -> set[str]:
     """One reconciliation pass; returns the parents to try again shortly (busy)."""
     retry: set[str] = set()
+    if ctx.destroying:
+        return retry  # self-destruct removes everything; nothing is moved meanwhile
     if await recover(ctx) == BUSY:
         retry.add("*")
     wanted = set(ctx.hostnets.table)

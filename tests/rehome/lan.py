@@ -3,9 +3,9 @@ in a namespace the test creates (the LAN's gateway and a LAN host), the other en
 host namespace (the MACVLAN parent: the engine must see it).
 
 Network safety: only the veth pair and the namespace made here are changed.  Subnets are
-/27 blocks of 198.51.100.0/24 and the lower half of 203.0.113.0/24 (the upper half holds
-the test bridges of `tests/dockerenv.py`; 192.0.2.0/24 may be the machine's own uplink),
-skipping any block that overlaps an engine network or a route of the host.  The parent's
+/27 blocks of 198.51.100.0/24 and 203.0.113.0/24 (not 192.0.2.0/24: it may be the
+machine's own uplink), skipping any block that overlaps an engine network (other tests'
+LANs and bridges) or a route of the host.  The parent's
 default route (netmon reports a gateway only from one) gets the highest metric there is,
 so it never carries the host's own traffic; it goes away with the veth.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import docker
 
 BLOCKS = [f"198.51.100.{32 * i}/27" for i in range(8)] + \
-    [f"203.0.113.{32 * i}/27" for i in range(4)]
+    [f"203.0.113.{32 * i}/27" for i in range(8)]
 LOWEST_PRIORITY = 4294967295  # the largest route metric: used only when nothing else is
 _counter = itertools.count()
 

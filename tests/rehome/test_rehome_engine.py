@@ -5,6 +5,7 @@ middle of a move, and the reconciliation at start."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -199,5 +200,14 @@ async def test_reconciled_at_start(
         assert event["outcome"] == "rehomed_new_ip" and "engine assigned" in event["note"]
         wait(lambda: lan.reach_https(ip), 30, "the LAN reaching the runtime")
         assert lan.neighbour_mac(ip) == mac
+        # A restart re-creates the interface: the MAC is still the runtime's own (older
+        # engines set it only on the network the container was created with, long gone).
+        result = await bus.call("restart_device", {"device_id": name}, timeout=30)
+        assert result["success"] is True, result
+        subprocess.run(["ip", "-n", lan.ns, "neigh", "flush", "all"], check=True)
+        wait(lambda: lan.reach_https(ip), 30, "the LAN reaching the restarted runtime")
+        assert lan.neighbour_mac(ip) == mac
+        body = await bus.call("device_status", {"device_id": name})
+        assert lan_view(body) == (net_name(lan.parent, new), ip, mac)
     finally:
         bus.close()
