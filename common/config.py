@@ -19,6 +19,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PULL_POLICIES = ("always", "missing", "never")
 RT_LIMIT_MODES = ("auto", "require", "off")
 CONTAINER_STATS_MODES = ("auto", "cgroup", "api")
+STATIC_MISFIT_MODES = ("assign", "detach")
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,9 @@ class Config:
     # --- metrics: where per-container usage comes from (docs/metrics.md) ---
     container_stats: str = "auto"  # auto (cgroup files when visible) | cgroup | api
     cgroup_root: Path = Path("/sys/fs/cgroup")
+    # Re-homing: a static IP that does not fit the new subnet gets an engine-assigned
+    # address (assign) or leaves the vNIC disconnected (detach).
+    rehome_static_misfit: str = "assign"
     # Test-only: a create operation halts after this step until the process is killed.
     test_pause_after_step: str = ""
 
@@ -111,6 +115,9 @@ class Config:
         if self.container_stats not in CONTAINER_STATS_MODES:
             raise ConfigError(
                 f"container_stats must be one of {', '.join(CONTAINER_STATS_MODES)}")
+        if self.rehome_static_misfit not in STATIC_MISFIT_MODES:
+            raise ConfigError("rehome_static_misfit must be one of "
+                              f"{', '.join(STATIC_MISFIT_MODES)}")
         if self.docker_workers < 1:
             raise ConfigError("docker_workers must be at least 1")
         for name in ("docker_timeout", "pull_timeout"):

@@ -176,3 +176,17 @@ class NetChange(Message):
 
     TOPIC: ClassVar[str] = "net.change"
     interface: dict[str, Any]
+
+
+# --- runtimes --------------------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True)
+class RuntimeRehomed(Message):
+    """The outcome of moving one runtime's vNIC to its parent interface's new network
+    (the same record `get_device_status` shows under `last_rehome`)."""
+
+    TOPIC: ClassVar[str] = "runtime.rehome"
+    device: str
+    event: dict[str, Any]

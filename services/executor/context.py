@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.config import Config
+from common.messages import Message
 from services.executor.docker_api import DockerApi
 from services.executor.errors import DockerUnavailable
+from services.executor.hostnets import HostNetworks
 from services.executor.journal import Journal, Operation
 from services.executor.liveview import LiveView
+from services.executor.netevents import NetEvents
 from services.executor.netinfo import InterfaceCache
 from services.executor.networks import Networks
 from services.executor.registry import OperationRegistry
@@ -41,6 +45,9 @@ class Context:
     ifaces: InterfaceCache
     ops: OperationRegistry
     io: ThreadPoolExecutor
+    hostnets: HostNetworks
+    netevents: NetEvents
+    publish: Callable[[Message], None] = lambda message: None
     agent_container: str | None = None  # the agent's own container id, if any
     agent_name: str | None = None
     on_host: bool = True
@@ -57,6 +64,10 @@ class Context:
     async def _io(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
+    async def io_call(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking state-file write in the state-io thread (writes never interleave)."""
+        return await self._io(fn, *args)
+
     async def save_op(self, op: Operation) -> None:
         snapshot = self.journal.put(op)
         await self._io(self.journal.write, op.device_id, snapshot)
@@ -72,3 +83,14 @@ class Context:
         snapshot = self.vnics.forget(device)
         if snapshot is not None:
             await self._io(self.vnics.write, snapshot)
+        events = self.netevents.forget(device)
+        if events is not None:
+            await self._io(self.netevents.write, events)
+
+    async def add_net_event(self, device: str, event: dict[str, Any]) -> None:
+        await self._io(self.netevents.write, self.netevents.add(device, event))
+
+    async def remember_subnets(self, parent: str, subnets: list[str]) -> None:
+        snapshot = self.hostnets.remember(parent, subnets)
+        if snapshot is not None:
+            await self._io(self.hostnets.write, snapshot)

@@ -357,28 +357,31 @@ async def complete(ctx: Context, op: Operation, vnics: list[dict[str, Any]]) -> 
 
 
 async def apply_macs(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:
-    """Set the MACs the engine could not (older engines, second and further vNICs)."""
-    if ctx.docker.supports(containers.PER_ENDPOINT_MAC_API) or len(vnics) < 2:
+    """Set the MACs the engine could not (older engines): every vNIC whose endpoint
+    carries another MAC than the stored one — the second and further vNICs, and any vNIC
+    moved to a new network by re-homing (the engine sets a MAC only on the container's
+    primary network, the one it was created with)."""
+    if ctx.docker.supports(containers.PER_ENDPOINT_MAC_API) or not vnics:
         return
     view = ctx.view.get(device)
     if view is None or not view.running:
         return
-    wanted = []
-    for vnic in vnics[1:]:
-        net = view.networks.get(vnic["network"]) or {}
-        if net.get("ip_address") and vnic.get("mac_address"):
-            wanted.append((str(net["ip_address"]), str(vnic["mac_address"])))
+    wanted: list[tuple[str, str]] = []
+    networks: dict[str, str] = {}
+    for vnic in vnics:
+        net = view.networks.get(vnic.get("network") or "") or {}
+        mac = vnic.get("mac_address")
+        if not net.get("ip_address") or not mac or net.get("mac_address") == mac:
+            continue  # not connected, or the engine's own MAC is already the right one
+        wanted.append((str(net["ip_address"]), str(mac)))
+        networks[str(vnic["network"])] = str(mac)
     if not wanted:
+        ctx.applied_macs.pop(device, None)
         return
     try:
         await ctx.docker.run(macfix.apply, view.pid, wanted)
     except (macfix.MacFixUnavailable, OSError) as exc:
-        log.warning("MACs of %s's further vNICs stay as the engine chose them: %s", device, exc)
+        log.warning("MACs of %s's vNICs %s stay as the engine chose them: %s", device,
+                    sorted(networks), exc)
         return
-    by_ip = dict(wanted)
-    applied = {}
-    for vnic in vnics[1:]:
-        net = view.networks.get(vnic["network"]) or {}
-        if net.get("ip_address") in by_ip:
-            applied[vnic["network"]] = by_ip[str(net["ip_address"])]
-    ctx.applied_macs[device] = (view.pid, applied)
+    ctx.applied_macs[device] = (view.pid, networks)

@@ -126,6 +126,10 @@ class LiveView:
         self._wake = asyncio.Event()
         self.synced = False
         self.hooks: list[ChangeHook] = []
+        # Containers whose network connects and disconnects are being made by an operation
+        # that refreshes them itself when done (re-homing): their network events would
+        # only cost inspects while the engine is busiest.
+        self.muted: set[str] = set()
 
     # --- queries ------------------------------------------------------------------------
 
@@ -202,7 +206,7 @@ class LiveView:
             self._mark(ident)
         elif kind == "network":
             container = attributes.get("container")
-            if container and container in self._by_id:
+            if container and container in self._by_id and container not in self.muted:
                 self._mark(container)
 
     def _mark(self, ident: str) -> None:

@@ -173,6 +173,12 @@ def ensure_macvlan(api: Any, instance: str, parent: str, subnet: str, gateway: s
             again = find_network(api, name)
             if again is not None and matches_macvlan(again, parent, subnet):
                 return NetworkRef(name, again["Id"], False)
+        if "already using parent interface" in lowered:
+            holder = macvlans_on_parent(api, parent)
+            held = ", ".join(f"{n['Name']} ({', '.join(network_subnets(n))})" for n in holder)
+            raise OperationFailed(f"Parent interface {parent} already carries the MACVLAN "
+                                  f"network {held or '?'}; the engine allows one MACVLAN "
+                                  f"network per parent, so {subnet} cannot be added") from None
         if "subinterface" in lowered or "not found" in lowered or "no such" in lowered:
             raise OperationFailed(f"Parent interface {parent} was not found on the host "
                                   f"(Docker: {text})") from None
@@ -188,6 +194,42 @@ def _overlapping_macvlan(api: Any, parent: str, subnet: str) -> dict[str, Any] |
         if matches_macvlan(net, parent, subnet):
             return net  # type: ignore[no-any-return]
     return None
+
+
+def all_macvlans(api: Any) -> list[dict[str, Any]]:
+    """Every MACVLAN network of the engine, inspected (options, IPAM, labels)."""
+    found = []
+    for row in api.networks(filters={"driver": "macvlan"}):
+        try:
+            found.append(api.inspect_network(row["Id"]))
+        except docker.errors.NotFound:
+            continue
+    return found
+
+
+def macvlans_on_parent(api: Any, parent: str) -> list[dict[str, Any]]:
+    """Every MACVLAN network on `parent` (the engine allows one per parent)."""
+    return [n for n in all_macvlans(api) if (n.get("Options") or {}).get("parent") == parent]
+
+
+def disconnect(api: Any, container: str, network: str) -> bool:
+    """Disconnect a container from a network; False when it was not connected (or either
+    is gone)."""
+    try:
+        api.disconnect_container_from_network(container, network, force=True)
+        return True
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        text = str(exc.explanation or exc).lower()
+        if "not connected" in text or "no such" in text or "not found" in text:
+            return False
+        raise
+
+
+def connect(api: Any, container: str, network: str, ip: str | None, mac: str | None) -> None:
+    """Connect with an optional static IP and (engines >= 1.44) the endpoint's MAC."""
+    api.connect_container_to_network(container, network, ipv4_address=ip, mac_address=mac)
 
 
 def create_internal(api: Any, name: str, pool: str, prefix: int, instance: str,

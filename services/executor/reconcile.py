@@ -37,6 +37,8 @@ async def reconcile(ctx: Context) -> None:
         device = op.device_id
         if ctx.ops.current(device) is not None:
             continue  # being carried out by this process right now
+        if op.operation == "rehome":
+            continue  # carried through by the re-homing pass (rehome.recover)
         if op.in_progress:
             log.warning("resuming %s of %s interrupted at step %s", op.operation, device,
                         op.step)

@@ -39,9 +39,12 @@ from services.executor.context import Context
 from services.executor.docker_api import DockerApi
 from services.executor.errors import DockerUnavailable, ExecutorError
 from services.executor.events import Watcher
+from services.executor.hostnets import HostNetworks
 from services.executor.journal import Journal
 from services.executor.liveview import ContainerView, LiveView
+from services.executor.netevents import NetEvents
 from services.executor.netinfo import InterfaceCache
+from services.executor.netwatch import NetWatch
 from services.executor.networks import Networks
 from services.executor.reconcile import reconcile
 from services.executor.registry import OperationRegistry
@@ -82,6 +85,10 @@ class ExecutorService:
         journal.load()
         vnics = VnicStore(cfg.state_dir)
         vnics.load()
+        hostnets = HostNetworks(cfg.state_dir)
+        hostnets.load()
+        netevents = NetEvents(cfg.state_dir)
+        netevents.load()
         view = LiveView(self.docker, self.instance)
         self.ctx = Context(
             config=cfg, instance=self.instance, docker=self.docker, view=view,
@@ -90,7 +97,9 @@ class ExecutorService:
                               cfg.internal_prefix, None),
             ifaces=InterfaceCache(lambda: runtime.client("netbridge", 3.0)),
             ops=OperationRegistry(),
-            io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"))
+            io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
+            hostnets=hostnets, netevents=netevents, publish=runtime.publisher.publish)
+        self.netwatch = NetWatch(runtime, self.ctx)
         view.hooks.append(self._on_view_change)
         self._sync_lock = asyncio.Lock()
         self._detected = False
@@ -117,10 +126,14 @@ class ExecutorService:
                                self._on_connected)
         self.watcher.start()
         refresher = asyncio.create_task(self.ctx.view.run_refresher(self.rt.stop))
+        netwatch = asyncio.create_task(self.netwatch.run(), name="netwatch")
         try:
             await self.rt.stop.wait()
         finally:
             refresher.cancel()
+            netwatch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await netwatch
             await self.ctx.ops.cancel_all(2.0)
             for task in list(self._tasks):
                 task.cancel()
@@ -145,6 +158,7 @@ class ExecutorService:
                 await self.ctx.view.full_sync()
                 self.ctx.ready.set()
                 await reconcile(self.ctx)
+                self.netwatch.poke()  # interrupted moves, and subnets that changed meanwhile
             except DockerUnavailable as exc:
                 log.warning("resync postponed: %s", exc.text)
             except Exception:
@@ -171,7 +185,7 @@ class ExecutorService:
             return
         if self.ctx.ops.current(new.name) is not None:
             return  # the operation applies them itself
-        if len(self.ctx.vnics.get(new.name)) > 1:
+        if self.ctx.vnics.get(new.name):
             self._spawn(create.apply_macs(self.ctx, new.name, self.ctx.vnics.get(new.name)),
                         f"macs-{new.name}")
 

@@ -62,6 +62,14 @@ def container_body(ctx: Context, view: ContainerView) -> dict[str, Any]:
         body["exit_code"] = view.exit_code
     if view.health:
         body["health_status"] = view.health
+    events = ctx.netevents.get(view.name)
+    if events:
+        body["last_rehome"] = events[-1]
+        body["network_events"] = events
+    op = ctx.journal.get(view.name)
+    if op is not None and op.operation == "rehome" and op.in_progress:
+        body["rehoming"] = {"started_at": op.started_at, "step": op.step,
+                            "message": op.message}
     return body
 
 

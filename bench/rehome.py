@@ -1,0 +1,277 @@
+"""Re-homing benchmark: prints one JSON object.
+
+Figures, with 1, 5 and 20 runtimes (auto-detected vNICs on one parent): time from the
+parent's address change to netbridge's `net.change` (netmon's debounce), to every
+runtime re-homed (`runtime.rehome` events), and to every runtime answering HTTPS from a
+LAN host on the new subnet; plus netmon's idle CPU and memory (PSS, USS) over a quiet
+period, and (`engine_floor`) the same move of the largest set made with bare engine calls
+— the engine serialises endpoint changes per network, which bounds any implementation.
+
+Real processes (netmon in the host namespace, netbridge, executor), the real engine, a
+veth parent `oat…` in the host namespace whose peer lives in a namespace made here; only
+those are changed, on /27 blocks of the documentation ranges.  Run from the repository
+root as root with the Docker engine up:
+    PYTHONPATH=. python bench/rehome.py [--sizes 1,5,20] [--debounce 3] [--idle 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.types
+import psutil
+import zmq.asyncio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common_info import context
+from common.bus import Endpoints, RpcClient, Subscriber
+from common.messages import parse
+from tests import dockerenv
+from tests.executor.envtools import STANDIN_TAG, ExecutorProc, cleanup_instance, wait_ready
+from tests.helpers import agent_env, short_tmpdir, start_module, stop_process
+from tests.rehome.lan import MovingLan, free_blocks, make_moving_lan, remove_moving_lan
+
+# Runs inside the LAN namespace: reads a JSON list of IPs per line, answers with the Unix
+# time at which every one of them answered HTTPS (polled concurrently).
+PROBER = r"""
+import concurrent.futures, http.client, json, ssl, sys, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def until_up(ip, deadline):
+    while time.time() < deadline:
+        try:
+            c = http.client.HTTPSConnection(ip, 8443, timeout=0.5, context=ctx)
+            c.request("GET", "/api/version")
+            if c.getresponse().status == 200:
+                return True
+        except OSError:
+            time.sleep(0.01)
+    return False
+pool = concurrent.futures.ThreadPoolExecutor(32)
+for line in sys.stdin:
+    ips = json.loads(line)
+    deadline = time.time() + 60
+    ok = all(pool.map(lambda ip: until_up(ip, deadline), ips))
+    print(json.dumps({"ok": ok, "at": time.time()}), flush=True)
+"""
+
+
+def netmon_footprint(pid: int, seconds: float) -> dict[str, Any]:
+    proc = psutil.Process(pid)
+    before = proc.cpu_times()
+    started = time.monotonic()
+    samples = []
+    while time.monotonic() - started < seconds:
+        samples.append(proc.memory_full_info())
+        time.sleep(min(1.0, seconds / 10))
+    after = proc.cpu_times()
+    elapsed = time.monotonic() - started
+    cpu = (after.user - before.user) + (after.system - before.system)
+    last = samples[-1]
+    return {"seconds": round(elapsed, 1), "cpu_percent": round(100 * cpu / elapsed, 3),
+            "cpu_seconds": round(cpu, 3), "pss_mb": round(last.pss / 2**20, 1),
+            "uss_mb": round(last.uss / 2**20, 1), "rss_mb": round(last.rss / 2**20, 1),
+            "pss_max_mb": round(max(s.pss for s in samples) / 2**20, 1)}
+
+
+async def create(bus: RpcClient, name: str, parent: str) -> None:
+    ack = await bus.call("create_runtime", {
+        "container_name": name, "runtime_version": STANDIN_TAG,
+        "vnic_configs": [{"name": "eth0", "parent_interface": parent,
+                          "network_mode": "dhcp"}]})
+    if ack.get("status") != "creating":
+        raise RuntimeError(f"create of {name}: {ack}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        body = await bus.call("device_status", {"device_id": name})
+        if body["status"] == "success" and body.get("is_running"):
+            return
+        if body["status"] != "creating":
+            raise RuntimeError(f"create of {name}: {body}")
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"create of {name} timed out")
+
+
+async def next_topic(sub: Subscriber, topic: str, deadline: float) -> dict[str, Any]:
+    while (remaining := deadline - time.monotonic()) > 0:
+        envelope = await sub.recv(remaining)
+        if envelope is not None and envelope.topic == topic:
+            return parse(envelope).to_body()
+    raise RuntimeError(f"no {topic} in time")
+
+
+async def probe(prober: subprocess.Popen[str], ips: list[str]) -> dict[str, Any]:
+    """When (Unix time) every IP answered HTTPS from the LAN host."""
+    assert prober.stdin is not None and prober.stdout is not None
+    prober.stdin.write(json.dumps(ips) + "\n")
+    prober.stdin.flush()
+    line = await asyncio.get_running_loop().run_in_executor(None, prober.stdout.readline)
+    return dict(json.loads(line))
+
+
+async def one_move(lan: MovingLan, subnet: str, devices: set[str], events: Subscriber,
+                   changes: Subscriber, prober: subprocess.Popen[str]) -> dict[str, Any]:
+    for sub in (events, changes):  # forget anything queued before the move
+        while await sub.recv(0.0) is not None:
+            pass
+    t0 = time.time()
+    lan.move_host(subnet)
+    deadline = time.monotonic() + 120
+    change = await next_topic(changes, "net.change", deadline)
+    t_change = time.time()
+    if change["interface"]["interface"] != lan.parent:
+        raise RuntimeError(f"unexpected change: {change}")
+    waiting, ips, outcomes = set(devices), [], []
+    while waiting:
+        body = await next_topic(events, "runtime.rehome", deadline)
+        if body["device"] in waiting:
+            waiting.discard(body["device"])
+            ips.append(body["event"]["ip_address"])
+            outcomes.append(body["event"]["outcome"])
+    t_rehomed = time.time()
+    answer = await probe(prober, ips)
+    return {"runtimes": len(devices), "to_subnet": subnet,
+            "change_event_s": round(t_change - t0, 3),
+            "all_rehomed_s": round(t_rehomed - t0, 3),
+            "all_reachable_s": round(answer["at"] - t0, 3),
+            "rehomed_after_event_s": round(t_rehomed - t_change, 3),
+            "reachable_after_event_s": round(answer["at"] - t_change, 3),
+            "all_reachable": answer["ok"],
+            "outcomes": sorted(set(outcomes))}
+
+
+async def run(args: argparse.Namespace, base: Path, executor: ExecutorProc,
+              lan: MovingLan, blocks: list[str], netmon_pid: int) -> dict[str, Any]:
+    ctx = zmq.asyncio.Context()
+    endpoints = Endpoints(executor.run_dir)
+    bus = executor.client(ctx, timeout=30)
+    events = Subscriber(ctx, [endpoints.pub("executor")], ["runtime.rehome"])
+    changes = Subscriber(ctx, [endpoints.pub("netbridge")], ["net.change"])
+    prober = subprocess.Popen(["ip", "netns", "exec", lan.ns, sys.executable, "-c", PROBER],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        await wait_ready(bus)
+        out: dict[str, Any] = {}
+        if args.idle > 0:
+            out["netmon_idle"] = await asyncio.get_running_loop().run_in_executor(
+                None, netmon_footprint, netmon_pid, args.idle)
+        devices: set[str] = set()
+        rounds = []
+        for i, size in enumerate(args.sizes):
+            created = time.monotonic()
+            new = [f"bench-rh-{n}" for n in range(len(devices), size)]
+            for batch in range(0, len(new), 4):
+                await asyncio.gather(*(create(bus, n, lan.parent) for n in new[batch:batch + 4]))
+            devices.update(new)
+            creating = round(time.monotonic() - created, 1)
+            # Every runtime up and answering before the move, so freshly started runtimes
+            # do not compete with the move for the CPU.
+            ips = []
+            for name in sorted(devices):
+                body = await bus.call("device_status", {"device_id": name})
+                ips.extend(ep["ip_address"] for ep in body["networks"].values())
+            if not (await probe(prober, ips))["ok"]:
+                raise RuntimeError("runtimes not reachable before the move")
+            result = await one_move(lan, blocks[(i + 1) % 2], devices, events, changes, prober)
+            result["create_s"] = creating
+            rounds.append(result)
+        out["moves"] = rounds
+        return out
+    finally:
+        prober.kill()
+        prober.wait(10)
+        events.close()
+        changes.close()
+        bus.close()
+        ctx.destroy(linger=0)
+
+
+def engine_floor(dc: docker.DockerClient, instance: str, lan: MovingLan,
+                 blocks: list[str]) -> dict[str, Any]:
+    """The same move made with bare engine calls on the same runtimes (the executor
+    stopped): what the engine itself needs, for comparison."""
+    api = dc.api
+    rows = api.containers(filters={"label": [f"orchestrator.instance={instance}",
+                                             "orchestrator.kind=runtime"]})
+    names = [str(r["Names"][0]).lstrip("/") for r in rows]
+    (old,) = [n for n in (api.inspect_network(r["Id"])
+                          for r in api.networks(filters={"driver": "macvlan"}))
+              if (n.get("Options") or {}).get("parent") == lan.parent]
+    subnet = next(b for b in blocks if b != old["IPAM"]["Config"][0]["Subnet"])
+    pool = ThreadPoolExecutor(8)
+    try:
+        t0 = time.perf_counter()
+        list(pool.map(lambda n: api.disconnect_container_from_network(n, old["Id"], force=True),
+                      names))
+        t1 = time.perf_counter()
+        api.remove_network(old["Id"])
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+            subnet=subnet, gateway=lan.gateway(subnet))])
+        new = api.create_network(f"bench-floor-{lan.parent}", driver="macvlan",
+                                 options={"parent": lan.parent}, ipam=ipam,
+                                 labels={"orchestrator.instance": instance})["Id"]
+        t2 = time.perf_counter()
+        list(pool.map(lambda n: api.connect_container_to_network(n, new), names))
+        t3 = time.perf_counter()
+    finally:
+        pool.shutdown()
+    return {"runtimes": len(names), "disconnect_s": round(t1 - t0, 3),
+            "swap_networks_s": round(t2 - t1, 3), "connect_s": round(t3 - t2, 3),
+            "total_s": round(t3 - t0, 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,5,20",
+                        type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--debounce", type=float, default=3.0,
+                        help="netmon's debounce (the product's default is 3 s)")
+    parser.add_argument("--idle", type=float, default=30.0,
+                        help="seconds of quiet over which netmon's footprint is measured")
+    parser.add_argument("--log", type=Path, help="keep the executor's log (DEBUG) here")
+    args = parser.parse_args()
+    dockerenv.ensure_engine()
+    dc = dockerenv.client()
+    dockerenv.ensure_standin_image(dc)
+    blocks = free_blocks(dc, 2, set())
+    lan = make_moving_lan()
+    with short_tmpdir("oatb") as base:
+        executor = ExecutorProc(base, ORCH_LOG_LEVEL="DEBUG" if args.log else "INFO",
+                                ORCH_BEAT_INTERVAL="2")
+        env = agent_env(base, ORCH_LOG_LEVEL="INFO")
+        netmon = start_module("services.netmon", env, base / "netmon.out",
+                              "--debounce", str(args.debounce))
+        netbridge = start_module("services.netbridge", env, base / "netbridge.out")
+        try:
+            for subnet in blocks:
+                lan.lan_side(subnet)
+            lan.move_host(blocks[0])
+            executor.start()
+            figures = asyncio.run(run(args, base, executor, lan, blocks, netmon.pid))
+            executor.stop()
+            figures["engine_floor"] = engine_floor(dc, executor.instance, lan, blocks)
+        finally:
+            executor.stop()
+            if args.log:
+                args.log.write_text(executor.output())
+            stop_process(netbridge)
+            stop_process(netmon)
+            cleanup_instance(dc, executor.instance)
+            remove_moving_lan(lan)
+    result = {"bench": "rehome", **context(), "engine": dc.version().get("Version"),
+              "debounce_s": args.debounce, "subnets": blocks, **figures}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
