@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import ipaddress
 from collections.abc import Callable
 
 import docker
@@ -117,10 +118,13 @@ async def test_errors_answered_at_once_change_nothing(
         docker_client: docker.DockerClient) -> None:
     lan = lans()
     name = f"oat-plc-{short_id()}"
+    # An address in the other documentation range is outside the LAN whatever block it got.
+    outside = "198.51.100.7" if lan.subnet.startswith("203.") else "203.0.113.7"
+    assert ipaddress.IPv4Address(outside) not in ipaddress.IPv4Network(lan.subnet)
     cases = [
         ({"container_name": "-bad name"}, "not a valid container name"),
         ({"container_name": "x" * 60}, "not a valid container name"),
-        ({"vnic_configs": [manual_vnic(lan, 20, ip_address="203.0.113.7")]}, "outside"),
+        ({"vnic_configs": [manual_vnic(lan, 20, ip_address=outside)]}, "outside"),
         ({"vnic_configs": [manual_vnic(lan, 20, mac_address="03:00:00:00:00:01")]},
          "unicast"),
         ({"vnic_configs": [manual_vnic(lan, 20, mac_address="02:aa:00:00:00:01"),
