@@ -19,6 +19,7 @@ from common.messages import (
     Reply,
     Request,
     RpcTrace,
+    RuntimeRehomed,
     Stopping,
     parse,
 )
@@ -33,6 +34,7 @@ SAMPLES: list[Any] = [
     HostMetrics(15.2, 2.5, 16.0, 45.8, 500.0, 86400, "2025-11-20T20:30:45.123456", 1.0),
     NetDiscovery([{"interface": "oat0", "ipv4_addresses": []}], "2025-11-20T20:30:45"),
     NetChange({"interface": "oat0", "gateway": "192.0.2.1"}),
+    RuntimeRehomed("plc-1", {"outcome": "rehomed", "network": "macvlan_oat0_198.51.100.0_24"}),
 ]
 
 
