@@ -20,10 +20,6 @@ import os
 import threading
 from typing import Any
 
-# Imported here, before logging is configured: pyroute2 resets its logger's level when it
-# is first imported, which would otherwise undo the level `setup_logging` gives it.
-from pyroute2 import IPRoute
-
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
@@ -34,9 +30,21 @@ class MacFixUnavailable(Exception):
     pass
 
 
+def _iproute() -> Any:
+    """pyroute2, imported on first use: it costs ~20 MB of memory, and most hosts never
+    need this path.  Its import resets its logger's level, so the configured one is put
+    back."""
+    logger = logging.getLogger("pyroute2")
+    level = logger.level
+    from pyroute2 import IPRoute
+
+    logger.setLevel(level)
+    return IPRoute
+
+
 def _set_macs(wanted: list[tuple[str, str]], pid: int) -> list[tuple[str, str]]:
     changed = []
-    with IPRoute() as ipr:
+    with _iproute()() as ipr:
         for ip, mac in wanted:
             addrs = ipr.get_addr(family=2, address=ip)
             if not addrs:
