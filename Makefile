@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint ctl tap bench venv clean
+.PHONY: run test lint ctl tap bench bench-all venv clean
 
 venv: $(STAMP)
 
@@ -44,7 +44,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/executor.py
+	$(BIN)/python bench/cloud_rtt.py --heartbeat-seconds 60
+
+# The long ones too: heartbeat rhythm over 5 minutes, re-homing with 1/5/20 runtimes,
+# metrics collection cost with 0/10/50 runtimes (about 20 minutes in all).
+bench-all: bench
 	$(BIN)/python bench/cloud_rtt.py
+	$(BIN)/python bench/rehome.py
+	$(BIN)/python bench/metrics_cost.py
 
 clean:
 	rm -rf $(VENV) .build
