@@ -52,6 +52,7 @@ bench-all: bench
 	$(BIN)/python bench/cloud_rtt.py
 	$(BIN)/python bench/rehome.py
 	$(BIN)/python bench/metrics_cost.py
+	$(BIN)/python bench/cloud_status.py
 
 clean:
 	rm -rf $(VENV) .build

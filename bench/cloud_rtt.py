@@ -91,8 +91,8 @@ class Agent:
 
 
 async def round_trips(cloud: DevCloud, agent_id: str, topic: str, count: int,
-                      concurrency: int) -> list[float]:
-    payload = PAYLOADS[topic]
+                      concurrency: int, payload: dict[str, Any] | None = None) -> list[float]:
+    payload = PAYLOADS[topic] if payload is None else payload
     times: list[float] = []
     per_worker = count // concurrency
 
