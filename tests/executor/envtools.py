@@ -182,15 +182,7 @@ class Lan:
 
     def reach_https(self, ip: str, timeout: float = 3.0) -> bool:
         """GET https://ip:8443/api/version from the LAN namespace."""
-        code = (
-            "import ssl,sys,http.client as h\n"
-            "c=ssl.create_default_context();c.check_hostname=False;c.verify_mode=ssl.CERT_NONE\n"
-            f"k=h.HTTPSConnection('{ip}',8443,timeout={timeout},context=c)\n"
-            "k.request('GET','/api/version');sys.exit(0 if k.getresponse().status==200 else 1)\n"
-        )
-        result = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
-                                capture_output=True, timeout=timeout + 10, check=False)
-        return result.returncode == 0
+        return https_ok_from(self.ns, ip, timeout)
 
 
 def _used_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
@@ -269,6 +261,19 @@ def https_ok(ip: str, timeout: float = 3.0) -> bool:
     finally:
         conn.close()
 
+
+def https_ok_from(ns: str, ip: str, timeout: float = 3.0) -> bool:
+    """GET https://ip:8443/api/version from inside network namespace `ns` (how a PLC on
+    the LAN reaches a runtime)."""
+    code = (
+        "import ssl,sys,http.client as h\n"
+        "c=ssl.create_default_context();c.check_hostname=False;c.verify_mode=ssl.CERT_NONE\n"
+        f"k=h.HTTPSConnection('{ip}',8443,timeout={timeout},context=c)\n"
+        "k.request('GET','/api/version');sys.exit(0 if k.getresponse().status==200 else 1)\n"
+    )
+    result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code],
+                            capture_output=True, timeout=timeout + 10, check=False)
+    return result.returncode == 0
 
 def wait(cond: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
