@@ -16,7 +16,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Counters, Endpoints, RpcClient, RpcServer
-from tests.helpers import ROOT, agent_env, async_wait_for
+from tests.helpers import ROOT, agent_env, async_wait_for, wait_for
 
 STANDIN_REPO = "orchestrator/openplc-standin"
 STANDIN_TAG = "test"
@@ -276,11 +275,5 @@ def https_ok_from(ns: str, ip: str, timeout: float = 3.0) -> bool:
     return result.returncode == 0
 
 def wait(cond: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+    """`wait_for`, polling every 0.1 s (each probe talks to Docker or a namespace)."""
+    return wait_for(cond, timeout, interval=0.1, what=what)
