@@ -8,12 +8,10 @@ way the agent reaches a runtime's internal address.
 from __future__ import annotations
 
 import contextlib
-import io
 import ipaddress
 import json
 import socket
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +26,7 @@ import requests
 
 from tests import dockerenv
 from tests.dockerenv import poll_until
+from tests.helpers import zip_program
 from tests.standin import jwt_hs256
 
 pytestmark = [
@@ -74,14 +73,6 @@ def _session() -> requests.Session:
     session.verify = False  # the runtime's certificate is self-signed
     session.trust_env = False  # no proxy or CA bundle from the environment
     return session
-
-
-def _program(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +196,7 @@ def test_plc_control_upload_and_logs(runtime: Runtime, token: str) -> None:
     assert runtime.get("stop-plc", token).json() == {"status": "STOP:ERROR"}
     bad = runtime.post("upload-file", token, files={"file": ("p.zip", b"not a zip")})
     assert bad.status_code == 200 and bad.json()["CompilationStatus"] == "FAILED"
-    upload = runtime.post("upload-file", token, files={"file": ("p.zip", _program({"a": b"1"}))})
+    upload = runtime.post("upload-file", token, files={"file": ("p.zip", zip_program({"a": b"1"}))})
     assert upload.status_code == 200
     assert upload.json() == {"UploadFileFail": "", "CompilationStatus": "COMPILING"}
     status = poll_until(
@@ -265,7 +256,7 @@ def test_first_user_and_state_survive_restart(fresh_runtime: Runtime) -> None:
     created = rt.post("create-user", json={"username": "ana", "password": "pw", "role": "user"})
     assert created.json() == {"msg": "User created", "id": 1, "role": "admin"}
     token = rt.login("ana", "pw")
-    rt.post("upload-file", token, files={"file": ("p.zip", _program({"a": b"1"}))})
+    rt.post("upload-file", token, files={"file": ("p.zip", zip_program({"a": b"1"}))})
     poll_until(
         lambda: rt.get("compilation-status", token).json()["status"] == "SUCCESS",
         15,
