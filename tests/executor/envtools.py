@@ -148,6 +148,17 @@ def settled(body: dict[str, Any]) -> bool:
     return body.get("status") not in ("creating", "deleting")
 
 
+async def create_ok(client: RpcClient, name: str, vnics: list[dict[str, Any]],
+                    timeout: float = 60.0) -> dict[str, Any]:
+    """Create a stand-in runtime and wait until it is up; its `device_status` body."""
+    ack = await client.call("create_runtime", {"container_name": name, "vnic_configs": vnics,
+                                               "runtime_version": STANDIN_TAG})
+    assert ack["status"] == "creating", ack
+    body: dict[str, Any] = await wait_status(client, name, settled, timeout)
+    assert body["status"] == "success", body
+    return body
+
+
 # --- the test LAN ---------------------------------------------------------------------------
 
 

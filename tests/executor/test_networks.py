@@ -15,6 +15,7 @@ from tests.dockerenv import TEST_LABELS
 from tests.executor.envtools import (
     ExecutorProc,
     Lan,
+    create_ok,
     settled,
     short_id,
     wait,
@@ -27,14 +28,6 @@ pytestmark = [pytest.mark.docker]
 
 def macvlan_name(lan: Lan) -> str:
     return f"macvlan_{lan.parent}_{lan.subnet.replace('/', '_')}"
-
-
-async def create_ok(bus: RpcClient, name: str, vnics: list[dict[str, object]]) -> dict:
-    ack = await create(bus, name, vnics)
-    assert ack["status"] == "creating", ack
-    body = await wait_status(bus, name, settled)
-    assert body["status"] == "success", body
-    return body
 
 
 async def delete_ok(bus: RpcClient, name: str) -> None:

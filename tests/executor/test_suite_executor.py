@@ -14,9 +14,9 @@ from common import wire
 from common.bus import Endpoints, RpcClient
 from tests.executor.envtools import (
     STANDIN_REPO,
-    STANDIN_TAG,
     Lan,
     cleanup_instance,
+    create_ok,
     https_ok,
     owned_objects,
     settled,
@@ -59,12 +59,7 @@ async def test_lifecycle_under_supervisord(suite: Suite, zctx: zmq.asyncio.Conte
         await wait_ready(bus)
         lan = lans()
         name = f"oat-plc-{short_id()}"
-        ack = await bus.call("create_runtime", {"container_name": name,
-                                                "vnic_configs": [manual_vnic(lan, 27)],
-                                                "runtime_version": STANDIN_TAG})
-        assert ack["status"] == "creating"
-        body = await wait_status(bus, name, settled)
-        assert body["status"] == "success", body
+        await create_ok(bus, name, [manual_vnic(lan, 27)])
         wait(lambda: lan.reach_https(lan.addr(27)), 30, "the LAN reaching the runtime")
 
         out = suite.ctl("restart", "executor")

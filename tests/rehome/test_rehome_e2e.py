@@ -22,6 +22,7 @@ from common.bus import Endpoints, RpcClient
 from tests.executor.envtools import (
     STANDIN_REPO,
     cleanup_instance,
+    create_ok,
     short_id,
     wait,
     wait_ready,
@@ -30,7 +31,6 @@ from tests.helpers import agent_env, async_wait_for, short_tmpdir, start_module,
 from tests.rehome.lan import MovingLan
 from tests.rehome.tools import (
     Beats,
-    create_ok,
     dhcp,
     endpoints_of,
     lan_view,

@@ -13,12 +13,18 @@ import docker
 import pytest
 import zmq.asyncio
 
-from tests.executor.envtools import ExecutorProc, short_id, wait, wait_ready, wait_status
+from tests.executor.envtools import (
+    ExecutorProc,
+    create_ok,
+    short_id,
+    wait,
+    wait_ready,
+    wait_status,
+)
 from tests.rehome.fakebridge import FakeBridge
 from tests.rehome.lan import MovingLan, host
 from tests.rehome.tools import (
     Beats,
-    create_ok,
     dhcp,
     endpoints_of,
     lan_view,
