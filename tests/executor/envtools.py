@@ -162,6 +162,12 @@ async def create_ok(client: RpcClient, name: str, vnics: list[dict[str, Any]],
 # --- the test LAN ---------------------------------------------------------------------------
 
 
+def macvlan_name(parent: str, subnet: str) -> str:
+    """The executor's shared MACVLAN network for `parent` and `subnet` (spelled out here
+    rather than imported, so the tests check the naming rule)."""
+    return f"macvlan_{parent}_{subnet.replace('/', '_')}"
+
+
 def sh(*args: str, timeout: float = 20) -> str:
     return subprocess.run(list(args), check=True, capture_output=True, text=True,
                           timeout=timeout).stdout
@@ -177,6 +183,9 @@ class Lan:
     host_ip: str
     gateway: str
     extra: list[str] = field(default_factory=list)
+
+    def network_name(self) -> str:
+        return macvlan_name(self.parent, self.subnet)
 
     def addr(self, n: int) -> str:
         return str(ipaddress.IPv4Network(self.subnet)[n])

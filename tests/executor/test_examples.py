@@ -42,10 +42,6 @@ def lan_mac_of(lan: Lan, ip: str) -> str | None:
     return None
 
 
-def macvlan_name(lan: Lan) -> str:
-    return f"macvlan_{lan.parent}_{lan.subnet.replace('/', '_')}"
-
-
 def check_reachable(lan: Lan, ip: str, mac: str) -> None:
     wait(lambda: lan.reach_https(ip), 30, f"LAN host reaching https://{ip}:8443")
     assert lan_mac_of(lan, ip) == mac
@@ -60,7 +56,7 @@ async def test_dhcp_mode_detects_subnet_from_interface_cache(
     body = await create_ok(bus, name, [
         {"name": "vnic0", "parent_interface": lan.parent, "network_mode": "dhcp"}])
     assert netbridge.calls >= 1
-    net = body["networks"][macvlan_name(lan)]
+    net = body["networks"][lan.network_name()]
     assert net["gateway"] == lan.gateway
     mac = net["mac_address"]
     first = int(mac[:2], 16)
@@ -96,7 +92,7 @@ async def test_manual_ip_with_requested_mac(bus: RpcClient, lans: Callable[[], L
         {"name": "vnic0", "parent_interface": lan.parent, "network_mode": "static",
          "ip": lan.addr(30), "subnet": "255.255.255.192", "gateway": lan.gateway,
          "mac": mac, "dns": ["192.0.2.53"]}])
-    net = body["networks"][macvlan_name(lan)]
+    net = body["networks"][lan.network_name()]
     assert net == {"ip_address": lan.addr(30), "mac_address": mac, "gateway": lan.gateway}
     check_reachable(lan, lan.addr(30), mac)
 
@@ -115,8 +111,8 @@ async def test_multiple_vnics_on_two_lans(bus: RpcClient, executor: ExecutorProc
          "ip_address": lan_b.addr(41), "subnet": lan_b.subnet, "gateway": lan_b.gateway,
          "mac_address": macs[1]},
     ])
-    assert body["networks"][macvlan_name(lan_a)]["mac_address"] == macs[0]
-    assert body["networks"][macvlan_name(lan_b)]["mac_address"] == macs[1]
+    assert body["networks"][lan_a.network_name()]["mac_address"] == macs[0]
+    assert body["networks"][lan_b.network_name()]["mac_address"] == macs[1]
     check_reachable(lan_a, lan_a.addr(40), macs[0])
     check_reachable(lan_b, lan_b.addr(41), macs[1])
     # A restart re-creates the interfaces; the requested MACs come back.
@@ -125,7 +121,7 @@ async def test_multiple_vnics_on_two_lans(bus: RpcClient, executor: ExecutorProc
     subprocess.run(["ip", "-n", lan_b.ns, "neigh", "flush", "all"], check=True, timeout=10)
     check_reachable(lan_b, lan_b.addr(41), macs[1])
     body = await bus.call("device_status", {"device_id": name})
-    assert body["networks"][macvlan_name(lan_b)]["mac_address"] == macs[1]
+    assert body["networks"][lan_b.network_name()]["mac_address"] == macs[1]
     # Restarted behind the executor's back (a user, the restart policy): the live view sees
     # the start event and sets the MAC again.
     docker_client.containers.get(name).restart(timeout=3)

@@ -17,10 +17,6 @@ from tests.executor.envtools import wait_status
 from tests.rehome.lan import MovingLan, host
 
 
-def net_name(parent: str, subnet: str) -> str:
-    return f"macvlan_{parent}_{subnet.replace('/', '_')}"
-
-
 def manual(lan: MovingLan, subnet: str, n: int) -> dict[str, Any]:
     return {"name": "eth0", "parent_interface": lan.parent, "network_mode": "manual",
             "ip_address": host(subnet, n), "subnet": subnet, "gateway": lan.gateway(subnet)}
