@@ -83,23 +83,19 @@ def bridge(docker_client: docker.DockerClient) -> Iterator[docker.models.network
         network.remove()
 
 
-def _start_runtime(
-    docker_client: docker.DockerClient,
-    image: str,
-    network: docker.models.networks.Network,
-    started: list[docker.models.containers.Container],
-) -> Runtime:
+@contextlib.contextmanager
+def _running_runtime(
+    docker_client: docker.DockerClient, image: str, network: docker.models.networks.Network
+) -> Iterator[Runtime]:
+    """A stand-in on `network`, removed with its volumes afterwards."""
     standin = dockerenv.start_standin(
         docker_client, network.name, image, {"STANDIN_COMPILE_SECONDS": "0.3"}
     )
-    started.append(standin.container)
-    return Runtime(standin, _session())
-
-
-def _remove_all(started: list[docker.models.containers.Container]) -> None:
-    for container in started:
+    try:
+        yield Runtime(standin, _session())
+    finally:
         with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True, v=True)
+            standin.container.remove(force=True, v=True)
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +104,8 @@ def runtime(
     standin_image: str,
     bridge: docker.models.networks.Network,
 ) -> Iterator[Runtime]:
-    started: list[docker.models.containers.Container] = []
-    try:
-        yield _start_runtime(docker_client, standin_image, bridge, started)
-    finally:
-        _remove_all(started)
+    with _running_runtime(docker_client, standin_image, bridge) as rt:
+        yield rt
 
 
 @pytest.fixture
@@ -121,11 +114,9 @@ def fresh_runtime(
     standin_image: str,
     bridge: docker.models.networks.Network,
 ) -> Iterator[Runtime]:
-    started: list[docker.models.containers.Container] = []
-    try:
-        yield _start_runtime(docker_client, standin_image, bridge, started)
-    finally:
-        _remove_all(started)
+    """A runtime of its own, for a test that restarts or changes it."""
+    with _running_runtime(docker_client, standin_image, bridge) as rt:
+        yield rt
 
 
 @pytest.fixture(scope="module")
