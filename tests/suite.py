@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import BIN, ROOT, agent_env, wait_for
+from tests.helpers import BIN, ROOT, agent_env, short_tmpdir, wait_for
 
 PROGRAMS = ("gateway", "executor", "metrics", "netbridge")
 
@@ -62,6 +64,20 @@ class Suite:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def running_suite(**env: str) -> Iterator[Suite]:
+    """A suite in a private directory with every program RUNNING; stopped afterwards."""
+    with short_tmpdir() as base:
+        (base / "state").mkdir()
+        s = Suite(base, **env)
+        s.start()
+        try:
+            s.wait_running()
+            yield s
+        finally:
+            s.stop()
 
 
 def bin_path(name: str) -> str:

@@ -10,5 +10,6 @@ Module map: `service.py` (bus methods, loops) → `create.py`, `lifecycle.py`,
 `status.py`, `selfdestruct.py`, `reconcile.py` (the operations) over `context.py`;
 engine access in `docker_api.py` (pool, availability), `events.py` (watcher thread),
 `liveview.py`, `networks.py`, `containers.py`, `macfix.py`; pure rules in `validate.py`,
-`names.py`, `ipam.py`, `labels.py`; state files in `journal.py` and `vnic_store.py`.
+`names.py`, `ipam.py`, `labels.py`; state files in `journal.py`, `vnic_store.py` and
+`devicefile.py`.
 """

@@ -22,7 +22,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from common.atomicfile import atomic_write_json, read_json, remove_stale_temps
+from common.atomicfile import atomic_write_json
+from services.executor.devicefile import read_state
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +108,7 @@ class HostNetworks:
     # --- subnets last seen --------------------------------------------------------------
 
     def load(self) -> None:
-        remove_stale_temps(self.path)
-        try:
-            raw = read_json(self.path)
-        except (OSError, ValueError) as exc:
-            log.error("cannot read %s (%s); no subnet history", self.path, exc)
-            raw = None
+        raw = read_state(self.path, log, "no subnet history")
         seen: dict[str, list[str]] = {}
         if isinstance(raw, dict):
             for parent, items in raw.items():

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 from typing import Any
 
-from common.atomicfile import atomic_write_json, read_json, remove_stale_temps
+from services.executor.devicefile import DeviceFile
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +34,11 @@ FILE_NAME = "network_events.json"
 KEEP = 10
 
 
-class NetEvents:
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / FILE_NAME
-        self._data: dict[str, list[dict[str, Any]]] = {}
-
-    def load(self) -> None:
-        remove_stale_temps(self.path)
-        try:
-            raw = read_json(self.path)
-        except (OSError, ValueError) as exc:
-            log.error("cannot read %s (%s); starting with no network events", self.path, exc)
-            raw = None
-        data: dict[str, list[dict[str, Any]]] = {}
-        if isinstance(raw, dict):
-            for device, events in raw.items():
-                if isinstance(device, str) and isinstance(events, list):
-                    data[device] = [e for e in events if isinstance(e, dict)][-KEEP:]
-        self._data = data
-
-    def get(self, device: str) -> list[dict[str, Any]]:
-        return copy.deepcopy(self._data.get(device, []))
+class NetEvents(DeviceFile):
+    FILE_NAME = FILE_NAME
+    FALLBACK = "starting with no network events"
+    KEEP = KEEP
+    log = log
 
     def add(self, device: str, event: dict[str, Any]) -> dict[str, Any]:
         """Append an event; returns the snapshot to write."""
@@ -63,15 +46,3 @@ class NetEvents:
         events.append(copy.deepcopy(event))
         del events[:-KEEP]
         return self.snapshot()
-
-    def forget(self, device: str) -> dict[str, Any] | None:
-        if self._data.pop(device, None) is None:
-            return None
-        return self.snapshot()
-
-    def snapshot(self) -> dict[str, Any]:
-        return copy.deepcopy(self._data)
-
-    def write(self, snapshot: dict[str, Any]) -> None:
-        """Blocking; run in the state-io thread."""
-        atomic_write_json(self.path, snapshot)

@@ -14,39 +14,19 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 from typing import Any
 
-from common.atomicfile import atomic_write_json, read_json, remove_stale_temps
+from services.executor.devicefile import DeviceFile
 
 log = logging.getLogger(__name__)
 
 FILE_NAME = "runtime_vnics.json"
 
 
-class VnicStore:
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / FILE_NAME
-        self._data: dict[str, list[dict[str, Any]]] = {}
-
-    def load(self) -> None:
-        remove_stale_temps(self.path)
-        try:
-            raw = read_json(self.path)
-        except (OSError, ValueError) as exc:
-            # The file is only ever replaced atomically, so this is outside damage; keep
-            # going with what Docker knows rather than refusing to start.
-            log.error("cannot read %s (%s); starting with no stored vNICs", self.path, exc)
-            raw = None
-        data: dict[str, list[dict[str, Any]]] = {}
-        if isinstance(raw, dict):
-            for device, vnics in raw.items():
-                if isinstance(device, str) and isinstance(vnics, list):
-                    data[device] = [v for v in vnics if isinstance(v, dict)]
-        self._data = data
-
-    def get(self, device: str) -> list[dict[str, Any]]:
-        return copy.deepcopy(self._data.get(device, []))
+class VnicStore(DeviceFile):
+    FILE_NAME = FILE_NAME
+    FALLBACK = "starting with no stored vNICs"
+    log = log
 
     def devices(self) -> list[str]:
         return list(self._data)
@@ -54,19 +34,6 @@ class VnicStore:
     def set(self, device: str, vnics: list[dict[str, Any]]) -> dict[str, Any]:
         self._data[device] = copy.deepcopy(vnics)
         return self.snapshot()
-
-    def forget(self, device: str) -> dict[str, Any] | None:
-        """Drop a device; the snapshot to write, or None when nothing changed."""
-        if self._data.pop(device, None) is None:
-            return None
-        return self.snapshot()
-
-    def snapshot(self) -> dict[str, Any]:
-        return copy.deepcopy(self._data)
-
-    def write(self, snapshot: dict[str, Any]) -> None:
-        """Blocking; run in a worker thread."""
-        atomic_write_json(self.path, snapshot)
 
     def macs(self, exclude: str | None = None) -> dict[str, str]:
         """MAC → device for every stored vNIC (except those of `exclude`)."""

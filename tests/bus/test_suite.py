@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from common.bus import Endpoints, Subscriber
-from tests.helpers import short_tmpdir, wait_for
-from tests.suite import PROGRAMS, Suite, bin_path
+from tests.helpers import wait_for
+from tests.suite import PROGRAMS, Suite, bin_path, running_suite
 
 FAST = {"ORCH_METRICS_INTERVAL": "1", "ORCH_BEAT_INTERVAL": "0.5"}
 
@@ -21,15 +21,8 @@ FAST = {"ORCH_METRICS_INTERVAL": "1", "ORCH_BEAT_INTERVAL": "0.5"}
 @pytest.fixture(scope="module")
 def suite() -> Iterator[Suite]:
     """One suite for the module: each test leaves every program RUNNING again."""
-    with short_tmpdir() as base:
-        (base / "state").mkdir()
-        s = Suite(base, **FAST)
-        s.start()
-        try:
-            s.wait_running()
-            yield s
-        finally:
-            s.stop()
+    with running_suite(**FAST) as s:
+        yield s
 
 
 async def _sources(sub: Subscriber, wanted: set[str], timeout: float) -> set[str]:

@@ -8,12 +8,10 @@ way the agent reaches a runtime's internal address.
 from __future__ import annotations
 
 import contextlib
-import io
 import ipaddress
 import json
 import socket
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +26,7 @@ import requests
 
 from tests import dockerenv
 from tests.dockerenv import poll_until
+from tests.helpers import zip_program
 from tests.standin import jwt_hs256
 
 pytestmark = [
@@ -76,14 +75,6 @@ def _session() -> requests.Session:
     return session
 
 
-def _program(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def bridge(docker_client: docker.DockerClient) -> Iterator[docker.models.networks.Network]:
     network = dockerenv.create_test_bridge(docker_client, "oat-standin")
@@ -92,23 +83,19 @@ def bridge(docker_client: docker.DockerClient) -> Iterator[docker.models.network
         network.remove()
 
 
-def _start_runtime(
-    docker_client: docker.DockerClient,
-    image: str,
-    network: docker.models.networks.Network,
-    started: list[docker.models.containers.Container],
-) -> Runtime:
+@contextlib.contextmanager
+def _running_runtime(
+    docker_client: docker.DockerClient, image: str, network: docker.models.networks.Network
+) -> Iterator[Runtime]:
+    """A stand-in on `network`, removed with its volumes afterwards."""
     standin = dockerenv.start_standin(
         docker_client, network.name, image, {"STANDIN_COMPILE_SECONDS": "0.3"}
     )
-    started.append(standin.container)
-    return Runtime(standin, _session())
-
-
-def _remove_all(started: list[docker.models.containers.Container]) -> None:
-    for container in started:
+    try:
+        yield Runtime(standin, _session())
+    finally:
         with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True, v=True)
+            standin.container.remove(force=True, v=True)
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +104,8 @@ def runtime(
     standin_image: str,
     bridge: docker.models.networks.Network,
 ) -> Iterator[Runtime]:
-    started: list[docker.models.containers.Container] = []
-    try:
-        yield _start_runtime(docker_client, standin_image, bridge, started)
-    finally:
-        _remove_all(started)
+    with _running_runtime(docker_client, standin_image, bridge) as rt:
+        yield rt
 
 
 @pytest.fixture
@@ -130,11 +114,9 @@ def fresh_runtime(
     standin_image: str,
     bridge: docker.models.networks.Network,
 ) -> Iterator[Runtime]:
-    started: list[docker.models.containers.Container] = []
-    try:
-        yield _start_runtime(docker_client, standin_image, bridge, started)
-    finally:
-        _remove_all(started)
+    """A runtime of its own, for a test that restarts or changes it."""
+    with _running_runtime(docker_client, standin_image, bridge) as rt:
+        yield rt
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +187,7 @@ def test_plc_control_upload_and_logs(runtime: Runtime, token: str) -> None:
     assert runtime.get("stop-plc", token).json() == {"status": "STOP:ERROR"}
     bad = runtime.post("upload-file", token, files={"file": ("p.zip", b"not a zip")})
     assert bad.status_code == 200 and bad.json()["CompilationStatus"] == "FAILED"
-    upload = runtime.post("upload-file", token, files={"file": ("p.zip", _program({"a": b"1"}))})
+    upload = runtime.post("upload-file", token, files={"file": ("p.zip", zip_program({"a": b"1"}))})
     assert upload.status_code == 200
     assert upload.json() == {"UploadFileFail": "", "CompilationStatus": "COMPILING"}
     status = poll_until(
@@ -265,7 +247,7 @@ def test_first_user_and_state_survive_restart(fresh_runtime: Runtime) -> None:
     created = rt.post("create-user", json={"username": "ana", "password": "pw", "role": "user"})
     assert created.json() == {"msg": "User created", "id": 1, "role": "admin"}
     token = rt.login("ana", "pw")
-    rt.post("upload-file", token, files={"file": ("p.zip", _program({"a": b"1"}))})
+    rt.post("upload-file", token, files={"file": ("p.zip", zip_program({"a": b"1"}))})
     poll_until(
         lambda: rt.get("compilation-status", token).json()["status"] == "SUCCESS",
         15,

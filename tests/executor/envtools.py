@@ -16,7 +16,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Counters, Endpoints, RpcClient, RpcServer
-from tests.helpers import ROOT, agent_env, async_wait_for
+from tests.helpers import ROOT, agent_env, async_wait_for, wait_for
 
 STANDIN_REPO = "orchestrator/openplc-standin"
 STANDIN_TAG = "test"
@@ -149,7 +148,24 @@ def settled(body: dict[str, Any]) -> bool:
     return body.get("status") not in ("creating", "deleting")
 
 
+async def create_ok(client: RpcClient, name: str, vnics: list[dict[str, Any]],
+                    timeout: float = 60.0) -> dict[str, Any]:
+    """Create a stand-in runtime and wait until it is up; its `device_status` body."""
+    ack = await client.call("create_runtime", {"container_name": name, "vnic_configs": vnics,
+                                               "runtime_version": STANDIN_TAG})
+    assert ack["status"] == "creating", ack
+    body: dict[str, Any] = await wait_status(client, name, settled, timeout)
+    assert body["status"] == "success", body
+    return body
+
+
 # --- the test LAN ---------------------------------------------------------------------------
+
+
+def macvlan_name(parent: str, subnet: str) -> str:
+    """The executor's shared MACVLAN network for `parent` and `subnet` (spelled out here
+    rather than imported, so the tests check the naming rule)."""
+    return f"macvlan_{parent}_{subnet.replace('/', '_')}"
 
 
 def sh(*args: str, timeout: float = 20) -> str:
@@ -168,6 +184,9 @@ class Lan:
     gateway: str
     extra: list[str] = field(default_factory=list)
 
+    def network_name(self) -> str:
+        return macvlan_name(self.parent, self.subnet)
+
     def addr(self, n: int) -> str:
         return str(ipaddress.IPv4Network(self.subnet)[n])
 
@@ -182,15 +201,7 @@ class Lan:
 
     def reach_https(self, ip: str, timeout: float = 3.0) -> bool:
         """GET https://ip:8443/api/version from the LAN namespace."""
-        code = (
-            "import ssl,sys,http.client as h\n"
-            "c=ssl.create_default_context();c.check_hostname=False;c.verify_mode=ssl.CERT_NONE\n"
-            f"k=h.HTTPSConnection('{ip}',8443,timeout={timeout},context=c)\n"
-            "k.request('GET','/api/version');sys.exit(0 if k.getresponse().status==200 else 1)\n"
-        )
-        result = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
-                                capture_output=True, timeout=timeout + 10, check=False)
-        return result.returncode == 0
+        return https_ok_from(self.ns, ip, timeout)
 
 
 def _used_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
@@ -270,12 +281,19 @@ def https_ok(ip: str, timeout: float = 3.0) -> bool:
         conn.close()
 
 
+def https_ok_from(ns: str, ip: str, timeout: float = 3.0) -> bool:
+    """GET https://ip:8443/api/version from inside network namespace `ns` (how a PLC on
+    the LAN reaches a runtime)."""
+    code = (
+        "import ssl,sys,http.client as h\n"
+        "c=ssl.create_default_context();c.check_hostname=False;c.verify_mode=ssl.CERT_NONE\n"
+        f"k=h.HTTPSConnection('{ip}',8443,timeout={timeout},context=c)\n"
+        "k.request('GET','/api/version');sys.exit(0 if k.getresponse().status==200 else 1)\n"
+    )
+    result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code],
+                            capture_output=True, timeout=timeout + 10, check=False)
+    return result.returncode == 0
+
 def wait(cond: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+    """`wait_for`, polling every 0.1 s (each probe talks to Docker or a namespace)."""
+    return wait_for(cond, timeout, interval=0.1, what=what)

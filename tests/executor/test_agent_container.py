@@ -18,6 +18,7 @@ from tests.executor.envtools import (
     STANDIN_TAG,
     ExecutorProc,
     Lan,
+    create_ok,
     owned_objects,
     settled,
     short_id,
@@ -52,12 +53,7 @@ async def test_agent_container_joins_and_leaves_internal_networks(
         assert f"the agent runs in container {agent.name}" in executor.output()
         lan = lans()
         name = f"oat-plc-{short_id()}"
-        ack = await bus.call("create_runtime", {"container_name": name,
-                                                "vnic_configs": [manual_vnic(lan, 28)],
-                                                "runtime_version": STANDIN_TAG})
-        assert ack["status"] == "creating"
-        body = await wait_status(bus, name, settled)
-        assert body["status"] == "success", body
+        body = await create_ok(bus, name, [manual_vnic(lan, 28)])
         assert f"{name}_internal" in networks_of(agent)
         wait(lambda: agent.exec_run(["python3", "-c", PROBE, body["internal_ip"]]).exit_code
              == 0, 20, "the agent container reaching the runtime's internal address")

@@ -99,6 +99,6 @@ async def test_killed_after_container_step_is_finished(
     containers, networks = owned_objects(docker_client, executor.instance)
     assert containers == [name]
     assert sorted(networks) == sorted([f"{name}_internal",
-                                       f"macvlan_{lan.parent}_{lan.subnet.replace('/', '_')}"])
+                                       lan.network_name()])
     assert journal(executor, name)["state"] == "success"
     bus.close()

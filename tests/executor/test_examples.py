@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
-from typing import Any
 
 import docker
 import pytest
@@ -23,6 +22,7 @@ from tests.executor.envtools import (
     ExecutorProc,
     FakeNetbridge,
     Lan,
+    create_ok,
     settled,
     short_id,
     wait,
@@ -42,20 +42,6 @@ def lan_mac_of(lan: Lan, ip: str) -> str | None:
     return None
 
 
-def macvlan_name(lan: Lan) -> str:
-    return f"macvlan_{lan.parent}_{lan.subnet.replace('/', '_')}"
-
-
-async def create_and_wait(bus: RpcClient, name: str, vnics: list[dict[str, Any]]
-                          ) -> dict[str, Any]:
-    ack = await bus.call("create_runtime", {"container_name": name, "vnic_configs": vnics,
-                                            "runtime_version": STANDIN_TAG})
-    assert ack["status"] == "creating", ack
-    body = await wait_status(bus, name, settled)
-    assert body["status"] == "success", body
-    return body
-
-
 def check_reachable(lan: Lan, ip: str, mac: str) -> None:
     wait(lambda: lan.reach_https(ip), 30, f"LAN host reaching https://{ip}:8443")
     assert lan_mac_of(lan, ip) == mac
@@ -67,10 +53,10 @@ async def test_dhcp_mode_detects_subnet_from_interface_cache(
     lan = lans()
     netbridge.items = [lan.iface()]
     name = f"oat-plc-{short_id()}"
-    body = await create_and_wait(bus, name, [
+    body = await create_ok(bus, name, [
         {"name": "vnic0", "parent_interface": lan.parent, "network_mode": "dhcp"}])
     assert netbridge.calls >= 1
-    net = body["networks"][macvlan_name(lan)]
+    net = body["networks"][lan.network_name()]
     assert net["gateway"] == lan.gateway
     mac = net["mac_address"]
     first = int(mac[:2], 16)
@@ -102,11 +88,11 @@ async def test_manual_ip_with_requested_mac(bus: RpcClient, lans: Callable[[], L
     lan = lans()
     name = f"oat-plc-{short_id()}"
     mac = "02:5e:00:12:34:56"
-    body = await create_and_wait(bus, name, [
+    body = await create_ok(bus, name, [
         {"name": "vnic0", "parent_interface": lan.parent, "network_mode": "static",
          "ip": lan.addr(30), "subnet": "255.255.255.192", "gateway": lan.gateway,
          "mac": mac, "dns": ["192.0.2.53"]}])
-    net = body["networks"][macvlan_name(lan)]
+    net = body["networks"][lan.network_name()]
     assert net == {"ip_address": lan.addr(30), "mac_address": mac, "gateway": lan.gateway}
     check_reachable(lan, lan.addr(30), mac)
 
@@ -117,7 +103,7 @@ async def test_multiple_vnics_on_two_lans(bus: RpcClient, executor: ExecutorProc
     lan_a, lan_b = lans(), lans()
     name = f"oat-plc-{short_id()}"
     macs = ["02:5e:00:00:0a:01", "02:5e:00:00:0b:01"]
-    body = await create_and_wait(bus, name, [
+    body = await create_ok(bus, name, [
         {"name": "plant", "parent_interface": lan_a.parent, "network_mode": "manual",
          "ip_address": lan_a.addr(40), "parent_subnet": lan_a.subnet,
          "parent_gateway": lan_a.gateway, "mac_address": macs[0]},
@@ -125,8 +111,8 @@ async def test_multiple_vnics_on_two_lans(bus: RpcClient, executor: ExecutorProc
          "ip_address": lan_b.addr(41), "subnet": lan_b.subnet, "gateway": lan_b.gateway,
          "mac_address": macs[1]},
     ])
-    assert body["networks"][macvlan_name(lan_a)]["mac_address"] == macs[0]
-    assert body["networks"][macvlan_name(lan_b)]["mac_address"] == macs[1]
+    assert body["networks"][lan_a.network_name()]["mac_address"] == macs[0]
+    assert body["networks"][lan_b.network_name()]["mac_address"] == macs[1]
     check_reachable(lan_a, lan_a.addr(40), macs[0])
     check_reachable(lan_b, lan_b.addr(41), macs[1])
     # A restart re-creates the interfaces; the requested MACs come back.
@@ -135,7 +121,7 @@ async def test_multiple_vnics_on_two_lans(bus: RpcClient, executor: ExecutorProc
     subprocess.run(["ip", "-n", lan_b.ns, "neigh", "flush", "all"], check=True, timeout=10)
     check_reachable(lan_b, lan_b.addr(41), macs[1])
     body = await bus.call("device_status", {"device_id": name})
-    assert body["networks"][macvlan_name(lan_b)]["mac_address"] == macs[1]
+    assert body["networks"][lan_b.network_name()]["mac_address"] == macs[1]
     # Restarted behind the executor's back (a user, the restart policy): the live view sees
     # the start event and sets the MAC again.
     docker_client.containers.get(name).restart(timeout=3)

@@ -60,7 +60,7 @@ async def test_full_lifecycle(bus: RpcClient, executor: ExecutorProc, lans: Call
     assert body["status"] == "success", body
     assert body["is_running"] is True and body["container_status"] == "running"
     assert body["restart_count"] == 0 and isinstance(body["uptime_seconds"], int)
-    net_name = f"macvlan_{lan.parent}_{lan.subnet.replace('/', '_')}"
+    net_name = lan.network_name()
     assert set(body["networks"]) == {net_name}
     assert body["networks"][net_name]["ip_address"] == lan.addr(20)
     assert body["networks"][net_name]["gateway"] == lan.gateway

@@ -15,6 +15,7 @@ from tests.dockerenv import TEST_LABELS
 from tests.executor.envtools import (
     ExecutorProc,
     Lan,
+    create_ok,
     settled,
     short_id,
     wait,
@@ -23,18 +24,6 @@ from tests.executor.envtools import (
 from tests.executor.test_lifecycle import create, manual_vnic
 
 pytestmark = [pytest.mark.docker]
-
-
-def macvlan_name(lan: Lan) -> str:
-    return f"macvlan_{lan.parent}_{lan.subnet.replace('/', '_')}"
-
-
-async def create_ok(bus: RpcClient, name: str, vnics: list[dict[str, object]]) -> dict:
-    ack = await create(bus, name, vnics)
-    assert ack["status"] == "creating", ack
-    body = await wait_status(bus, name, settled)
-    assert body["status"] == "success", body
-    return body
 
 
 async def delete_ok(bus: RpcClient, name: str) -> None:
@@ -55,17 +44,17 @@ async def test_two_runtimes_share_one_macvlan_network(
     first, second = f"oat-a-{short_id()}", f"oat-b-{short_id()}"
     await create_ok(bus, first, [manual_vnic(lan, 20)])
     await create_ok(bus, second, [manual_vnic(lan, 21)])
-    shared = docker_client.networks.get(macvlan_name(lan))
+    shared = docker_client.networks.get(lan.network_name())
     assert shared.attrs["Labels"]["orchestrator.instance"] == executor.instance
     # Stopped, the second still "uses" the network: deleting the first must keep it.
     assert (await bus.call("stop_device", {"device_id": second}))["success"] is True
     await delete_ok(bus, first)
     names = network_names(docker_client)
-    assert macvlan_name(lan) in names
+    assert lan.network_name() in names
     assert f"{first}_internal" not in names and f"{second}_internal" in names
     assert (await bus.call("start_device", {"device_id": second}))["success"] is True
     await delete_ok(bus, second)
-    assert macvlan_name(lan) not in network_names(docker_client)
+    assert lan.network_name() not in network_names(docker_client)
 
 
 async def test_pool_overlap_reuses_existing_macvlan_network(
@@ -83,7 +72,7 @@ async def test_pool_overlap_reuses_existing_macvlan_network(
         body = await create_ok(bus, name, [manual_vnic(lan, 22)])
         assert set(body["networks"]) == {foreign.name}
         assert body["networks"][foreign.name]["ip_address"] == lan.addr(22)
-        assert macvlan_name(lan) not in network_names(docker_client)
+        assert lan.network_name() not in network_names(docker_client)
         stored = (executor.state_dir / "runtime_vnics.json").read_text()
         assert foreign.name in stored
         await delete_ok(bus, name)
@@ -123,7 +112,7 @@ async def test_stale_network_object_is_replaced(
     ipam = docker.types.IPAMConfig(pool_configs=[
         docker.types.IPAMPool(subnet=lan.subnet, gateway=stale_gateway)])
     stale = docker_client.networks.create(
-        macvlan_name(lan), driver="macvlan", options={"parent": lan.parent}, ipam=ipam,
+        lan.network_name(), driver="macvlan", options={"parent": lan.parent}, ipam=ipam,
         labels={"orchestrator.managed": "true", "orchestrator.instance": executor.instance,
                 "orchestrator.kind": "macvlan"})
     # And a leftover internal network of ours for a device that has no container.
@@ -134,9 +123,9 @@ async def test_stale_network_object_is_replaced(
                 "orchestrator.kind": "internal", "orchestrator.device": ghost})
     name = f"oat-plc-{short_id()}"
     body = await create_ok(bus, name, [manual_vnic(lan, 23)])
-    net = body["networks"][macvlan_name(lan)]
+    net = body["networks"][lan.network_name()]
     assert net["gateway"] == lan.gateway
-    assert docker_client.networks.get(macvlan_name(lan)).id != stale.id
+    assert docker_client.networks.get(lan.network_name()).id != stale.id
     # The ghost's internal network goes at the next reconciliation (a restart).
     executor.stop()
     executor.start()

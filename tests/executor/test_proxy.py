@@ -14,11 +14,9 @@ import base64
 import contextlib
 import hashlib
 import http.client
-import io
 import time
 import urllib.parse
 import uuid
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +30,7 @@ import pytest
 from services.executor.proxy import PROXY_WORKERS, ProxyLimits, proxy
 from tests import dockerenv
 from tests.dockerenv import poll_until
+from tests.helpers import zip_program
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
@@ -191,13 +190,6 @@ async def _assert_never_arrived(env: Env, marker: str) -> None:
     assert f"?sentinel={sentinel}" in log
 
 
-def _program() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        archive.writestr("program.st", "PROGRAM main\nEND_PROGRAM\n")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def admin_token(env: Env) -> str:
     """The first user (admin) created through the proxy, and their token."""
@@ -256,7 +248,7 @@ async def test_plc_control_with_upload(env: Env, admin_token: str) -> None:
     assert missing["status_code"] == 401
     assert missing["body"] == {"msg": "Missing Authorization Header"}
 
-    program = _program()
+    program = zip_program({"program.st": "PROGRAM main\nEND_PROGRAM\n"})
     files = {
         "file": {
             "filename": "program.zip",

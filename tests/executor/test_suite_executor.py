@@ -14,9 +14,9 @@ from common import wire
 from common.bus import Endpoints, RpcClient
 from tests.executor.envtools import (
     STANDIN_REPO,
-    STANDIN_TAG,
     Lan,
     cleanup_instance,
+    create_ok,
     https_ok,
     owned_objects,
     settled,
@@ -26,8 +26,7 @@ from tests.executor.envtools import (
     wait_status,
 )
 from tests.executor.test_lifecycle import manual_vnic
-from tests.helpers import short_tmpdir
-from tests.suite import Suite
+from tests.suite import Suite, running_suite
 
 pytestmark = [pytest.mark.docker]
 
@@ -35,18 +34,13 @@ pytestmark = [pytest.mark.docker]
 @pytest.fixture
 def suite(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Suite]:
     instance = f"s{short_id()}"
-    with short_tmpdir() as base:
-        (base / "state").mkdir()
-        s = Suite(base, ORCH_INSTANCE_ID=instance, ORCH_RUNTIME_IMAGE=STANDIN_REPO,
-                  ORCH_SIDECAR_CONTAINER=f"oat-sidecar-{instance}", ORCH_STOP_GRACE="3",
-                  ORCH_BEAT_INTERVAL="0.5")
-        s.start()
-        try:
-            s.wait_running()
+    try:
+        with running_suite(ORCH_INSTANCE_ID=instance, ORCH_RUNTIME_IMAGE=STANDIN_REPO,
+                           ORCH_SIDECAR_CONTAINER=f"oat-sidecar-{instance}",
+                           ORCH_STOP_GRACE="3", ORCH_BEAT_INTERVAL="0.5") as s:
             yield s
-        finally:
-            s.stop()
-            cleanup_instance(docker_client, instance)
+    finally:
+        cleanup_instance(docker_client, instance)
 
 
 async def test_lifecycle_under_supervisord(suite: Suite, zctx: zmq.asyncio.Context,
@@ -59,12 +53,7 @@ async def test_lifecycle_under_supervisord(suite: Suite, zctx: zmq.asyncio.Conte
         await wait_ready(bus)
         lan = lans()
         name = f"oat-plc-{short_id()}"
-        ack = await bus.call("create_runtime", {"container_name": name,
-                                                "vnic_configs": [manual_vnic(lan, 27)],
-                                                "runtime_version": STANDIN_TAG})
-        assert ack["status"] == "creating"
-        body = await wait_status(bus, name, settled)
-        assert body["status"] == "success", body
+        await create_ok(bus, name, [manual_vnic(lan, 27)])
         wait(lambda: lan.reach_https(lan.addr(27)), 30, "the LAN reaching the runtime")
 
         out = suite.ctl("restart", "executor")

@@ -18,7 +18,7 @@ from tests.executor.envtools import (
     STANDIN_TAG,
     ExecutorProc,
     Lan,
-    settled,
+    create_ok,
     short_id,
     wait_ready,
     wait_status,
@@ -99,11 +99,7 @@ async def test_engine_lost_and_back_with_a_runtime(
     await wait_ready(bus)
     lan = lans()
     name = f"oat-plc-{short_id()}"
-    ack = await bus.call("create_runtime", {"container_name": name,
-                                            "vnic_configs": [manual_vnic(lan, 26)],
-                                            "runtime_version": STANDIN_TAG})
-    assert ack["status"] == "creating"
-    assert (await wait_status(bus, name, settled))["status"] == "success"
+    await create_ok(bus, name, [manual_vnic(lan, 26)])
 
     forwarder.cut()
     await assert_all_unavailable(bus, name)

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
 
@@ -55,14 +57,8 @@ def link_info(ns: str, name: str) -> dict[str, Any]:
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    """`wait_for`, polling every 20 ms (netlink changes land within milliseconds)."""
+    return wait_for(cond, timeout, interval=0.02, what=what)
 
 
 class LineClient:

@@ -18,11 +18,12 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+
+from tests.executor.envtools import https_ok_from
 
 BLOCKS = [f"198.51.100.{32 * i}/27" for i in range(8)] + \
     [f"203.0.113.{32 * i}/27" for i in range(8)]
@@ -135,15 +136,7 @@ class MovingLan:
 
     def reach_https(self, ip: str, timeout: float = 3.0) -> bool:
         """GET https://ip:8443/api/version from the LAN namespace."""
-        code = (
-            "import ssl,sys,http.client as h\n"
-            "c=ssl.create_default_context();c.check_hostname=False;c.verify_mode=ssl.CERT_NONE\n"
-            f"k=h.HTTPSConnection('{ip}',8443,timeout={timeout},context=c)\n"
-            "k.request('GET','/api/version');sys.exit(0 if k.getresponse().status==200 else 1)\n"
-        )
-        result = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
-                                capture_output=True, timeout=timeout + 10, check=False)
-        return result.returncode == 0
+        return https_ok_from(self.ns, ip, timeout)
 
     def neighbour_mac(self, ip: str) -> str | None:
         """The MAC the LAN has learnt for `ip` (after talking to it)."""

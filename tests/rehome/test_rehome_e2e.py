@@ -22,6 +22,8 @@ from common.bus import Endpoints, RpcClient
 from tests.executor.envtools import (
     STANDIN_REPO,
     cleanup_instance,
+    create_ok,
+    macvlan_name,
     short_id,
     wait,
     wait_ready,
@@ -30,12 +32,10 @@ from tests.helpers import agent_env, async_wait_for, short_tmpdir, start_module,
 from tests.rehome.lan import MovingLan
 from tests.rehome.tools import (
     Beats,
-    create_ok,
     dhcp,
     endpoints_of,
     lan_view,
     manual,
-    net_name,
     network_ids,
     on_network,
     program_dir,
@@ -126,7 +126,7 @@ async def test_parent_moves_runtimes_follow(
         fixed, auto = f"oat-fix-{short_id()}", f"oat-dyn-{short_id()}"
         await create_ok(executor, fixed, [manual(lan, old, 20)])
         await create_ok(executor, auto, [dhcp(lan)])
-        before = {n: lan_view(await on_network(executor, n, net_name(lan.parent, old)))
+        before = {n: lan_view(await on_network(executor, n, macvlan_name(lan.parent, old)))
                   for n in (fixed, auto)}
         starts = {n: started_at(docker_client, n) for n in (fixed, auto)}
         wait(lambda: lan.reach_https(before[fixed][1]), 30, "the LAN reaching the runtime")
@@ -135,7 +135,7 @@ async def test_parent_moves_runtimes_follow(
         # executor; both runtimes follow with their MACs, without a restart.
         lan.lan_side(new)
         lan.move_host(new)
-        after = {n: await on_network(executor, n, net_name(lan.parent, new), timeout=30)
+        after = {n: await on_network(executor, n, macvlan_name(lan.parent, new), timeout=30)
                  for n in (fixed, auto)}
         for n in (fixed, auto):
             network, ip, mac = lan_view(after[n])
@@ -143,7 +143,7 @@ async def test_parent_moves_runtimes_follow(
             assert started_at(docker_client, n) == starts[n], f"{n} was restarted"
             assert after[n]["restart_count"] == 0 and after[n]["is_running"] is True
             event = after[n]["last_rehome"]
-            assert event["from_network"] == net_name(lan.parent, old)
+            assert event["from_network"] == macvlan_name(lan.parent, old)
             assert event["to_network"] == network and event["to_subnet"] == new
             assert event["ip_address"] == ip and event["mac_address"] == mac
             (stored,) = stored_vnics(agent.base / "state", n)
@@ -158,7 +158,7 @@ async def test_parent_moves_runtimes_follow(
             _, ip, mac = lan_view(after[n])
             wait(lambda ip=ip: lan.reach_https(ip), 30, f"the LAN reaching {n} at {ip}")
             assert lan.neighbour_mac(ip) == mac
-        assert net_name(lan.parent, old) not in network_ids(docker_client)
+        assert macvlan_name(lan.parent, old) not in network_ids(docker_client)
         row = await async_wait_for(lambda: host_row(netbridge, lan), 10, interval=0.2,
                                    what="the new subnet in get_host_interfaces")
         assert row["ip_address"] == lan.host_address()

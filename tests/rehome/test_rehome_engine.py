@@ -13,17 +13,23 @@ import docker
 import pytest
 import zmq.asyncio
 
-from tests.executor.envtools import ExecutorProc, short_id, wait, wait_ready, wait_status
+from tests.executor.envtools import (
+    ExecutorProc,
+    create_ok,
+    macvlan_name,
+    short_id,
+    wait,
+    wait_ready,
+    wait_status,
+)
 from tests.rehome.fakebridge import FakeBridge
 from tests.rehome.lan import MovingLan, host
 from tests.rehome.tools import (
     Beats,
-    create_ok,
     dhcp,
     endpoints_of,
     lan_view,
     manual,
-    net_name,
     network_ids,
     on_network,
     started_at,
@@ -66,7 +72,7 @@ async def test_inactive_replug_detach_and_back(
         fixed, auto = f"oat-fix-{short_id()}", f"oat-dyn-{short_id()}"
         await create_ok(bus, fixed, [manual(lan, old, 20)])
         await create_ok(bus, auto, [dhcp(lan)])
-        before = {n: lan_view(await on_network(bus, n, net_name(lan.parent, old)))
+        before = {n: lan_view(await on_network(bus, n, macvlan_name(lan.parent, old)))
                   for n in (fixed, auto)}
         starts = {n: started_at(docker_client, n) for n in (fixed, auto)}
         endpoints = {n: endpoints_of(docker_client, n) for n in (fixed, auto)}
@@ -87,18 +93,18 @@ async def test_inactive_replug_detach_and_back(
         # The parent moves: the automatic vNIC follows with its MAC; the static IP does
         # not fit and the policy is `detach`.
         bridge.change(lan.iface(new))
-        body = await on_network(bus, auto, net_name(lan.parent, new))
+        body = await on_network(bus, auto, macvlan_name(lan.parent, new))
         network, ip, mac = lan_view(body)
         assert mac == before[auto][2] and ip.startswith(new.rsplit(".", 1)[0])
         assert body["last_rehome"]["outcome"] == "rehomed"
-        assert body["last_rehome"]["from_network"] == net_name(lan.parent, old)
+        assert body["last_rehome"]["from_network"] == macvlan_name(lan.parent, old)
         body = await on_network(bus, fixed, None)
         event = body["last_rehome"]
         assert event["outcome"] == "detached" and "not a host address" in event["note"]
         assert event["static_ip"] == host(old, 20)
         wait(lambda: lan.reach_https(ip), 30, "the LAN reaching the moved runtime")
         assert lan.neighbour_mac(ip) == before[auto][2]
-        assert net_name(lan.parent, old) not in network_ids(docker_client)
+        assert macvlan_name(lan.parent, old) not in network_ids(docker_client)
         (stored,) = stored_vnics(executor.state_dir, fixed)
         assert stored["network"] is None and "left disconnected" in stored["detached"]
         assert stored["ip_address"] == host(old, 20)
@@ -107,15 +113,15 @@ async def test_inactive_replug_detach_and_back(
 
         # And back: the static IP fits again and is restored.
         bridge.change(lan.iface(old))
-        body = await on_network(bus, fixed, net_name(lan.parent, old))
+        body = await on_network(bus, fixed, macvlan_name(lan.parent, old))
         assert lan_view(body) == before[fixed]
         assert body["last_rehome"]["outcome"] == "reattached"
         assert [e["outcome"] for e in body["network_events"]] == ["detached", "reattached"]
-        body = await on_network(bus, auto, net_name(lan.parent, old))
+        body = await on_network(bus, auto, macvlan_name(lan.parent, old))
         assert lan_view(body)[2] == before[auto][2]
         wait(lambda: lan.reach_https(host(old, 20)), 30, "the LAN reaching the static IP")
         assert lan.neighbour_mac(host(old, 20)) == before[fixed][2]
-        assert net_name(lan.parent, new) not in network_ids(docker_client)
+        assert macvlan_name(lan.parent, new) not in network_ids(docker_client)
         for n in (fixed, auto):
             assert started_at(docker_client, n) == starts[n], "never restarted"
             assert (await bus.call("device_status", {"device_id": n}))["restart_count"] == 0
@@ -141,11 +147,11 @@ async def test_killed_in_the_middle_of_a_move(
         await wait_ready(bus)
         name = f"oat-plc-{short_id()}"
         await create_ok(bus, name, [dhcp(lan)])
-        _, _, mac = lan_view(await on_network(bus, name, net_name(lan.parent, old)))
+        _, _, mac = lan_view(await on_network(bus, name, macvlan_name(lan.parent, old)))
         start = started_at(docker_client, name)
 
         bridge.change(lan.iface(new))
-        wait(lambda: net_name(lan.parent, old) not in network_ids(docker_client), 20,
+        wait(lambda: macvlan_name(lan.parent, old) not in network_ids(docker_client), 20,
              "the old network removed")
         wait(lambda: journal(executor, name).get("operation") == "rehome", 10,
              "the move journalled")
@@ -158,7 +164,7 @@ async def test_killed_in_the_middle_of_a_move(
 
         executor.start(ORCH_TEST_PAUSE_AFTER_STEP="")
         await wait_ready(bus)
-        body = await on_network(bus, name, net_name(lan.parent, new))
+        body = await on_network(bus, name, macvlan_name(lan.parent, new))
         network, ip, got_mac = lan_view(body)
         assert got_mac == mac and body["last_rehome"]["outcome"] == "rehomed"
         wait(lambda: journal(executor, name).get("state") == "success", 10, "journal done")
@@ -187,13 +193,13 @@ async def test_reconciled_at_start(
         await wait_ready(bus)
         name = f"oat-plc-{short_id()}"
         await create_ok(bus, name, [manual(lan, old, 20)])
-        _, _, mac = lan_view(await on_network(bus, name, net_name(lan.parent, old)))
+        _, _, mac = lan_view(await on_network(bus, name, macvlan_name(lan.parent, old)))
         # The executor is away while the host moves; it finds out from the snapshot.
         executor.stop()
         bridge.table[lan.parent] = lan.iface(new)
         executor.start()
         await wait_ready(bus)
-        body = await on_network(bus, name, net_name(lan.parent, new))
+        body = await on_network(bus, name, macvlan_name(lan.parent, new))
         _, ip, got_mac = lan_view(body)
         assert got_mac == mac and ip != host(old, 20)
         event = body["last_rehome"]
@@ -208,6 +214,6 @@ async def test_reconciled_at_start(
         wait(lambda: lan.reach_https(ip), 30, "the LAN reaching the restarted runtime")
         assert lan.neighbour_mac(ip) == mac
         body = await bus.call("device_status", {"device_id": name})
-        assert lan_view(body) == (net_name(lan.parent, new), ip, mac)
+        assert lan_view(body) == (macvlan_name(lan.parent, new), ip, mac)
     finally:
         bus.close()

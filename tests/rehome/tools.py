@@ -13,12 +13,8 @@ import zmq.asyncio
 
 from common.bus import Endpoints, RpcClient, Subscriber
 from common.messages import Alive, parse
-from tests.executor.envtools import STANDIN_TAG, settled, wait_status
+from tests.executor.envtools import wait_status
 from tests.rehome.lan import MovingLan, host
-
-
-def net_name(parent: str, subnet: str) -> str:
-    return f"macvlan_{parent}_{subnet.replace('/', '_')}"
 
 
 def manual(lan: MovingLan, subnet: str, n: int) -> dict[str, Any]:
@@ -28,16 +24,6 @@ def manual(lan: MovingLan, subnet: str, n: int) -> dict[str, Any]:
 
 def dhcp(lan: MovingLan) -> dict[str, Any]:
     return {"name": "eth0", "parent_interface": lan.parent, "network_mode": "dhcp"}
-
-
-async def create_ok(bus: RpcClient, name: str, vnics: list[dict[str, Any]],
-                    timeout: float = 60) -> dict[str, Any]:
-    ack = await bus.call("create_runtime", {"container_name": name, "vnic_configs": vnics,
-                                            "runtime_version": STANDIN_TAG})
-    assert ack["status"] == "creating", ack
-    body = await wait_status(bus, name, settled, timeout)
-    assert body["status"] == "success", body
-    return body
 
 
 async def on_network(bus: RpcClient, name: str, network: str | None,

@@ -6,14 +6,12 @@ and a fresh data directory.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import socket
 import ssl
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from tests.dockerenv import poll_until
+from tests.helpers import zip_program
 from tests.standin import jwt_hs256, multipart
 from tests.standin.server import Config, StandinServer, ensure_certificate
 
@@ -60,14 +59,6 @@ class Api:
 
 def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _program(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -208,7 +199,7 @@ def test_plc_state_machine(api: Api) -> None:
     assert api.get("status", token).json() == {"status": "STATUS:EMPTY", "switchPosition": "stop"}
     assert api.get("ping", token).json() == {"status": "PING:OK"}
     assert api.get("stop-plc", token).json() == {"status": "STOP:ERROR"}
-    upload = api.post("upload-file", token, files={"file": ("p.zip", _program({"a.st": b"x"}))})
+    upload = api.post("upload-file", token, files={"file": ("p.zip", zip_program({"a.st": b"x"}))})
     assert upload.status_code == 200
     assert upload.json() == {"UploadFileFail": "", "CompilationStatus": "COMPILING"}
     done = poll_until(
@@ -230,11 +221,11 @@ def test_plc_state_machine(api: Api) -> None:
 def test_busy_while_compiling(make_api: Callable[..., Api]) -> None:
     api = make_api(compile_seconds=3.0)
     token = api.admin_token()
-    upload = api.post("upload-file", token, files={"file": ("p.zip", _program({"a.st": b"x"}))})
+    upload = api.post("upload-file", token, files={"file": ("p.zip", zip_program({"a.st": b"x"}))})
     assert upload.json()["CompilationStatus"] == "COMPILING"
     assert api.get("start-plc", token).json() == {"status": "COMMAND:BUSY"}
     assert api.get("status", token).json()["status"] == "STATUS:TRANSITIONING"
-    again = api.post("upload-file", token, files={"file": ("p.zip", _program({"a.st": b"x"}))})
+    again = api.post("upload-file", token, files={"file": ("p.zip", zip_program({"a.st": b"x"}))})
     assert again.status_code == 200
     assert again.json()["UploadFileFail"]
 
@@ -247,7 +238,7 @@ def test_upload_failures_answer_200(api: Api) -> None:
     not_zip = api.post("upload-file", token, files={"file": ("p.zip", b"plain text")})
     assert not_zip.status_code == 200
     assert not_zip.json()["CompilationStatus"] == "FAILED"
-    failing = api.post("upload-file", token, files={"file": ("p.zip", _program({"FAIL": b""}))})
+    failing = api.post("upload-file", token, files={"file": ("p.zip", zip_program({"FAIL": b""}))})
     assert failing.json() == {"UploadFileFail": "", "CompilationStatus": "COMPILING"}
     status = poll_until(
         lambda: (s := api.get("compilation-status", token).json())["status"] == "FAILED" and s,
@@ -260,7 +251,7 @@ def test_upload_failures_answer_200(api: Api) -> None:
 
 def test_upload_requires_token(api: Api) -> None:
     api.admin_token()
-    reply = api.post("upload-file", files={"file": ("p.zip", _program({"a.st": b"x"}))})
+    reply = api.post("upload-file", files={"file": ("p.zip", zip_program({"a.st": b"x"}))})
     assert reply.status_code == 401
 
 
@@ -292,13 +283,13 @@ def test_control_routes_are_get_only(api: Api) -> None:
     assert api.get("login").status_code == 405
 
 
-def test_restart_keeps_users_and_starts_installed_program(
+def test_restart_keeps_users_and_starts_installedzip_program(
     make_api: Callable[..., Api], tmp_path: Path
 ) -> None:
     data = tmp_path / "persist"
     first = make_api(data)
     token = first.admin_token()
-    first.post("upload-file", token, files={"file": ("p.zip", _program({"a.st": b"x"}))})
+    first.post("upload-file", token, files={"file": ("p.zip", zip_program({"a.st": b"x"}))})
     assert first.server.runtime.plc.wait_compiled(10)
     first.server.stop()
     second = make_api(data)
