@@ -42,7 +42,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.executor import labels
-from services.executor.docker_api import DockerApi
+from services.metrics.access import EngineAccess
 from services.metrics.devices import DeviceCollector
 from services.metrics.streams import StreamSource
 from tests import dockerenv
@@ -104,7 +104,7 @@ def stats(values: list[float]) -> dict[str, float]:
 def measure_cycles(instance: str, mode: str, running: int, cycles: int) -> dict[str, Any]:
     """Drive the collector as the service does, every `SPACING` seconds (more than the
     streams' one-second rhythm, so every cycle finds a new reading), and time each cycle."""
-    api = DockerApi(DOCKER_HOST, 15.0, 1)
+    api = EngineAccess(DOCKER_HOST, 15.0, 1)
     collector = DeviceCollector(api, lambda: instance, mode, CGROUP_ROOT, SPACING,
                                 StreamSource(DOCKER_HOST))
     try:

@@ -9,7 +9,8 @@ Never: changes anything on the host or in the engine (list, inspect and stats on
 to the cloud, or looks at containers that are not this agent's runtimes.
 
 Modules: `service` (loops and request methods), `host` (psutil), `devices` (one device
-collection cycle), `containers` (engine calls, limits), `cgroups` and `streams` (the two
-sources of container figures), `readings` (counters → samples), `history` (SQLite),
+collection cycle), `containers` (engine calls, limits), `engine` (a small read-only Engine
+API client) and `access` (its thread pool and availability), `cgroups` and `streams` (the
+two sources of container figures), `readings` (counters → samples), `history` (SQLite),
 `periods` (the period syntax).  Decisions and figures: `docs/metrics.md`.
 """

@@ -2,8 +2,8 @@
 
 Only managed runtimes count: containers carrying the executor's labels with this agent's
 instance id and kind `runtime` (`services/executor/labels.py`).  A user's own containers,
-the agent itself and the sidecar are never sampled.  The functions take the low-level
-API client as first argument, the shape `DockerApi.call` runs in its pool.
+the agent itself and the sidecar are never sampled.  The functions take the engine client
+(`engine.Engine`) as first argument, the shape `EngineAccess.call` runs in its pool.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import docker.errors
-
 from services.executor import labels
+from services.metrics.engine import Engine, NotFound
 
 MIB = 1024 * 1024
 
@@ -38,9 +37,9 @@ class Facts:
     nano_cpus: int  # 0: unlimited
 
 
-def list_runtimes(api: Any, instance: str) -> list[Listed]:
+def list_runtimes(api: Engine, instance: str) -> list[Listed]:
     """Every managed runtime container of `instance`, running or not."""
-    rows = api.containers(all=True, filters=labels.filters(instance, labels.KIND_RUNTIME))
+    rows = api.list_containers(all=True, filters=labels.filters(instance, labels.KIND_RUNTIME))
     out = []
     for row in rows:
         row_labels = row.get("Labels") or {}
@@ -53,12 +52,12 @@ def list_runtimes(api: Any, instance: str) -> list[Listed]:
     return out
 
 
-def inspect_runtime(api: Any, name_or_id: str, instance: str) -> Facts | None:
+def inspect_runtime(api: Engine, name_or_id: str, instance: str) -> Facts | None:
     """The facts of a managed runtime, or None when there is no such container or it is
     not one of ours."""
     try:
         attrs = api.inspect_container(name_or_id)
-    except docker.errors.NotFound:
+    except NotFound:
         return None
     return parse_inspect(attrs, instance)
 

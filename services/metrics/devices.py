@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.executor.docker_api import DockerApi
 from services.executor.errors import DockerUnavailable
 from services.metrics import containers
+from services.metrics.access import EngineAccess
 from services.metrics.cgroups import CgroupFiles, CgroupGone, locate
 from services.metrics.readings import MB, Reading, cpu_percent
 from services.metrics.streams import StreamSource
@@ -56,7 +56,7 @@ class Collected:
 
 
 class DeviceCollector:
-    def __init__(self, docker: DockerApi, instance: Callable[[], str | None], mode: str,
+    def __init__(self, docker: EngineAccess, instance: Callable[[], str | None], mode: str,
                  cgroup_root: Path, interval: float, streams: StreamSource) -> None:
         if mode not in MODES:
             raise ValueError(f"container stats mode must be one of {', '.join(MODES)}")

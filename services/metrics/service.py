@@ -3,7 +3,7 @@
 Concurrency: asyncio for the bus.  psutil and SQLite run in one dedicated worker thread,
 so a slow disk never stalls the loop and SQLite is only ever touched from one thread.
 Engine calls (listing, inspect, cgroup reads) run in a separate pool of two threads
-(`DockerApi`), so a query is never queued behind a collection cycle; stats streams, when
+(`EngineAccess`), so a query is never queued behind a collection cycle; stats streams, when
 used, have a daemon thread each (`streams.py`).  The host sample and the device cycle are
 two independent loops: a slow or absent engine never delays the heartbeat sample.
 
@@ -35,9 +35,9 @@ from common.bus import RemoteError
 from common.messages import HostMetrics
 from common.service import Runtime
 from services.executor import labels
-from services.executor.docker_api import DockerApi
 from services.executor.errors import DockerUnavailable
 from services.metrics import containers
+from services.metrics.access import EngineAccess
 from services.metrics.devices import Collected, DeviceCollector
 from services.metrics.history import History
 from services.metrics.host import HostSampler, static_facts
@@ -67,7 +67,7 @@ class MetricsService:
         self.sampler = HostSampler()
         self.latest: HostMetrics | None = None
         self._facts: dict[str, Any] | None = None
-        self.docker = DockerApi(cfg.docker_host, cfg.docker_timeout, DOCKER_WORKERS)
+        self.docker = EngineAccess(cfg.docker_host, cfg.docker_timeout, DOCKER_WORKERS)
         self.collector = DeviceCollector(
             self.docker, lambda: labels.read_instance(cfg.instance_id, cfg.state_dir),
             cfg.container_stats, cfg.cgroup_root, self.interval, StreamSource(cfg.docker_host))

@@ -6,25 +6,23 @@ runtimes cannot be asked in one 5 s cycle.  Instead each running runtime gets on
 streaming request, read in its own daemon thread: the engine pushes a stats object about
 once a second, the thread keeps the latest `Reading`, and the collection cycle only looks
 at it.  Measured cost (Docker 20.10): about 0.8 ms of our CPU per container and second,
-most of it the client's JSON decoding.
+most of it JSON decoding.  Each stream has its own connection (`engine.StatsReader`);
+stopping one shuts its socket down, which wakes its thread at once.
 
 A stream ends when its container stops or the engine goes away; the thread then waits a
 little and opens it again until it is stopped.  The read timeout bounds how long a thread
-can hang on a silent engine.  Threads hold no lock; a reading is published by a single
+can hang on a silent engine.  Reading threads hold no lock; a reading is published by a single
 attribute assignment.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-import docker.errors
-
+from services.metrics.engine import Engine, NotFound, StatsReader
 from services.metrics.readings import Reading, from_stats
 
 log = logging.getLogger(__name__)
@@ -35,11 +33,12 @@ MAX_STREAMS = 256
 
 
 class StatsStream:
-    def __init__(self, client: Callable[[], Any], cid: str) -> None:
+    def __init__(self, client: Callable[[], Engine], cid: str) -> None:
         self.cid = cid
         self.latest: Reading | None = None
         self.failures = 0
         self._client = client
+        self._reader: StatsReader | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"stats-{cid[:12]}",
                                          daemon=True)
@@ -49,6 +48,9 @@ class StatsStream:
 
     def stop(self) -> None:
         self._stop.set()
+        reader = self._reader
+        if reader is not None:
+            reader.interrupt()  # wakes the thread now rather than on the next object
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -56,18 +58,26 @@ class StatsStream:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                for body in self._client().stats(self.cid, stream=True, decode=True):
+                self._reader = self._client().stats(self.cid, timeout=READ_TIMEOUT)
+                if self._stop.is_set():
+                    return
+                for body in self._reader:
                     if self._stop.is_set():
                         return
-                    if isinstance(body, dict):
-                        reading = from_stats(body, time.monotonic())
-                        if reading is not None:
-                            self.latest = reading
-            except docker.errors.NotFound:
+                    reading = from_stats(body, time.monotonic())
+                    if reading is not None:
+                        self.latest = reading
+            except NotFound:
                 return  # removed: the collector drops this stream on its next listing
             except Exception as exc:  # transport errors, timeouts: reopen after a pause
+                if self._stop.is_set():
+                    return
                 self.failures += 1
                 log.debug("stats stream of %s failed: %s", self.cid[:12], exc)
+            finally:
+                reader, self._reader = self._reader, None
+                if reader is not None:
+                    reader.close()
             self._stop.wait(RETRY_DELAY)
 
 
@@ -78,24 +88,25 @@ class StreamSource:
         self.base_url = base_url
         self.max_streams = max_streams
         self.streams: dict[str, StatsStream] = {}
-        self._api: Any = None
+        self._api: Engine | None = None
         self._api_version = ""
         self._lock = threading.Lock()
         self._warned = False
 
     def set_version(self, api_version: str) -> None:
-        self._api_version = api_version
+        with self._lock:
+            if api_version != self._api_version:
+                self._api_version = api_version
+                self._api = None  # the next stream opens with the new version
 
-    def _shared_client(self) -> Any:
+    def _shared_client(self) -> Engine:
         with self._lock:
             if self._api is None:
-                # Its own client: a connection pool as large as the number of streams (the
-                # default of ten would discard connections), and a read timeout that
-                # notices a silent stream.
-                self._api = docker.APIClient(base_url=self.base_url,
-                                             version=self._api_version or "auto",
-                                             timeout=READ_TIMEOUT,
-                                             max_pool_size=self.max_streams)
+                # Its own client with a read timeout that notices a silent stream; every
+                # stream has its own connection, so nothing is shared between threads.
+                api = Engine(self.base_url, READ_TIMEOUT)
+                api.api_version = self._api_version
+                self._api = api
             return self._api
 
     def ensure(self, cid: str) -> bool:
@@ -135,12 +146,9 @@ class StreamSource:
         for stream in streams:
             stream.stop()
         with self._lock:
-            api, self._api = self._api, None
-        if api is not None:
-            with contextlib.suppress(Exception):
-                api.close()
+            self._api = None
         deadline = time.monotonic() + timeout
         for stream in streams:
-            # A stream wakes up on its next stats object (about a second); daemon threads
-            # never hold up the exit beyond this bound.
+            # A stopped stream's socket is shut down, so it wakes at once; daemon threads
+            # never hold up the exit beyond this bound anyway.
             stream.join(max(0.0, deadline - time.monotonic()))
