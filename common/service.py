@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import logging
 import os
 import signal
@@ -115,6 +117,7 @@ async def serve(name: str, config: Config, factory: ServiceFactory) -> int:
             log.exception("%s could not start", name)
             return EXIT_STARTUP
         _install_signals(stop)
+        _release_startup_memory()
         log.info("%s %s started (pid %d), bus in %s", name, __version__, os.getpid(),
                  config.run_dir)
         return await _run(runtime, service)
@@ -175,6 +178,22 @@ def _ping(runtime: Runtime) -> Callable[[dict[str, Any]], Awaitable[Any]]:
         return {"name": runtime.name, "pid": os.getpid(), "version": __version__,
                 "uptime": round(time.monotonic() - runtime.started, 3)}
     return ping
+
+
+def _release_startup_memory() -> None:
+    """Hand the heap pages freed after imports and set-up back to the system.
+
+    Start-up leaves free but still mapped chunks in malloc's arenas; on a small device
+    the idle footprint of four long-lived processes is worth one `malloc_trim`.  Only
+    glibc has it; elsewhere this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    gc.collect()
+    trim(0)
 
 
 def _install_signals(stop: asyncio.Event) -> None:
