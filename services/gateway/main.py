@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-# python-socketio loads `requests` for its synchronous client, which the gateway never
-# uses (it runs the asyncio client over aiohttp).  Marking it absent before the import
-# keeps it out of the process — about 6 MB of idle memory on a small device; engineio
-# treats it as not installed.
-sys.modules.setdefault("requests", None)  # type: ignore[arg-type]
+from common.lean import keep_out
+
+# python-socketio's synchronous client (and its `requests`) is never used here: the
+# gateway runs the asyncio client over aiohttp.  About 6 MB of idle memory.
+keep_out("requests")
 
 from common.service import run_service  # noqa: E402
 from services.gateway.service import GatewayService  # noqa: E402
