@@ -14,12 +14,9 @@ engine (API 1.41) and a current one; `supports()` lets callers choose a feature 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import docker
@@ -27,6 +24,7 @@ import docker.errors
 import requests
 import urllib3.exceptions
 
+from services.executor.enginepool import EnginePool
 from services.executor.errors import DockerUnavailable
 
 log = logging.getLogger(__name__)
@@ -51,16 +49,9 @@ def version_tuple(text: str) -> tuple[int, ...]:
         return (0,)
 
 
-class DockerApi:
+class DockerApi(EnginePool[Any]):
     def __init__(self, base_url: str, timeout: float, workers: int) -> None:
-        self.base_url = base_url
-        self.timeout = timeout
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker")
-        self._api: Any = None
-        self._lock = threading.Lock()
-        self.available = False
-        self.last_error = "not connected yet"
-        self.api_version = "0"
+        super().__init__(base_url, timeout, workers)
         # Set whenever the engine is found unavailable, so the watcher reconnects at once.
         self.lost = threading.Event()
 
@@ -77,86 +68,31 @@ class DockerApi:
                 self.mark_unavailable(_describe(exc))
                 raise DockerUnavailable(self.last_error) from None
             raise
-        with self._lock:
-            old, self._api = self._api, api
-            self.api_version = api.api_version
-            self.available = True
-            self.last_error = ""
-            self.lost.clear()
-        if old is not None:
-            with contextlib.suppress(Exception):
-                old.close()
-        log.info("connected to the Docker engine at %s (API %s)", self.base_url,
-                 self.api_version)
+        self.lost.clear()
+        self._install(api, api.api_version)
 
     def mark_unavailable(self, detail: str) -> None:
-        with self._lock:
-            was = self.available
-            self.available = False
-            self.last_error = detail
+        super().mark_unavailable(detail)
         self.lost.set()
-        if was:
-            log.warning("Docker engine unavailable: %s", detail)
+
+    def is_transport(self, exc: BaseException) -> bool:
+        return is_transport_error(exc)
+
+    def describe(self, exc: BaseException) -> str:
+        return _describe(exc)
+
+    def close_client(self, client: Any) -> None:
+        with contextlib.suppress(Exception):
+            client.close()
 
     def supports(self, version: str) -> bool:
         return version_tuple(self.api_version) >= version_tuple(version)
-
-    def client(self) -> Any:
-        """The current client, or DockerUnavailable."""
-        with self._lock:
-            api = self._api
-            if not self.available or api is None:
-                raise DockerUnavailable(self.last_error or "not connected")
-            return api
 
     def new_client(self, timeout: float) -> Any:
         """A separate client (own connection pool and timeout) for long calls: pulls."""
         self.client()  # fail fast when the engine is known to be gone
         return docker.APIClient(base_url=self.base_url, version=self.api_version,
                                 timeout=int(max(1, timeout)))
-
-    # --- calls ------------------------------------------------------------------------------
-
-    def call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(api, *args)` in the calling thread, mapping transport failures."""
-        api = self.client()
-        try:
-            return fn(api, *args, **kwargs)
-        except DockerUnavailable:
-            raise
-        except Exception as exc:
-            if is_transport_error(exc):
-                self.mark_unavailable(_describe(exc))
-                raise DockerUnavailable(self.last_error) from None
-            raise
-
-    async def call(self, fn: Callable[..., T], *args: Any, budget: float | None = None,
-                   **kwargs: Any) -> T:
-        """Run `fn(api, *args)` in the pool; `budget` bounds the wait (the thread may
-        outlive it, bounded by the client timeout)."""
-        self.client()
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, lambda: self.call_sync(fn, *args, **kwargs))
-        if budget is None:
-            return await future
-        try:
-            return await asyncio.wait_for(future, budget)
-        except TimeoutError:
-            self.mark_unavailable(f"no answer within {budget:g} s")
-            raise DockerUnavailable(f"the engine did not answer within {budget:g} s") from None
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run any blocking function (no engine client) in the pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            api, self._api = self._api, None
-            self.available = False
-        if api is not None:
-            with contextlib.suppress(Exception):
-                api.close()
 
 
 def _describe(exc: BaseException) -> str:
