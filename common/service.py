@@ -201,16 +201,3 @@ def _install_signals(stop: asyncio.Event) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-
-class BusPresence:
-    """A service whose only work is being on the bus: its sockets bound, `ping` answered,
-    its liveness beat published.  Processes start from this before their own work lands."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-
-    async def run(self) -> None:
-        await self.rt.stop.wait()
-
-    def close(self) -> None:
-        pass
