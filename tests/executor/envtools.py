@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import json
 import os
 import signal
 import ssl
@@ -37,6 +38,16 @@ STANDIN_TAG = "test"
 LAN_BLOCKS = [f"198.51.100.{64 * i}/26" for i in range(4)] + \
     [f"203.0.113.{64 * i}/26" for i in range(2)]
 _counter = itertools.count()
+
+
+def journal(executor: ExecutorProc, device: str) -> dict[str, Any]:
+    """The device's operations journal entry, {} when there is none.  Entries are written
+    atomically, so a file that does not parse is a failure, not a moment to wait out."""
+    path = executor.state_dir / "operations" / f"{device}.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}
 
 
 def short_id() -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 import docker
 import pytest
@@ -15,6 +14,7 @@ from tests.executor.envtools import (
     ExecutorProc,
     Lan,
     https_ok,
+    journal,
     owned_objects,
     settled,
     short_id,
@@ -25,14 +25,6 @@ from tests.executor.envtools import (
 from tests.executor.test_lifecycle import create, manual_vnic
 
 pytestmark = [pytest.mark.docker]
-
-
-def journal(executor: ExecutorProc, device: str) -> dict[str, Any]:
-    path = executor.state_dir / "operations" / f"{device}.json"
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return {}
 
 
 async def crash_after(step: str, make_executor: Callable[..., ExecutorProc],

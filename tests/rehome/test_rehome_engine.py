@@ -4,10 +4,8 @@ middle of a move, and the reconciliation at start."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable
-from typing import Any
 
 import docker
 import pytest
@@ -16,6 +14,7 @@ import zmq.asyncio
 from tests.executor.envtools import (
     ExecutorProc,
     create_ok,
+    journal,
     macvlan_name,
     short_id,
     wait,
@@ -37,14 +36,6 @@ from tests.rehome.tools import (
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(180)]
-
-
-def journal(executor: ExecutorProc, device: str) -> dict[str, Any]:
-    path = executor.state_dir / "operations" / f"{device}.json"
-    try:
-        return dict(json.loads(path.read_text()))
-    except (FileNotFoundError, ValueError):
-        return {}
 
 
 def lan_on(lan: MovingLan, *subnets: str) -> None:
