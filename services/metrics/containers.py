@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.executor import labels
+from common import labels
 from services.metrics.engine import Engine, NotFound
 
 MIB = 1024 * 1024

@@ -23,10 +23,9 @@ import docker.errors
 import pytest
 import zmq.asyncio
 
-from common import wire
+from common import labels, wire
 from common.bus import Endpoints, RpcClient, RpcError, Subscriber
 from common.messages import Alive
-from services.executor import labels
 from services.metrics.cgroups import locate
 from services.metrics.service import HISTORY_FILE
 from tests import dockerenv
