@@ -31,24 +31,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from common import labels
 from common.atomicfile import atomic_write
 from common.bus import RemoteError
 from common.service import Runtime
-from services.executor import create, labels, lifecycle, selfdestruct, selfinfo, status
 from services.executor.context import Context
-from services.executor.docker_api import DockerApi
+from services.executor.engine import selfinfo
+from services.executor.engine.docker_api import DockerApi
+from services.executor.engine.events import Watcher
+from services.executor.engine.liveview import ContainerView, LiveView
 from services.executor.errors import DockerUnavailable, ExecutorError
-from services.executor.events import Watcher
-from services.executor.hostnets import HostNetworks
-from services.executor.journal import Journal
-from services.executor.liveview import ContainerView, LiveView
-from services.executor.netevents import NetEvents
-from services.executor.netinfo import InterfaceCache
-from services.executor.netwatch import NetWatch
-from services.executor.networks import Networks
-from services.executor.reconcile import reconcile
-from services.executor.registry import OperationRegistry
-from services.executor.vnic_store import VnicStore
+from services.executor.net.hostnets import HostNetworks
+from services.executor.net.netevents import NetEvents
+from services.executor.net.netinfo import InterfaceCache
+from services.executor.net.networks import Networks
+from services.executor.rehome.watch import NetWatch
+from services.executor.runtime import create, lifecycle, selfdestruct, status
+from services.executor.runtime.journal import Journal
+from services.executor.runtime.reconcile import reconcile
+from services.executor.runtime.registry import OperationRegistry
+from services.executor.runtime.vnic_store import VnicStore
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +284,7 @@ class ExecutorService:
             return {"status": "error", "device_id": device,
                     "error": f"Device {device} is not running"}
         try:
-            module = importlib.import_module("services.executor.proxy")
+            module = importlib.import_module("services.executor.proxy.forward")
         except ImportError as exc:
             log.error("run_command unavailable: %s", exc)
             return {"status": "error", "device_id": device,

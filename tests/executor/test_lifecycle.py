@@ -80,7 +80,7 @@ async def test_full_lifecycle(bus: RpcClient, executor: ExecutorProc, lans: Call
     command = {"device_id": name, "method": "GET", "api": "/api/version", "port": 8443,
                "headers": {}, "params": {}, "data": None, "files": {}}
     result = await bus.call("run_command", command)
-    if importlib.util.find_spec("services.executor.proxy") is None:
+    if importlib.util.find_spec("services.executor.proxy.forward") is None:
         assert result == {"status": "error", "device_id": name, "error": "run_command is not "
                           "available: the HTTP proxy module is missing"}
     else:

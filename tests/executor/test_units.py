@@ -15,13 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common import labels
 from common.atomicfile import atomic_write_json, read_json, remove_stale_temps
-from services.executor import ipam, labels, names, selfinfo
+from services.executor.engine import selfinfo
+from services.executor.engine.liveview import parse_inspect, parse_time
 from services.executor.errors import InvalidRequest, OperationFailed
-from services.executor.journal import Journal, Operation
-from services.executor.liveview import parse_inspect, parse_time
-from services.executor.validate import check_conflicts, check_request
-from services.executor.vnic_store import VnicStore
+from services.executor.net import ipam, names
+from services.executor.runtime.journal import Journal, Operation
+from services.executor.runtime.validate import check_conflicts, check_request
+from services.executor.runtime.vnic_store import VnicStore
 from tests.helpers import ROOT, wait_for
 
 

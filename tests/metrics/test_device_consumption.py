@@ -3,7 +3,7 @@ shape and limits, history across a restart, forgetting removed devices, and answ
 while the engine is away.
 
 Runtimes are stand-in containers labelled exactly as the executor labels its runtimes
-(`services.executor.labels.runtime`), on a private test bridge; the metrics process runs
+(`common.labels.runtime`), on a private test bridge; the metrics process runs
 for real with a short interval.
 """
 

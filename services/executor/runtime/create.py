@@ -28,8 +28,9 @@ from typing import Any
 
 import docker.errors
 
-from services.executor import containers, labels, macfix, names
+from common import labels
 from services.executor.context import QUICK, Context
+from services.executor.engine import containers, macfix
 from services.executor.errors import (
     Conflict,
     DetectionUnavailable,
@@ -38,9 +39,10 @@ from services.executor.errors import (
     InvalidRequest,
     OperationFailed,
 )
-from services.executor.journal import Operation
-from services.executor.netinfo import detected_network, parent_address
-from services.executor.validate import (
+from services.executor.net import names
+from services.executor.net.netinfo import detected_network, parent_address
+from services.executor.runtime.journal import Operation
+from services.executor.runtime.validate import (
     CreateRequest,
     check_conflicts,
     check_parents_local,

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import logging
 
-from services.executor import labels, names, networks
+from common import labels
 from services.executor.context import Context
-from services.executor.create import (
+from services.executor.errors import OperationFailed
+from services.executor.net import names, networks
+from services.executor.runtime.create import (
     apply_macs,
     complete,
     fail_and_roll_back,
     roll_back,
     start_runtime,
 )
-from services.executor.errors import OperationFailed
-from services.executor.journal import Operation
-from services.executor.lifecycle import run_delete
-from services.executor.selfdestruct import run_self_destruct
+from services.executor.runtime.journal import Operation
+from services.executor.runtime.lifecycle import run_delete
+from services.executor.runtime.selfdestruct import run_self_destruct
 
 log = logging.getLogger(__name__)
 

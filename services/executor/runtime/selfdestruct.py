@@ -15,11 +15,13 @@ from typing import Any
 
 import docker.errors
 
-from services.executor import containers, labels, names, networks
+from common import labels
 from services.executor.context import Context
-from services.executor.create import error_text
-from services.executor.journal import Operation
-from services.executor.lifecycle import remove_runtime
+from services.executor.engine import containers
+from services.executor.net import names, networks
+from services.executor.runtime.create import error_text
+from services.executor.runtime.journal import Operation
+from services.executor.runtime.lifecycle import remove_runtime
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.executor import names
 from services.executor.errors import InvalidRequest
+from services.executor.net import names
 
 VNICS_MAX = 16
 MODES = {"dhcp": "dhcp", "manual": "manual", "static": "manual"}

@@ -44,13 +44,15 @@ from typing import Any
 
 import docker.errors
 
+from common import labels
 from common.messages import RuntimeRehomed
-from services.executor import containers, labels, names, networks
 from services.executor.context import Context
-from services.executor.create import apply_macs, error_text, pause_point
+from services.executor.engine import containers
 from services.executor.errors import Busy, DockerUnavailable, OperationFailed
-from services.executor.hostnets import address_on, gateway_in, norm_subnet, subnets
-from services.executor.journal import Operation, now_iso
+from services.executor.net import names, networks
+from services.executor.net.hostnets import address_on, gateway_in, norm_subnet, subnets
+from services.executor.runtime.create import apply_macs, error_text, pause_point
+from services.executor.runtime.journal import Operation, now_iso
 
 log = logging.getLogger(__name__)
 

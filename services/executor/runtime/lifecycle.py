@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.executor import containers, labels
+from common import labels
 from services.executor.context import QUICK, Context
-from services.executor.create import apply_macs, error_text
+from services.executor.engine import containers
+from services.executor.engine.liveview import ContainerView
 from services.executor.errors import (
     Conflict,
     DockerUnavailable,
@@ -22,8 +23,8 @@ from services.executor.errors import (
     NotManaged,
     OperationFailed,
 )
-from services.executor.journal import Operation
-from services.executor.liveview import ContainerView
+from services.executor.runtime.create import apply_macs, error_text
+from services.executor.runtime.journal import Operation
 
 log = logging.getLogger(__name__)
 

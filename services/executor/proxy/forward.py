@@ -2,7 +2,7 @@
 
 The executor resolves a managed device to its internal address and calls :func:`proxy`,
 which returns the ``run_command`` ack body (without ``action`` / ``correlation_id``).
-Message shaping lives in :mod:`services.executor.proxy_http`; this module owns the
+Message shaping lives in :mod:`services.executor.proxy.http`; this module owns the
 safety rules and the transport.
 
 Transport: urllib3 (already loaded with the Docker SDK), one blocking exchange per call on
@@ -61,8 +61,8 @@ from urllib3 import (
 from urllib3.util import Url, parse_url
 
 from common.version import __version__
-from services.executor import proxy_http as http
-from services.executor.proxy_http import RequestBuildError
+from services.executor.proxy import http
+from services.executor.proxy.http import RequestBuildError
 
 __all__ = [
     "DEFAULT",

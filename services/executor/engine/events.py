@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common import labels
-from services.executor.docker_api import DockerApi, is_transport_error
+from services.executor.engine.docker_api import DockerApi, is_transport_error
 from services.executor.errors import DockerUnavailable
 
 log = logging.getLogger(__name__)
