@@ -29,7 +29,7 @@ from common.service import Runtime
 from services.executor.context import Context
 from services.executor.errors import DockerUnavailable
 from services.executor.net.hostnets import subnets
-from services.executor.rehome import move as rehome
+from services.executor.rehome import check as rehome
 
 log = logging.getLogger(__name__)
 

@@ -137,15 +137,12 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest) -> None:
             op.request["vnics"] = vnics
             op.progress["networks_done"] = True
             await ctx.save_op(op)
-            await pause_point(ctx, "creating_networks")
             await step(ctx, op, "creating_container")
             cid = await create_container(ctx, op, device, image, vnics)
             op.progress["container_id"] = cid
             await ctx.save_op(op)
-            await pause_point(ctx, "container_created")
             await start_runtime(ctx, device, image, vnics, op)
         await complete(ctx, op, vnics)
-        await pause_point(ctx, "creating_container")
         op.succeed(f"Container {device} created")
         await ctx.save_op(op)
         log.info("runtime %s created", device)
@@ -160,13 +157,6 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest) -> None:
 async def step(ctx: Context, op: Operation, name: str) -> None:
     op.set_step(name)
     await ctx.save_op(op)
-
-
-async def pause_point(ctx: Context, name: str) -> None:
-    """Test-only: halt here until the process dies (ORCH_TEST_PAUSE_AFTER_STEP)."""
-    if ctx.config.test_pause_after_step == name:
-        log.warning("test pause after step %s", name)
-        await asyncio.Event().wait()
 
 
 def error_text(exc: BaseException) -> str:
