@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -45,6 +44,7 @@ from services.executor.net.hostnets import HostNetworks
 from services.executor.net.netevents import NetEvents
 from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
+from services.executor.proxy.forward import proxy
 from services.executor.rehome.watch import NetWatch
 from services.executor.runtime import create, lifecycle, selfdestruct, status
 from services.executor.runtime.journal import Journal
@@ -228,27 +228,27 @@ class ExecutorService:
             raise RemoteError("invalid", "device_id must be a non-empty string")
         return device
 
-    async def create_runtime(self, params: dict[str, Any]) -> dict[str, Any]:
-        await self._ready()
+    @staticmethod
+    async def _answer(work: Awaitable[dict[str, Any]], **ids: Any) -> dict[str, Any]:
+        """The reply of a request: its own, or an error body naming the device.  The
+        engine being gone is not an answer but error kind `docker_unavailable` (`_edge`)."""
         try:
-            return await create.start_create(self.ctx, params)
+            return await work
         except DockerUnavailable:
             raise
         except ExecutorError as exc:
-            body = {"status": "error", "error": exc.text}
-            if isinstance(params.get("container_name"), str):
-                body["container_id"] = params["container_name"]
-            return body
+            return {"status": "error", **ids, "error": exc.text}
+
+    async def create_runtime(self, params: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
+        name = params.get("container_name")
+        ids = {"container_id": name} if isinstance(name, str) else {}
+        return await self._answer(create.start_create(self.ctx, params), **ids)
 
     async def delete_device(self, params: dict[str, Any]) -> dict[str, Any]:
         device = self._device(params)
         await self._ready()
-        try:
-            return await lifecycle.start_delete(self.ctx, device)
-        except DockerUnavailable:
-            raise
-        except ExecutorError as exc:
-            return {"status": "error", "device_id": device, "error": exc.text}
+        return await self._answer(lifecycle.start_delete(self.ctx, device), device_id=device)
 
     async def start_device(self, params: dict[str, Any]) -> dict[str, Any]:
         await self._ready()
@@ -283,11 +283,4 @@ class ExecutorService:
         if not view.running or not view.internal_ip:
             return {"status": "error", "device_id": device,
                     "error": f"Device {device} is not running"}
-        try:
-            module = importlib.import_module("services.executor.proxy.forward")
-        except ImportError as exc:
-            log.error("run_command unavailable: %s", exc)
-            return {"status": "error", "device_id": device,
-                    "error": "run_command is not available: the HTTP proxy module is missing"}
-        result: dict[str, Any] = await module.proxy(view.internal_ip, params)
-        return result
+        return await proxy(view.internal_ip, params)

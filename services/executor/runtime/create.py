@@ -82,9 +82,8 @@ async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     device = req.device
     if ctx.destroying:
         raise Conflict("Self-destruct in progress: no runtime can be created")
-    ctx.ops.begin(device, "create")
-    started = False
-    try:
+
+    async def prepare() -> Operation:
         ctx.require_docker()
         check_conflicts(req, macs_in_use(ctx, device), ips_in_use(ctx, device))
         if ctx.on_host:
@@ -96,11 +95,10 @@ async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                        message=f"Container {device} is being created",
                        request={"runtime_version": req.tag, "vnics": req.vnics})
         await ctx.save_op(op)
-        ctx.ops.spawn(run_create(ctx, op, req), name=f"create-{device}")
-        started = True
-    finally:
-        if not started:
-            ctx.ops.end(device)
+        return op
+
+    await ctx.ops.launch(device, "create", prepare, lambda op: run_create(ctx, op, req),
+                         name=f"create-{device}")
     return {"status": "creating", "container_id": device,
             "message": f"Container creation started for {device}"}
 
@@ -150,8 +148,6 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest) -> None:
         raise  # shutting down: the journal keeps the step; reconcile decides at restart
     except Exception as exc:
         await fail_and_roll_back(ctx, op, exc, [v.get("network") for v in vnics])
-    finally:
-        ctx.ops.end(device)
 
 
 async def step(ctx: Context, op: Operation, name: str) -> None:

@@ -109,23 +109,22 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
 
 async def start_delete(ctx: Context, device: str) -> dict[str, Any]:
     ctx.require_docker()
-    ctx.ops.begin(device, "delete")
-    started = False
-    try:
+
+    async def prepare() -> Operation:
         await managed(ctx, device, "delete")
         op = Operation(device, "delete", step="stopping_container",
                        message=f"Container {device} is being deleted")
         await ctx.save_op(op)
-        ctx.ops.spawn(run_delete(ctx, op), name=f"delete-{device}")
-        started = True
-    finally:
-        if not started:
-            ctx.ops.end(device)
+        return op
+
+    await ctx.ops.launch(device, "delete", prepare, lambda op: run_delete(ctx, op),
+                         name=f"delete-{device}")
     return {"status": "deleting", "device_id": device,
             "message": f"Container deletion started for {device}"}
 
 
 async def run_delete(ctx: Context, op: Operation) -> None:
+    """The work of a delete; the caller holds the device's claim."""
     device = op.device_id
     try:
         await remove_runtime(ctx, device, op)
@@ -136,8 +135,6 @@ async def run_delete(ctx: Context, op: Operation) -> None:
         log.warning("delete of %s failed at %s: %s", device, op.step, text)
         op.fail(text)
         await ctx.save_op(op)
-    finally:
-        ctx.ops.end(device)
 
 
 async def remove_runtime(ctx: Context, device: str, op: Operation | None = None) -> None:
