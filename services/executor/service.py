@@ -2,10 +2,10 @@
 live-view refresher, reconciliation.
 
 Concurrency: asyncio on the bus loop; every blocking engine call in the bounded engine
-pool (`docker_api.py`); state-file writes in one dedicated thread (so writes to one file
-never interleave); the engine's event stream in one watcher thread (`events.py`).
+pool (`engine/docker_api.py`); state-file writes in one dedicated thread (so writes to one file
+never interleave); the engine's event stream in one watcher thread (`engine/events.py`).
 Operations on different devices run concurrently as tasks; one device has at most one
-operation at a time (`registry.py`).
+operation at a time (`runtime/registry.py`).
 
 Request methods (params → result; see docs/bus.md):
 * `create_runtime` `{container_name, vnic_configs, runtime_version}` → the

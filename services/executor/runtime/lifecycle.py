@@ -1,7 +1,7 @@
 """`start_device`, `stop_device`, `restart_device` (ack when done) and `delete_device`
 (ack `deleting`, work in the background).
 
-Only containers this agent manages (labels, `labels.py`) are touched: the agent's own
+Only containers this agent manages (labels, `common/labels.py`) are touched: the agent's own
 container, the network-monitor sidecar and any container without our labels are refused
 with an error and left exactly as they are.  Deleting a device that does not exist ends
 in success.
