@@ -105,30 +105,21 @@ def normalise_vnic(raw: Any, i: int) -> dict[str, Any]:
     return vnic
 
 
-def _device(params: Mapping[str, Any]) -> str:
-    device = params.get("container_name")
-    if not isinstance(device, str) or not device:
-        raise InvalidRequest("container_name: must be a non-empty string")
+def _top(params: Mapping[str, Any], key: str, check: rules.Check, default: Any = None) -> Any:
+    """A top-level field: a non-empty string that passes its rule."""
+    value = params.get(key) or default
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{key}: must be a non-empty string")
     try:
-        return rules.new_container_name(device, {})
+        return check(value, {})
     except rules.Invalid as exc:
-        raise _invalid("container_name", exc) from None
-
-
-def _tag(params: Mapping[str, Any]) -> str:
-    tag = params.get("runtime_version") or rules.DEFAULT_IMAGE_TAG
-    if not isinstance(tag, str):
-        raise InvalidRequest("runtime_version: must be a string")
-    try:
-        return rules.image_tag(tag, {})
-    except rules.Invalid as exc:
-        raise _invalid("runtime_version", exc) from None
+        raise _invalid(key, exc) from None
 
 
 def check_request(params: Mapping[str, Any]) -> CreateRequest:
     """Pure rules: names, addresses, MACs, duplicates within the request."""
-    device = _device(params)
-    tag = _tag(params)
+    device = _top(params, "container_name", rules.new_container_name)
+    tag = _top(params, "runtime_version", rules.image_tag, rules.DEFAULT_IMAGE_TAG)
     raw_vnics = params.get("vnic_configs")
     if raw_vnics is None:
         raw_vnics = []
