@@ -118,10 +118,10 @@ async def test_errors_answered_at_once_change_nothing(
     assert ipaddress.IPv4Address(outside) not in ipaddress.IPv4Network(lan.subnet)
     cases = [
         ({"container_name": "-bad name"}, "not a valid container name"),
-        ({"container_name": "x" * 60}, "not a valid container name"),
+        ({"container_name": "x" * 60}, "longer than 54 characters"),
         ({"vnic_configs": [manual_vnic(lan, 20, ip_address=outside)]}, "outside"),
         ({"vnic_configs": [manual_vnic(lan, 20, mac_address="03:00:00:00:00:01")]},
-         "unicast"),
+         "multicast or broadcast"),
         ({"vnic_configs": [manual_vnic(lan, 20, mac_address="02:aa:00:00:00:01"),
                            {**manual_vnic(lan, 21, name="b", mac_address="02:aa:00:00:00:01"),
                             "parent_interface": "lo"}]}, "duplicate MAC"),
