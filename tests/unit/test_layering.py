@@ -11,7 +11,7 @@ SERVICES = ROOT / "services"
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
     """Every absolute module a file imports (also inside functions), with its line."""
-    found = []
+    found: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             found.extend((node.lineno, alias.name) for alias in node.names)
