@@ -41,7 +41,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.executor import labels
+from common import labels
 from services.metrics.access import EngineAccess
 from services.metrics.devices import DeviceCollector
 from services.metrics.streams import StreamSource

@@ -62,8 +62,6 @@ class Config:
     # Re-homing: a static IP that does not fit the new subnet gets an engine-assigned
     # address (assign) or leaves the vNIC disconnected (detach).
     rehome_static_misfit: str = "assign"
-    # Test-only: a create operation halts after this step until the process is killed.
-    test_pause_after_step: str = ""
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod

@@ -15,16 +15,16 @@ from typing import Any
 
 from common.config import Config
 from common.messages import Message
-from services.executor.docker_api import DockerApi
+from services.executor.engine.docker_api import DockerApi
+from services.executor.engine.liveview import LiveView
 from services.executor.errors import DockerUnavailable
-from services.executor.hostnets import HostNetworks
-from services.executor.journal import Journal, Operation
-from services.executor.liveview import LiveView
-from services.executor.netevents import NetEvents
-from services.executor.netinfo import InterfaceCache
-from services.executor.networks import Networks
-from services.executor.registry import OperationRegistry
-from services.executor.vnic_store import VnicStore
+from services.executor.net.hostnets import HostNetworks
+from services.executor.net.netevents import NetEvents
+from services.executor.net.netinfo import InterfaceCache
+from services.executor.net.networks import Networks
+from services.executor.runtime.journal import Journal, Operation
+from services.executor.runtime.registry import OperationRegistry
+from services.executor.runtime.vnic_store import VnicStore
 
 log = logging.getLogger(__name__)
 

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
+from common.errors import AgentError, DockerUnavailable
 
-class ExecutorError(Exception):
-    """A failure with a short kind (bus error type) and the text the cloud sees."""
+# The executor's errors are the agent's kinded errors; DockerUnavailable is shared with
+# metrics, so both live in common/errors.py.
+ExecutorError = AgentError
 
-    kind = "internal"
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-class DockerUnavailable(ExecutorError):
-    """The engine does not answer (daemon stopped, socket missing, call timed out)."""
-
-    kind = "docker_unavailable"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"Docker unavailable: {detail}")
-        self.detail = detail
+__all__ = ["AgentError", "Busy", "Conflict", "DetectionUnavailable", "DockerUnavailable",
+           "ExecutorError", "InvalidRequest", "NotManaged", "OperationFailed"]
 
 
 class InvalidRequest(ExecutorError):

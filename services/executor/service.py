@@ -2,10 +2,10 @@
 live-view refresher, reconciliation.
 
 Concurrency: asyncio on the bus loop; every blocking engine call in the bounded engine
-pool (`docker_api.py`); state-file writes in one dedicated thread (so writes to one file
-never interleave); the engine's event stream in one watcher thread (`events.py`).
+pool (`engine/docker_api.py`); state-file writes in one dedicated thread (so writes to one file
+never interleave); the engine's event stream in one watcher thread (`engine/events.py`).
 Operations on different devices run concurrently as tasks; one device has at most one
-operation at a time (`registry.py`).
+operation at a time (`runtime/registry.py`).
 
 Request methods (params → result; see docs/bus.md):
 * `create_runtime` `{container_name, vnic_configs, runtime_version}` → the
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -31,24 +30,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from common import labels
 from common.atomicfile import atomic_write
 from common.bus import RemoteError
 from common.service import Runtime
-from services.executor import create, labels, lifecycle, selfdestruct, selfinfo, status
 from services.executor.context import Context
-from services.executor.docker_api import DockerApi
+from services.executor.engine import selfinfo
+from services.executor.engine.docker_api import DockerApi
+from services.executor.engine.events import Watcher
+from services.executor.engine.liveview import ContainerView, LiveView
 from services.executor.errors import DockerUnavailable, ExecutorError
-from services.executor.events import Watcher
-from services.executor.hostnets import HostNetworks
-from services.executor.journal import Journal
-from services.executor.liveview import ContainerView, LiveView
-from services.executor.netevents import NetEvents
-from services.executor.netinfo import InterfaceCache
-from services.executor.netwatch import NetWatch
-from services.executor.networks import Networks
-from services.executor.reconcile import reconcile
-from services.executor.registry import OperationRegistry
-from services.executor.vnic_store import VnicStore
+from services.executor.net.hostnets import HostNetworks
+from services.executor.net.netevents import NetEvents
+from services.executor.net.netinfo import InterfaceCache
+from services.executor.net.networks import Networks
+from services.executor.proxy.forward import proxy
+from services.executor.rehome.watch import NetWatch
+from services.executor.runtime import create, lifecycle, selfdestruct, status
+from services.executor.runtime.journal import Journal
+from services.executor.runtime.reconcile import reconcile
+from services.executor.runtime.registry import OperationRegistry
+from services.executor.runtime.vnic_store import VnicStore
 
 log = logging.getLogger(__name__)
 
@@ -226,27 +228,27 @@ class ExecutorService:
             raise RemoteError("invalid", "device_id must be a non-empty string")
         return device
 
-    async def create_runtime(self, params: dict[str, Any]) -> dict[str, Any]:
-        await self._ready()
+    @staticmethod
+    async def _answer(work: Awaitable[dict[str, Any]], **ids: Any) -> dict[str, Any]:
+        """The reply of a request: its own, or an error body naming the device.  The
+        engine being gone is not an answer but error kind `docker_unavailable` (`_edge`)."""
         try:
-            return await create.start_create(self.ctx, params)
+            return await work
         except DockerUnavailable:
             raise
         except ExecutorError as exc:
-            body = {"status": "error", "error": exc.text}
-            if isinstance(params.get("container_name"), str):
-                body["container_id"] = params["container_name"]
-            return body
+            return {"status": "error", **ids, "error": exc.text}
+
+    async def create_runtime(self, params: dict[str, Any]) -> dict[str, Any]:
+        await self._ready()
+        name = params.get("container_name")
+        ids = {"container_id": name} if isinstance(name, str) else {}
+        return await self._answer(create.start_create(self.ctx, params), **ids)
 
     async def delete_device(self, params: dict[str, Any]) -> dict[str, Any]:
         device = self._device(params)
         await self._ready()
-        try:
-            return await lifecycle.start_delete(self.ctx, device)
-        except DockerUnavailable:
-            raise
-        except ExecutorError as exc:
-            return {"status": "error", "device_id": device, "error": exc.text}
+        return await self._answer(lifecycle.start_delete(self.ctx, device), device_id=device)
 
     async def start_device(self, params: dict[str, Any]) -> dict[str, Any]:
         await self._ready()
@@ -281,11 +283,4 @@ class ExecutorService:
         if not view.running or not view.internal_ip:
             return {"status": "error", "device_id": device,
                     "error": f"Device {device} is not running"}
-        try:
-            module = importlib.import_module("services.executor.proxy")
-        except ImportError as exc:
-            log.error("run_command unavailable: %s", exc)
-            return {"status": "error", "device_id": device,
-                    "error": "run_command is not available: the HTTP proxy module is missing"}
-        result: dict[str, Any] = await module.proxy(view.internal_ip, params)
-        return result
+        return await proxy(view.internal_ip, params)

@@ -25,7 +25,7 @@ Decisions beyond the protocol text:
   to ``application/octet-stream``.
 * A missing key inside a vNIC is reported with its own name, as the cloud knows it
   (``Missing required field: 'Missing key: name'``); ``field`` carries the full path.
-* vNICs (normalised shape in :mod:`services.gateway.vnics`): at least one; an
+* vNICs (normalised shape in :mod:`common.vnic_rules`): at least one; an
   ``ip_address`` must also lie inside ``parent_subnet`` when both are given; two vNICs
   whose parent subnet is unknown count as the same MACVLAN network when they share a
   parent, since detection would give both the same one.
@@ -43,8 +43,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from common import vnic_rules as rules
 from services.gateway import validators as v
-from services.gateway import vnics
 from services.gateway.schema import (
     Contract,
     ContractError,
@@ -74,12 +74,12 @@ COMMON: tuple[Field, ...] = (
 )
 
 
-def _device(check: v.Check = v.device_id) -> Field:
+def _device(check: v.Check = rules.device_id) -> Field:
     return Field(
         "device_id",
         Kind.NONEMPTY_STRING,
         required=True,
-        max_len=v.EXISTING_NAME_MAX,
+        max_len=rules.EXISTING_NAME_MAX,
         check=check,
         doc="runtime container name",
     )
@@ -98,25 +98,25 @@ def _period(name: str) -> Field:
 VNIC = Contract(
     "vnic",
     (
-        Field("name", Kind.NONEMPTY_STRING, required=True, check=vnics.vnic_name),
-        Field("parent_interface", Kind.NONEMPTY_STRING, required=True, check=v.interface_name),
-        Field("network_mode", Kind.STRING, required=True, check=vnics.network_mode),
-        Field("parent_subnet", Kind.STRING, check=vnics.parent_subnet),
-        Field("parent_gateway", Kind.STRING, check=vnics.parent_gateway),
-        Field("ip_address", Kind.STRING, aliases=("ip",), check=vnics.ip_address),
-        Field("subnet", Kind.STRING, check=vnics.subnet),
-        Field("gateway", Kind.STRING, check=vnics.gateway),
+        Field("name", Kind.NONEMPTY_STRING, required=True, check=rules.vnic_name),
+        Field("parent_interface", Kind.NONEMPTY_STRING, required=True, check=rules.interface_name),
+        Field("network_mode", Kind.STRING, required=True, check=rules.network_mode),
+        Field("parent_subnet", Kind.STRING, check=rules.parent_subnet),
+        Field("parent_gateway", Kind.STRING, check=rules.parent_gateway),
+        Field("ip_address", Kind.STRING, aliases=("ip",), check=rules.ip_address),
+        Field("subnet", Kind.STRING, check=rules.subnet),
+        Field("gateway", Kind.STRING, check=rules.gateway),
         Field(
             "dns",
             Kind.LIST,
             item_kind=Kind.STRING,
-            max_len=v.DNS_SERVERS_MAX,
+            max_len=rules.DNS_SERVERS_MAX,
             default_factory=list,
-            check=vnics.dns_servers,
+            check=rules.dns_servers,
         ),
-        Field("mac_address", Kind.STRING, aliases=("mac",), check=v.mac_address),
+        Field("mac_address", Kind.STRING, aliases=("mac",), check=rules.mac_address),
     ),
-    post=vnics.vnic_post,
+    post=rules.vnic_post,
     doc="one virtual NIC of a runtime, bridged to the LAN through MACVLAN",
 )
 
@@ -134,21 +134,21 @@ CONTRACTS: Mapping[str, Contract] = {
                 "container_name",
                 Kind.NONEMPTY_STRING,
                 required=True,
-                check=v.new_container_name,
+                check=rules.new_container_name,
             ),
             Field(
                 "vnic_configs",
                 Kind.LIST,
                 required=True,
                 item_contract=VNIC,
-                max_len=v.VNICS_MAX,
-                check=vnics.vnic_set,
+                max_len=rules.VNICS_MAX,
+                check=rules.vnic_set,
             ),
             Field(
                 "runtime_version",
                 Kind.STRING,
-                default=v.DEFAULT_IMAGE_TAG,
-                check=v.image_tag,
+                default=rules.DEFAULT_IMAGE_TAG,
+                check=rules.image_tag,
             ),
             doc="create a runtime container and its networks (runs in the background)",
         ),
@@ -158,7 +158,7 @@ CONTRACTS: Mapping[str, Contract] = {
         _contract("restart_device", _device(), doc="restart a managed runtime"),
         _contract(
             "get_device_status",
-            _device(v.device_id_or_orchestrator),
+            _device(rules.device_id_or_orchestrator),
             doc="state of a runtime, or self-destruct progress for __orchestrator__",
         ),
         _contract(

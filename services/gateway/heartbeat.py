@@ -29,10 +29,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from common.hostsample import HostSampler
 from common.messages import HostMetrics
 from common.version import __version__
 from services.gateway.peers import PeerWatch
-from services.metrics.host import HostSampler
 
 log = logging.getLogger(__name__)
 

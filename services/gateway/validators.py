@@ -6,34 +6,26 @@ raises :class:`Invalid` with a short reason. The contract engine in
 prefix, so the texts here never repeat either.
 
 Limits that keep a hostile payload cheap to reject live here as constants, next to the
-checks that use them; the contract table refers to them by name.
+checks that use them; the contract table refers to them by name.  The rules of names,
+addresses and vNICs, which the executor applies too, live in :mod:`common.vnic_rules`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-# A meaning check: (type-checked value, the fields normalised before it) -> normalised value.
-Check = Callable[[Any, Mapping[str, Any]], Any]
+from common.vnic_rules import Check, Invalid
+
+__all__ = ["Check", "Invalid"]  # the names the contract engine takes from here
+
 
 # --- limits -------------------------------------------------------------------------
 
-# Docker's embedded DNS and most tooling treat a container name as one DNS label (63
-# characters); `<name>_internal` must also stay within that, hence 63 - len("_internal").
-CONTAINER_NAME_MAX = 54
-# Names of containers the agent did not create itself (older agents, manual tests) are
-# only checked against Docker's own rule, with a generous bound.
-EXISTING_NAME_MAX = 255
-IFNAME_MAX = 15  # IFNAMSIZ - 1 in the Linux kernel
-VNIC_NAME_MAX = 64
-VNICS_MAX = 16  # far above any real PLC, far below anything that costs us
-DNS_SERVERS_MAX = 8
 API_PATH_MAX = 4096
 HEADERS_MAX = 64
 HEADER_NAME_MAX = 256
@@ -53,70 +45,13 @@ DEFAULT_STRING_MAX = 256
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
 
-ORCHESTRATOR_DEVICE_ID = "__orchestrator__"
-DEFAULT_IMAGE_TAG = "latest"
-
-
-class Invalid(Exception):
-    """A value has the right type but the wrong meaning.
-
-    ``field`` names the offending key relative to the object being checked when it is
-    not the field whose check raised (cross-field checks).
-    """
-
-    def __init__(self, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
 
 
 # --- names --------------------------------------------------------------------------
 
-_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-_IFNAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{IFNAME_MAX}}}")
-_IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # An HTTP header name is an RFC 9110 token.
 _TOKEN = re.compile(rf"[!#$%&'*+.^_`|~0-9A-Za-z-]{{1,{HEADER_NAME_MAX}}}")
-
-
-def _container_name(name: str, limit: int) -> str:
-    if len(name) > limit:
-        raise Invalid(f"container name is longer than {limit} characters")
-    if not _CONTAINER_NAME.fullmatch(name):
-        raise Invalid(f"{name!r} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
-    return name
-
-
-def new_container_name(value: str, _ctx: Mapping[str, Any]) -> str:
-    """A name for a container about to be created (leaves room for `_internal`)."""
-    return _container_name(value, CONTAINER_NAME_MAX)
-
-
-def device_id(value: str, _ctx: Mapping[str, Any]) -> str:
-    """The name of an existing runtime container."""
-    return _container_name(value, EXISTING_NAME_MAX)
-
-
-def device_id_or_orchestrator(value: str, ctx: Mapping[str, Any]) -> str:
-    if value == ORCHESTRATOR_DEVICE_ID:
-        return value
-    return device_id(value, ctx)
-
-
-def interface_name(name: str, _ctx: Mapping[str, Any]) -> str:
-    # "." and ".." are refused by the kernel even though the character set allows them.
-    if not _IFNAME.fullmatch(name) or name in (".", ".."):
-        raise Invalid(f"{name!r} is not a valid interface name (1-15 characters [A-Za-z0-9_.-])")
-    return name
-
-
-def image_tag(tag: str, _ctx: Mapping[str, Any]) -> str:
-    if tag == "":  # an empty tag states no preference
-        return DEFAULT_IMAGE_TAG
-    if not _IMAGE_TAG.fullmatch(tag):
-        raise Invalid(f"{tag!r} is not a valid image tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")
-    return tag
 
 
 def plain_text(value: str, _ctx: Mapping[str, Any]) -> str:
@@ -144,66 +79,6 @@ def tcp_port(value: float, _ctx: Mapping[str, Any]) -> int:
     if not 1 <= value <= 65535:
         raise Invalid(f"{value} is not a TCP port (1-65535)")
     return value
-
-
-# --- addresses ----------------------------------------------------------------------
-
-
-def parse_ipv4(text: str) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Address(text.strip())
-    except ValueError:
-        raise Invalid(f"{text!r} is not an IPv4 address") from None
-
-
-def host_address(text: str) -> ipaddress.IPv4Address:
-    addr = parse_ipv4(text)
-    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or addr.is_reserved:
-        raise Invalid(f"{addr} is not a usable host address")
-    return addr
-
-
-def in_network(addr: ipaddress.IPv4Address, net: ipaddress.IPv4Network, what: str) -> None:
-    if addr not in net:
-        raise Invalid(f"{addr} is outside {what} {net}")
-    if addr in (net.network_address, net.broadcast_address):
-        raise Invalid(f"{addr} is the network or broadcast address of {net}")
-
-
-def mask_prefix(text: str) -> int:
-    mask = int(parse_ipv4(text))
-    inverted = ~mask & 0xFFFFFFFF
-    # A netmask is ones followed by zeros: its complement plus one is a power of two.
-    if mask == 0 or inverted & (inverted + 1):
-        raise Invalid(f"{text!r} is neither a CIDR subnet nor a dotted netmask")
-    return 32 - inverted.bit_length()
-
-
-def network(text: str) -> ipaddress.IPv4Network:
-    try:
-        net = ipaddress.IPv4Network(text.strip(), strict=False)
-    except ValueError:
-        raise Invalid(f"{text!r} is not an IPv4 subnet in CIDR form") from None
-    # /31 and /32 leave no address that is neither network nor broadcast.
-    if not 1 <= net.prefixlen <= 30:
-        raise Invalid(f"{net} has a prefix length outside 1-30")
-    return net
-
-
-_MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}")
-
-
-def mac_address(value: str, _ctx: Mapping[str, Any]) -> str:
-    text = value.strip()
-    if not _MAC.fullmatch(text):
-        raise Invalid(f"{value!r} is not a MAC address (six hex octets)")
-    mac = text.lower().replace("-", ":")
-    first = int(mac[:2], 16)
-    if first & 1:  # the group bit: multicast, and broadcast with it
-        raise Invalid(f"{mac} is a multicast or broadcast MAC address")
-    if mac == "00:00:00:00:00:00":
-        raise Invalid(f"{mac} is the all-zero MAC address")
-    return mac
 
 
 # --- run_command --------------------------------------------------------------------

@@ -14,8 +14,8 @@ The API version is negotiated at each (re)connection, so the same code reads an 
 
 from __future__ import annotations
 
-from services.executor.enginepool import EnginePool
-from services.executor.errors import DockerUnavailable
+from common.enginepool import EnginePool
+from common.errors import DockerUnavailable
 from services.metrics.engine import Engine, EngineAddressError, EngineError, EngineUnavailable
 
 

@@ -1,7 +1,7 @@
 """What metrics asks the engine about runtime containers: read-only calls only.
 
 Only managed runtimes count: containers carrying the executor's labels with this agent's
-instance id and kind `runtime` (`services/executor/labels.py`).  A user's own containers,
+instance id and kind `runtime` (`common/labels.py`).  A user's own containers,
 the agent itself and the sidecar are never sampled.  The functions take the engine client
 (`engine.Engine`) as first argument, the shape `EngineAccess.call` runs in its pool.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.executor import labels
+from common import labels
 from services.metrics.engine import Engine, NotFound
 
 MIB = 1024 * 1024

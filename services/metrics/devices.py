@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.executor.errors import DockerUnavailable
+from common.errors import DockerUnavailable
 from services.metrics import containers
 from services.metrics.access import EngineAccess
 from services.metrics.cgroups import CgroupFiles, CgroupGone, locate

@@ -31,16 +31,16 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from common import labels
 from common.bus import RemoteError
+from common.errors import DockerUnavailable
+from common.hostsample import HostSampler, static_facts
 from common.messages import HostMetrics
 from common.service import Runtime
-from services.executor import labels
-from services.executor.errors import DockerUnavailable
 from services.metrics import containers
 from services.metrics.access import EngineAccess
 from services.metrics.devices import Collected, DeviceCollector
 from services.metrics.history import History
-from services.metrics.host import HostSampler, static_facts
 from services.metrics.periods import parse_period
 from services.metrics.streams import StreamSource
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from services.netmon.ifnames import is_virtual
+from common.netmon_proto import DISCOVERY, BadLine, Interface, is_virtual, parse_line
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,6 @@ MAX_LINE = 1 << 20
 _CHUNK = 65536
 _CONNECT_TIMEOUT = 2.0
 
-Interface = dict[str, Any]
 DiscoveryCallback = Callable[[list[Interface]], Awaitable[None] | None]
 ChangeCallback = Callable[[Interface], Awaitable[None] | None]
 
@@ -49,53 +47,8 @@ COUNTER_NAMES = (
 )
 
 
-class BadLine(Exception):
-    """A line that is dropped; ``reason`` names its counter."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def is_active(iface: Mapping[str, Any]) -> bool:
     return iface.get("active", True) is not False and bool(iface.get("ipv4_addresses"))
-
-
-def _check_iface(value: Any) -> Interface:
-    if not isinstance(value, dict):
-        raise BadLine("dropped_bad_shape")
-    name = value.get("interface")
-    addrs = value.get("ipv4_addresses")
-    if not isinstance(name, str) or not name or not isinstance(addrs, list):
-        raise BadLine("dropped_bad_shape")
-    for addr in addrs:
-        if not isinstance(addr, dict) or not isinstance(addr.get("address"), str):
-            raise BadLine("dropped_bad_shape")
-    return value
-
-
-def parse_line(raw: bytes) -> tuple[str, Any]:
-    """Decode one line into ``("network_discovery", [iface...])`` or
-    ``("network_change", iface)``; raise ``BadLine`` otherwise."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadLine("dropped_invalid_utf8") from None
-    try:
-        message = json.loads(text)
-    except ValueError:
-        raise BadLine("dropped_not_json") from None
-    if not isinstance(message, dict):
-        raise BadLine("dropped_not_object")
-    kind = message.get("type")
-    data = message.get("data")
-    if kind == "network_discovery":
-        if not isinstance(data, dict) or not isinstance(data.get("interfaces"), list):
-            raise BadLine("dropped_bad_shape")
-        return kind, [_check_iface(i) for i in data["interfaces"]]
-    if kind == "network_change":
-        return kind, _check_iface(data)
-    raise BadLine("dropped_unknown_type")
 
 
 class LineSplitter:
@@ -231,7 +184,7 @@ class NetmonClient:
         except BadLine as bad:
             self._drop(bad.reason, line[:120])
             return False
-        if kind == "network_discovery":
+        if kind == DISCOVERY:
             self.interfaces = {i["interface"]: i for i in data if is_active(i)}
             self.stale = False
             self.counters["discoveries"] += 1

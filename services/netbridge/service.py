@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.messages import NetChange, NetDiscovery
+from common.netmon_proto import SOCKET_NAME
 from common.service import Runtime
 from services.netbridge.netmon_client import Interface, NetmonClient, host_interfaces
-from services.netmon.server import SOCKET_NAME
 
 log = logging.getLogger(__name__)
 

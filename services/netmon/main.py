@@ -23,9 +23,10 @@ from pathlib import Path
 
 from common.config import Config, ConfigError
 from common.logs import setup_logging
+from common.netmon_proto import DISCOVERY, SOCKET_NAME
 from services.netmon.discovery import DiscoveryError
 from services.netmon.monitor import DEFAULT_DEBOUNCE, Monitor
-from services.netmon.server import SOCKET_NAME, Server, ServerError
+from services.netmon.server import Server, ServerError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def check(path: Path, timeout: float) -> int:
     except (OSError, ValueError) as exc:
         print(f"unhealthy: {path}: {exc}", file=sys.stderr)
         return 1
-    if not isinstance(message, dict) or message.get("type") != "network_discovery":
+    if not isinstance(message, dict) or message.get("type") != DISCOVERY:
         print("unhealthy: first line is not a network_discovery", file=sys.stderr)
         return 1
     count = len(message.get("data", {}).get("interfaces", []))

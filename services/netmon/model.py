@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.netmon.ifnames import is_virtual
+from common.netmon_proto import is_virtual
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000

@@ -30,13 +30,13 @@ from pyroute2 import AsyncIPRSocket
 from pyroute2.netlink import rtnl
 from pyroute2.netlink.exceptions import NetlinkError
 
+from common.netmon_proto import is_virtual
 from services.netmon.discovery import (
     Discovery,
     DiscoveryError,
     is_main_default_route,
     route_records,
 )
-from services.netmon.ifnames import is_virtual
 from services.netmon.model import Iface, diff_state, utc_now_iso
 
 log = logging.getLogger(__name__)

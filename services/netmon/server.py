@@ -6,10 +6,7 @@ slip between them). Every client has its own bounded queue and writer task: a cl
 that stops reading only fills its own queue, and is dropped when that overflows, so it
 never delays the others.
 
-Lines::
-
-    {"type":"network_discovery","data":{"interfaces":[IFACE...],"timestamp":"<iso>"}}
-    {"type":"network_change","data":IFACE}
+The lines are those of `common/netmon_proto.py`.
 """
 
 from __future__ import annotations
@@ -17,20 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
 import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from common import netmon_proto
 from services.netmon.model import Iface, utc_now_iso
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "netmon.sock"
 DEFAULT_CLIENT_QUEUE = 256
 _PROBE_TIMEOUT = 1.0
 _READ_CHUNK = 4096
@@ -46,24 +41,12 @@ class AlreadyRunning(ServerError):
     """Another live netmon answers on the socket path."""
 
 
-def encode_line(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
-
-
 def discovery_line(interfaces: list[Iface]) -> bytes:
-    return encode_line(
-        {
-            "type": "network_discovery",
-            "data": {
-                "interfaces": [i.to_wire() for i in interfaces],
-                "timestamp": utc_now_iso(),
-            },
-        }
-    )
+    return netmon_proto.discovery_line([i.to_wire() for i in interfaces], utc_now_iso())
 
 
 def change_line(iface: Iface) -> bytes:
-    return encode_line({"type": "network_change", "data": iface.to_wire()})
+    return netmon_proto.change_line(iface.to_wire())
 
 
 def claim_socket_path(path: Path) -> None:

@@ -81,7 +81,10 @@ class ExecutorProc:
     def start(self, **env: str) -> ExecutorProc:
         self.env.update(env)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.executor"],
+            # The crash tests' pause points live in a test-only launcher.
+            module = ("tests.executor.paused" if self.env.get("OAT_PAUSE_AT")
+                      else "services.executor")
+            self.proc = subprocess.Popen([sys.executable, "-m", module],
                                          env=self.env, cwd=ROOT, stdout=out,
                                          stderr=subprocess.STDOUT)
         return self

@@ -33,7 +33,7 @@ async def crash_after(step: str, make_executor: Callable[..., ExecutorProc],
                       ) -> tuple[ExecutorProc, tuple[list[str], list[str]]]:
     """Run a create until it passes `mark`, kill -9, restart; returns the executor and
     the objects the crash left behind."""
-    executor = make_executor(ORCH_TEST_PAUSE_AFTER_STEP=step).start()
+    executor = make_executor(OAT_PAUSE_AT=step).start()
     bus = executor.client(zctx)
     await wait_ready(bus)
     ack = await create(bus, name, [manual_vnic(lan, 25)])
@@ -47,7 +47,7 @@ async def crash_after(step: str, make_executor: Callable[..., ExecutorProc],
     # A journal written by a process killed at any moment still parses.
     assert journal(executor, name)["state"] == "in_progress"
     left = owned_objects(dc, executor.instance)
-    executor.start(ORCH_TEST_PAUSE_AFTER_STEP="")
+    executor.start(OAT_PAUSE_AT="")
     return executor, left
 
 

@@ -27,7 +27,7 @@ import docker.models.containers
 import docker.models.networks
 import pytest
 
-from services.executor.proxy import PROXY_WORKERS, ProxyLimits, proxy
+from services.executor.proxy.forward import PROXY_WORKERS, ProxyLimits, proxy
 from tests import dockerenv
 from tests.dockerenv import poll_until
 from tests.helpers import zip_program

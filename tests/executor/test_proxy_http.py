@@ -12,15 +12,15 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from services.executor import proxy_http as http
-from services.executor.proxy import (
+from services.executor.proxy import http
+from services.executor.proxy.forward import (
     ProxyLimits,
     TargetRefused,
     _build_url,
     check_target,
     proxy,
 )
-from services.executor.proxy_http import RequestBuildError
+from services.executor.proxy.http import RequestBuildError
 
 # -- headers ---------------------------------------------------------------------------
 

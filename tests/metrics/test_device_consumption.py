@@ -3,7 +3,7 @@ shape and limits, history across a restart, forgetting removed devices, and answ
 while the engine is away.
 
 Runtimes are stand-in containers labelled exactly as the executor labels its runtimes
-(`services.executor.labels.runtime`), on a private test bridge; the metrics process runs
+(`common.labels.runtime`), on a private test bridge; the metrics process runs
 for real with a short interval.
 """
 
@@ -23,10 +23,9 @@ import docker.errors
 import pytest
 import zmq.asyncio
 
-from common import wire
+from common import labels, wire
 from common.bus import Endpoints, RpcClient, RpcError, Subscriber
 from common.messages import Alive
-from services.executor import labels
 from services.metrics.cgroups import locate
 from services.metrics.service import HISTORY_FILE
 from tests import dockerenv

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from services.executor.errors import DockerUnavailable
+from common.errors import DockerUnavailable
 from services.metrics import containers
 from services.metrics.access import EngineAccess
 from services.metrics.engine import (

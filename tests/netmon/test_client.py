@@ -14,12 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.netmon_proto import BadLine, parse_line
 from services.netbridge.netmon_client import (
-    BadLine,
     LineSplitter,
     NetmonClient,
     host_interfaces,
-    parse_line,
 )
 from tests.netmon.nsutil import NetmonProcess, ip
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.netmon.ifnames import is_virtual
+from common.netmon_proto import is_virtual
 from services.netmon.model import (
     IFF_LOWER_UP,
     IFF_UP,

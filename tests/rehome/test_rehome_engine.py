@@ -129,7 +129,7 @@ async def test_killed_in_the_middle_of_a_move(
     old, new = blocks(2)
     lan = moving_lans()
     lan_on(lan, new)
-    executor = make_executor(ORCH_TEST_PAUSE_AFTER_STEP="rehome_old_removed")
+    executor = make_executor(OAT_PAUSE_AT="rehome_old_removed")
     bridge = bridge_for(executor)
     bridge.table[lan.parent] = lan.iface(old)
     executor.start()
@@ -153,7 +153,7 @@ async def test_killed_in_the_middle_of_a_move(
         assert entry["state"] == "in_progress"
         assert entry["request"]["target"]["subnet"] == new
 
-        executor.start(ORCH_TEST_PAUSE_AFTER_STEP="")
+        executor.start(OAT_PAUSE_AT="")
         await wait_ready(bus)
         body = await on_network(bus, name, macvlan_name(lan.parent, new))
         network, ip, got_mac = lan_view(body)

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.executor.hostnets import HostNetworks, address_on, gateway_in, subnets
-from services.executor.netevents import KEEP, NetEvents
-from services.executor.rehome import Target, static_misfit
+from services.executor.net.hostnets import HostNetworks, address_on, gateway_in, subnets
+from services.executor.net.netevents import KEEP, NetEvents
+from services.executor.rehome.model import Target, static_misfit
 
 
 def iface(name: str = "oat0", *addrs: str, gateway: str | None = None,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomicfile import atomic_write_json
-from services.executor.devicefile import read_state
+from services.executor.runtime.devicefile import read_state
 
 log = logging.getLogger(__name__)
 

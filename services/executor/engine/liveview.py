@@ -20,9 +20,10 @@ from typing import Any
 
 import docker.errors
 
-from services.executor import labels, names
-from services.executor.docker_api import DockerApi
+from common import labels
+from services.executor.engine.docker_api import DockerApi
 from services.executor.errors import DockerUnavailable
+from services.executor.net import names
 
 log = logging.getLogger(__name__)
 

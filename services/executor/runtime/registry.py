@@ -1,15 +1,23 @@
-"""One operation per device at a time; the background tasks that carry them out."""
+"""One operation per device at a time; the background tasks that carry them out.
+
+Every background operation follows one pattern, kept here: claim the device, do the
+checks and the first journal write in the request (a failure there releases the claim at
+once and is the answer), then carry on in a task that releases the claim when it ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from services.executor.errors import Busy
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Work = Coroutine[Any, Any, Any]
 
 
 class OperationRegistry:
@@ -33,7 +41,30 @@ class OperationRegistry:
     def end(self, device: str) -> None:
         self._current.pop(device, None)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    async def launch(self, device: str, kind: str, prepare: Callable[[], Awaitable[T]],
+                     work: Callable[[T], Work], name: str) -> T:
+        """Claim `device`, run `prepare()` (its failure releases the claim and propagates),
+        then `work(prepared)` in a task that releases the claim when it ends."""
+        self.begin(device, kind)
+        try:
+            prepared = await prepare()
+        except BaseException:
+            self.end(device)
+            raise
+        self.carry(device, work(prepared), name)
+        return prepared
+
+    def carry(self, device: str, work: Work, name: str) -> asyncio.Task[Any]:
+        """Run `work` for a device already claimed; the claim ends with it."""
+        return self.spawn(self._then_end(device, work), name)
+
+    async def _then_end(self, device: str, work: Work) -> None:
+        try:
+            await work
+        finally:
+            self.end(device)
+
+    def spawn(self, coro: Work, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)

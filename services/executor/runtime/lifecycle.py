@@ -1,7 +1,7 @@
 """`start_device`, `stop_device`, `restart_device` (ack when done) and `delete_device`
 (ack `deleting`, work in the background).
 
-Only containers this agent manages (labels, `labels.py`) are touched: the agent's own
+Only containers this agent manages (labels, `common/labels.py`) are touched: the agent's own
 container, the network-monitor sidecar and any container without our labels are refused
 with an error and left exactly as they are.  Deleting a device that does not exist ends
 in success.
@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.executor import containers, labels
+from common import labels
 from services.executor.context import QUICK, Context
-from services.executor.create import apply_macs, error_text
+from services.executor.engine import containers
+from services.executor.engine.liveview import ContainerView
 from services.executor.errors import (
     Conflict,
     DockerUnavailable,
@@ -22,8 +23,8 @@ from services.executor.errors import (
     NotManaged,
     OperationFailed,
 )
-from services.executor.journal import Operation
-from services.executor.liveview import ContainerView
+from services.executor.runtime.create import apply_macs, error_text
+from services.executor.runtime.journal import Operation
 
 log = logging.getLogger(__name__)
 
@@ -108,23 +109,22 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
 
 async def start_delete(ctx: Context, device: str) -> dict[str, Any]:
     ctx.require_docker()
-    ctx.ops.begin(device, "delete")
-    started = False
-    try:
+
+    async def prepare() -> Operation:
         await managed(ctx, device, "delete")
         op = Operation(device, "delete", step="stopping_container",
                        message=f"Container {device} is being deleted")
         await ctx.save_op(op)
-        ctx.ops.spawn(run_delete(ctx, op), name=f"delete-{device}")
-        started = True
-    finally:
-        if not started:
-            ctx.ops.end(device)
+        return op
+
+    await ctx.ops.launch(device, "delete", prepare, lambda op: run_delete(ctx, op),
+                         name=f"delete-{device}")
     return {"status": "deleting", "device_id": device,
             "message": f"Container deletion started for {device}"}
 
 
 async def run_delete(ctx: Context, op: Operation) -> None:
+    """The work of a delete; the caller holds the device's claim."""
     device = op.device_id
     try:
         await remove_runtime(ctx, device, op)
@@ -135,8 +135,6 @@ async def run_delete(ctx: Context, op: Operation) -> None:
         log.warning("delete of %s failed at %s: %s", device, op.step, text)
         op.fail(text)
         await ctx.save_op(op)
-    finally:
-        ctx.ops.end(device)
 
 
 async def remove_runtime(ctx: Context, device: str, op: Operation | None = None) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from services.executor import names
 from services.executor.context import Context
-from services.executor.journal import Operation
-from services.executor.liveview import ContainerView
+from services.executor.engine.liveview import ContainerView
+from services.executor.net import names
+from services.executor.runtime.journal import Operation
 
 IN_PROGRESS_STATUS = {"create": "creating", "delete": "deleting",
                       "delete_orchestrator": "deleting"}

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import logging
 
-from services.executor import labels, names, networks
+from common import labels
 from services.executor.context import Context
-from services.executor.create import (
+from services.executor.errors import OperationFailed
+from services.executor.net import names, networks
+from services.executor.runtime.create import (
     apply_macs,
     complete,
     fail_and_roll_back,
     roll_back,
     start_runtime,
 )
-from services.executor.errors import OperationFailed
-from services.executor.journal import Operation
-from services.executor.lifecycle import run_delete
-from services.executor.selfdestruct import run_self_destruct
+from services.executor.runtime.journal import Operation
+from services.executor.runtime.lifecycle import run_delete
+from services.executor.runtime.selfdestruct import run_self_destruct
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,18 @@ async def reconcile(ctx: Context) -> None:
                         op.step)
             ctx.ops.begin(device, op.operation)
             if op.operation == "create":
-                ctx.ops.spawn(recover_create(ctx, op), name=f"recover-create-{device}")
+                ctx.ops.carry(device, recover_create(ctx, op), f"recover-create-{device}")
             elif op.operation == "delete":
-                ctx.ops.spawn(run_delete(ctx, op), name=f"recover-delete-{device}")
+                ctx.ops.carry(device, run_delete(ctx, op), f"recover-delete-{device}")
             elif op.operation == "delete_orchestrator":
-                ctx.ops.spawn(run_self_destruct(ctx, op), name="recover-self-destruct")
+                ctx.ops.carry(device, run_self_destruct(ctx, op), "recover-self-destruct")
             else:
                 ctx.ops.end(device)
                 op.fail("Interrupted by an executor restart")
                 await ctx.save_op(op)
         elif op.state == "error" and op.progress.get("rollback_pending"):
             ctx.ops.begin(device, op.operation)
-            ctx.ops.spawn(retry_rollback(ctx, op), name=f"rollback-{device}")
+            ctx.ops.carry(device, retry_rollback(ctx, op), f"rollback-{device}")
     await collect_leftovers(ctx)
     for view in ctx.view.all():
         if view.running and ctx.ops.current(view.name) is None:
@@ -87,8 +88,6 @@ async def recover_create(ctx: Context, op: Operation) -> None:
         log.info("create of %s finished after restart", device)
     except Exception as exc:
         await fail_and_roll_back(ctx, op, exc, [v.get("network") for v in vnics])
-    finally:
-        ctx.ops.end(device)
 
 
 async def retry_rollback(ctx: Context, op: Operation) -> None:
@@ -99,8 +98,6 @@ async def retry_rollback(ctx: Context, op: Operation) -> None:
         await ctx.save_op(op)
     except Exception as exc:
         log.warning("rollback of %s still incomplete: %s", op.device_id, exc)
-    finally:
-        ctx.ops.end(op.device_id)
 
 
 async def collect_leftovers(ctx: Context) -> None:

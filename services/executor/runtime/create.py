@@ -28,8 +28,9 @@ from typing import Any
 
 import docker.errors
 
-from services.executor import containers, labels, macfix, names
+from common import labels
 from services.executor.context import QUICK, Context
+from services.executor.engine import containers, macfix
 from services.executor.errors import (
     Conflict,
     DetectionUnavailable,
@@ -38,9 +39,10 @@ from services.executor.errors import (
     InvalidRequest,
     OperationFailed,
 )
-from services.executor.journal import Operation
-from services.executor.netinfo import detected_network, parent_address
-from services.executor.validate import (
+from services.executor.net import names
+from services.executor.net.netinfo import detected_network, parent_address
+from services.executor.runtime.journal import Operation
+from services.executor.runtime.validate import (
     CreateRequest,
     check_conflicts,
     check_parents_local,
@@ -80,9 +82,8 @@ async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     device = req.device
     if ctx.destroying:
         raise Conflict("Self-destruct in progress: no runtime can be created")
-    ctx.ops.begin(device, "create")
-    started = False
-    try:
+
+    async def prepare() -> Operation:
         ctx.require_docker()
         check_conflicts(req, macs_in_use(ctx, device), ips_in_use(ctx, device))
         if ctx.on_host:
@@ -94,11 +95,10 @@ async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                        message=f"Container {device} is being created",
                        request={"runtime_version": req.tag, "vnics": req.vnics})
         await ctx.save_op(op)
-        ctx.ops.spawn(run_create(ctx, op, req), name=f"create-{device}")
-        started = True
-    finally:
-        if not started:
-            ctx.ops.end(device)
+        return op
+
+    await ctx.ops.launch(device, "create", prepare, lambda op: run_create(ctx, op, req),
+                         name=f"create-{device}")
     return {"status": "creating", "container_id": device,
             "message": f"Container creation started for {device}"}
 
@@ -135,15 +135,12 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest) -> None:
             op.request["vnics"] = vnics
             op.progress["networks_done"] = True
             await ctx.save_op(op)
-            await pause_point(ctx, "creating_networks")
             await step(ctx, op, "creating_container")
             cid = await create_container(ctx, op, device, image, vnics)
             op.progress["container_id"] = cid
             await ctx.save_op(op)
-            await pause_point(ctx, "container_created")
             await start_runtime(ctx, device, image, vnics, op)
         await complete(ctx, op, vnics)
-        await pause_point(ctx, "creating_container")
         op.succeed(f"Container {device} created")
         await ctx.save_op(op)
         log.info("runtime %s created", device)
@@ -151,20 +148,11 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest) -> None:
         raise  # shutting down: the journal keeps the step; reconcile decides at restart
     except Exception as exc:
         await fail_and_roll_back(ctx, op, exc, [v.get("network") for v in vnics])
-    finally:
-        ctx.ops.end(device)
 
 
 async def step(ctx: Context, op: Operation, name: str) -> None:
     op.set_step(name)
     await ctx.save_op(op)
-
-
-async def pause_point(ctx: Context, name: str) -> None:
-    """Test-only: halt here until the process dies (ORCH_TEST_PAUSE_AFTER_STEP)."""
-    if ctx.config.test_pause_after_step == name:
-        log.warning("test pause after step %s", name)
-        await asyncio.Event().wait()
 
 
 def error_text(exc: BaseException) -> str:

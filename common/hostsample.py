@@ -1,4 +1,5 @@
-"""Host sampling with psutil, in the units of the cloud heartbeat.
+"""Host sampling with psutil, in the units of the cloud heartbeat: metrics samples the
+host with it, and the gateway's heartbeat falls back to it.
 
 CPU is psutil's non-blocking percentage (since the previous call), memory and disk are
 GB, disk sums the physical partitions only: virtual filesystems are left out and a device

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from services.executor.errors import DockerUnavailable
+from common.errors import DockerUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,10 @@ from typing import Any
 import docker.errors
 import docker.types
 
-from services.executor import ipam, labels, names
-from services.executor.docker_api import DockerApi
+from common import labels
+from services.executor.engine.docker_api import DockerApi
 from services.executor.errors import Conflict, OperationFailed
+from services.executor.net import ipam, names
 
 log = logging.getLogger(__name__)
 

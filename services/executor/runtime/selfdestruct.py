@@ -15,11 +15,13 @@ from typing import Any
 
 import docker.errors
 
-from services.executor import containers, labels, names, networks
+from common import labels
 from services.executor.context import Context
-from services.executor.create import error_text
-from services.executor.journal import Operation
-from services.executor.lifecycle import remove_runtime
+from services.executor.engine import containers
+from services.executor.net import names, networks
+from services.executor.runtime.create import error_text
+from services.executor.runtime.journal import Operation
+from services.executor.runtime.lifecycle import remove_runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,15 @@ async def start_self_destruct(ctx: Context) -> dict[str, Any]:
     if ctx.ops.current(DEVICE) is not None:
         return dict(ACK)  # already under way: the same answer, no second run
     ctx.require_docker()
-    ctx.ops.begin(DEVICE, "delete_orchestrator")
-    try:
+
+    async def prepare() -> Operation:
         op = Operation(DEVICE, "delete_orchestrator", step="waiting_for_operations",
                        message="Self-destruct in progress")
         await ctx.save_op(op)
-    except BaseException:
-        ctx.ops.end(DEVICE)
-        raise
-    ctx.ops.spawn(run_self_destruct(ctx, op), name="self-destruct")
+        return op
+
+    await ctx.ops.launch(DEVICE, "delete_orchestrator", prepare,
+                         lambda op: run_self_destruct(ctx, op), name="self-destruct")
     return dict(ACK)
 
 
@@ -106,4 +108,3 @@ async def run_self_destruct(ctx: Context, op: Operation) -> None:
         await ctx.save_op(op)
     finally:
         ctx.destroying = False
-        ctx.ops.end(DEVICE)

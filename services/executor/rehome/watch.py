@@ -26,10 +26,10 @@ from typing import Any
 from common.bus import BusError, RpcClient, Subscriber
 from common.messages import Alive, MessageError, NetChange, NetDiscovery, parse
 from common.service import Runtime
-from services.executor import rehome
 from services.executor.context import Context
 from services.executor.errors import DockerUnavailable
-from services.executor.hostnets import subnets
+from services.executor.net.hostnets import subnets
+from services.executor.rehome import check as rehome
 
 log = logging.getLogger(__name__)
 

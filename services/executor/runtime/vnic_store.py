@@ -16,7 +16,7 @@ import copy
 import logging
 from typing import Any
 
-from services.executor.devicefile import DeviceFile
+from services.executor.runtime.devicefile import DeviceFile
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import docker.errors
 import requests
 import urllib3.exceptions
 
-from services.executor.enginepool import EnginePool
+from common.enginepool import EnginePool
 from services.executor.errors import DockerUnavailable
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The executor resolves a managed device to its internal address and calls :func:`proxy`,
 which returns the ``run_command`` ack body (without ``action`` / ``correlation_id``).
-Message shaping lives in :mod:`services.executor.proxy_http`; this module owns the
+Message shaping lives in :mod:`services.executor.proxy.http`; this module owns the
 safety rules and the transport.
 
 Transport: urllib3 (already loaded with the Docker SDK), one blocking exchange per call on
@@ -38,31 +38,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
-import ssl
 import threading
 import time
 import urllib.parse
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http import client as http_client
 from typing import Any
 
 import psutil
-import urllib3.exceptions
-from urllib3 import (
-    BaseHTTPResponse,
-    HTTPConnectionPool,
-    HTTPSConnectionPool,
-    Timeout,
-    encode_multipart_formdata,
-)
 from urllib3.util import Url, parse_url
 
-from common.version import __version__
-from services.executor import proxy_http as http
-from services.executor.proxy_http import RequestBuildError
+from services.executor.proxy import http
+from services.executor.proxy.exchange import TRANSPORT_ERRORS, exchange, transport_error
+from services.executor.proxy.http import RequestBuildError
 
 __all__ = [
     "DEFAULT",
@@ -78,22 +66,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HTTPS_PORT = 8443
 MiB = 1024 * 1024
-_READ_CHUNK = 64 * 1024
-USER_AGENT = f"orchestrator-agent/{__version__}"
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 # Concurrent runtime requests; more wait for a thread within their own deadline.
 PROXY_WORKERS = 8
 # How long past its deadline a call waits for its worker to report the outcome itself.
 _DEADLINE_GRACE = 0.25
-# Runtimes present self-signed certificates, so their connections are unverified by
-# design; this process makes no other unverified HTTPS request worth a warning.
-warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
-_TRANSPORT_ERRORS = (
-    urllib3.exceptions.HTTPError,
-    http_client.HTTPException,
-    TimeoutError,
-    OSError,
-)
 
 
 @dataclass(frozen=True)
@@ -178,22 +155,6 @@ def check_target(target_ip: Any, limits: ProxyLimits = DEFAULT) -> ipaddress.IPv
     return address
 
 
-_TLS_CONTEXT: ssl.SSLContext | None = None
-
-
-def _tls_context() -> ssl.SSLContext:
-    """Client context for runtimes: TLS >= 1.2, certificate not verified (self-signed)."""
-    global _TLS_CONTEXT
-    if _TLS_CONTEXT is None:
-        # No CA store: nothing is verified, so loading the system's would only cost memory.
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        _TLS_CONTEXT = context
-    return _TLS_CONTEXT
-
-
 _WORKERS: ThreadPoolExecutor | None = None
 _WORKERS_LOCK = threading.Lock()
 
@@ -228,173 +189,8 @@ def _build_url(
     return url
 
 
-def _payload(body: http.Body) -> tuple[bytes | None, str | None]:
-    """The bytes to send and, for multipart, the Content-Type carrying our boundary."""
-    if not body.multipart:
-        return body.raw, None
-    fields: list[tuple[str, Any]] = []
-    for part in body.parts:
-        if part.filename is None:
-            fields.append((part.name, part.value))
-        else:
-            fields.append((part.name, (part.filename, part.value, part.content_type)))
-    return encode_multipart_formdata(fields)
-
-
-class _DeadlineExceeded(TimeoutError):
-    """The call's overall deadline passed (connect, send, wait or read)."""
-
-
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise _DeadlineExceeded("deadline passed")
-    return left
-
-
-def _read_capped(
-    response: BaseHTTPResponse, cap: int, deadline: float, abandoned: threading.Event
-) -> bytes | None:
-    """The reply body, or None as soon as it is known to exceed ``cap`` bytes.
-
-    Each read is one receive bounded by what is left of the deadline, so a runtime that
-    trickles bytes cannot stretch the call past it.
-    """
-    declared = response.length_remaining
-    if declared is not None and declared > cap:
-        return None
-    buffer = bytearray()
-    while True:
-        left = _remaining(deadline)
-        if abandoned.is_set():
-            raise _DeadlineExceeded("abandoned by the caller")
-        # The socket's timeout was the whole budget when the request went out.
-        sock = getattr(response.connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(left)
-        chunk = response.read1(_READ_CHUNK)
-        if not chunk:
-            return bytes(buffer)
-        buffer += chunk
-        if len(buffer) > cap:
-            return None
-
-
-def _exchange(
-    method: str,
-    url: Url,
-    body: http.Body,
-    limits: ProxyLimits,
-    deadline: float,
-    abandoned: threading.Event,
-) -> dict[str, Any]:
-    """One request on one fresh connection (a worker thread); closed before returning."""
-    left = _remaining(deadline)
-    if abandoned.is_set():
-        raise _DeadlineExceeded("abandoned by the caller")
-    payload, multipart_type = _payload(body)
-    headers = dict(body.headers)
-    lowered = {name.lower() for name in headers}
-    if "user-agent" not in lowered:
-        headers["User-Agent"] = USER_AGENT
-    content_type = multipart_type or body.default_content_type
-    if content_type and (multipart_type or "content-type" not in lowered):
-        headers["Content-Type"] = content_type
-    # Unencoded replies only, so the cap counts the bytes the runtime meant.
-    headers["Accept-Encoding"] = "identity"
-    timeout = Timeout(connect=min(limits.connect_timeout, left), read=left)
-    host, port = str(url.host), int(url.port or 0)
-    # A bare connection pool: no proxy variables, .netrc or cookies are consulted, ever.
-    pool: HTTPConnectionPool
-    if url.scheme == "https":
-        pool = HTTPSConnectionPool(
-            host,
-            port,
-            timeout=timeout,
-            maxsize=1,
-            retries=False,
-            cert_reqs=ssl.CERT_NONE,
-            assert_hostname=False,
-            ssl_minimum_version=ssl.TLSVersion.TLSv1_2,
-            ssl_context=_tls_context(),
-        )
-    else:
-        pool = HTTPConnectionPool(host, port, timeout=timeout, maxsize=1, retries=False)
-    response: BaseHTTPResponse | None = None
-    try:
-        try:
-            response = pool.urlopen(
-                method,
-                url.request_uri,
-                body=payload,
-                headers=headers,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=False,
-                decode_content=True,
-            )
-        except ValueError as exc:
-            # http.client refuses a bad header name or value before anything is sent.
-            if isinstance(exc, urllib3.exceptions.HTTPError):
-                raise
-            raise RequestBuildError(f"request cannot be sent: {exc}") from None
-        raw = _read_capped(response, limits.max_response_bytes, deadline, abandoned)
-        if raw is None:
-            return http.error_ack(
-                500,
-                f"response from the runtime is larger than {limits.max_response_bytes} bytes",
-                upstream_status=response.status,
-            )
-        reply_type = response.headers.get("Content-Type", "")
-        return http.response_ack(
-            response.status,
-            http.response_headers(response.headers.items()),
-            http.decode_body(raw, reply_type),
-            reply_type,
-        )
-    finally:
-        # Close, never pool: nothing outlives the call.
-        if response is not None:
-            response.close()
-        pool.close()
-
-
-def _errno_text(exc: BaseException) -> str | None:
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, OSError) and cause.errno:
-        return os.strerror(cause.errno)
-    return None
-
-
-def _transport_error(exc: BaseException, limits: ProxyLimits) -> str:
-    errors = urllib3.exceptions
-    if isinstance(exc, errors.NewConnectionError):
-        return f"cannot connect to the runtime: {_errno_text(exc) or exc}"
-    if isinstance(exc, TimeoutError | errors.TimeoutError):
-        return f"request to the runtime timed out (limit {limits.total_timeout:g} s)"
-    if isinstance(exc, errors.SSLError | ssl.SSLError | ssl.CertificateError):
-        return f"TLS error: {exc}"
-    if isinstance(exc, errors.ProtocolError):
-        cause = exc.args[1] if len(exc.args) > 1 else exc.__cause__
-        if isinstance(cause, http_client.RemoteDisconnected):
-            return "the runtime closed the connection without a reply"
-        if isinstance(cause, http_client.IncompleteRead | errors.IncompleteRead):
-            return f"incomplete reply from the runtime: {cause!r}"
-        if isinstance(cause, http_client.HTTPException):
-            return f"invalid reply from the runtime: {cause!r}"
-        if isinstance(cause, OSError):
-            return f"connection to the runtime failed: {cause.strerror or cause}"
-        return f"connection to the runtime failed: {exc}"
-    if isinstance(exc, http_client.HTTPException | errors.DecodeError | errors.InvalidHeader):
-        return f"invalid reply from the runtime: {exc!r}"
-    if isinstance(exc, OSError):
-        return f"connection to the runtime failed: {exc.strerror or exc}"
-    return f"request to the runtime failed: {exc}"
-
-
 async def _send(method: str, url: Url, body: http.Body, limits: ProxyLimits) -> dict[str, Any]:
-    """Run :func:`_exchange` on the proxy's threads, bounded by the call's own deadline.
+    """Run :func:`exchange.exchange` on the proxy's threads, bounded by the call's own deadline.
 
     A call that finds every thread busy waits in the queue within that deadline; once
     the caller gives up, the worker stops at its next read.
@@ -403,7 +199,7 @@ async def _send(method: str, url: Url, body: http.Body, limits: ProxyLimits) -> 
     abandoned = threading.Event()
     loop = asyncio.get_running_loop()
     job = loop.run_in_executor(
-        _workers(), _exchange, method, url, body, limits, deadline, abandoned
+        _workers(), exchange, method, url, body, limits, deadline, abandoned
     )
     try:
         # The worker keeps the deadline itself; this bound covers the wait for a thread.
@@ -441,8 +237,8 @@ async def proxy(
         ack = await _send(method, url, body, limits)
     except RequestBuildError as exc:
         return http.error_ack(400, str(exc))
-    except _TRANSPORT_ERRORS as exc:
-        message = _transport_error(exc, limits)
+    except TRANSPORT_ERRORS as exc:
+        message = transport_error(exc, limits)
         log.warning("run_command %s %s:%d%s failed: %s", method, address, port, url.path, message)
         return http.error_ack(500, message)
     log.info(

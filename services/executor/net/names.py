@@ -1,4 +1,5 @@
-"""Names and addresses: Docker's naming rules, our network names, MAC addresses.
+"""Names and addresses: our network names, MAC addresses (the naming rules themselves are
+`common/vnic_rules.py`).
 
 Pure functions, no I/O.
 """
@@ -7,24 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 
-CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
-IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
-# `<name>_internal` must stay a 63-character DNS label.
-NEW_NAME_MAX = 54
+from common import vnic_rules
+
 INTERNAL_SUFFIX = "_internal"
-ORCHESTRATOR_DEVICE = "__orchestrator__"
-
-
-def valid_container_name(name: str, limit: int = 255) -> bool:
-    return len(name) <= limit and CONTAINER_NAME.fullmatch(name) is not None
-
-
-def valid_ifname(name: str) -> bool:
-    return IFNAME.fullmatch(name) is not None and name not in (".", "..")
+ORCHESTRATOR_DEVICE = vnic_rules.ORCHESTRATOR_DEVICE_ID
 
 
 def internal_network(device: str) -> str:
@@ -42,10 +30,10 @@ def macvlan_network(parent: str, subnet: str) -> str:
 
 def normalise_mac(text: str) -> str | None:
     """Lower-case colon form of a unicast, non-zero MAC, or None when it is not one."""
-    mac = text.strip().lower().replace("-", ":")
-    if not MAC.fullmatch(mac) or mac == "00:00:00:00:00:00" or int(mac[:2], 16) & 1:
+    try:
+        return vnic_rules.mac_address(text, {})
+    except vnic_rules.Invalid:
         return None
-    return mac
 
 
 def generate_mac(taken: set[str] | None = None) -> str:

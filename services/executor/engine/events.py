@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from services.executor import labels
-from services.executor.docker_api import DockerApi, is_transport_error
+from common import labels
+from services.executor.engine.docker_api import DockerApi, is_transport_error
 from services.executor.errors import DockerUnavailable
 
 log = logging.getLogger(__name__)
