@@ -33,7 +33,7 @@ from typing import Any
 
 from common.atomicfile import atomic_write
 from common.bus import RemoteError
-from common.service import Runtime
+from common.service import Peers, Runtime
 from services.executor import create, labels, lifecycle, selfdestruct, selfinfo, status
 from services.executor.context import Context
 from services.executor.docker_api import DockerApi
@@ -44,7 +44,7 @@ from services.executor.journal import Journal
 from services.executor.liveview import ContainerView, LiveView
 from services.executor.netevents import NetEvents
 from services.executor.netinfo import InterfaceCache
-from services.executor.netwatch import NetWatch
+from services.executor.netwatch import TOPICS, NetWatch
 from services.executor.networks import Networks
 from services.executor.reconcile import reconcile
 from services.executor.registry import OperationRegistry
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 INSTANCE_FILE = labels.INSTANCE_FILE
 READY_WAIT = 5.0
+# Asks netbridge for interfaces (netinfo, netwatch) and hears its events (netwatch).
+PEERS = Peers(calls=("netbridge",), hears=("netbridge",), topics=TOPICS)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -95,7 +97,7 @@ class ExecutorService:
             journal=journal, vnics=vnics,
             networks=Networks(self.docker, self.instance, cfg.internal_pool,
                               cfg.internal_prefix, None),
-            ifaces=InterfaceCache(lambda: runtime.client("netbridge", 3.0)),
+            ifaces=InterfaceCache(runtime.clients["netbridge"]),
             ops=OperationRegistry(),
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, publish=runtime.publisher.publish)
@@ -192,7 +194,6 @@ class ExecutorService:
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
-        self.ctx.ifaces.close()
         self.docker.close()
         self.ctx.io.shutdown(wait=True)
 
