@@ -1,8 +1,11 @@
 """The service runner: what every agent process does around its own work.
 
 `run_service()` is called from a process's `main()`.  It builds the config, sets up
-logging, creates the one ZeroMQ context, binds the process's PUB and request sockets, hands
-them to the service object, and then:
+logging, and opens the process's `Runtime`: the one ZeroMQ context and every socket the
+service uses — its PUB and request sockets, a request client for each server it declared
+in its `Peers`, and one SUB socket for the publishers and topics it declared — so no
+service creates or closes a bus socket itself.  It hands the runtime to the service
+object, and then:
 
 * answers the built-in `ping` method on the request socket;
 * publishes `svc.<name>.alive` every `beat_interval` seconds (pid, uptime, version and the
@@ -33,7 +36,15 @@ import zmq
 import zmq.asyncio
 
 from common import wire
-from common.bus import Counters, Endpoints, Publisher, RpcClient, RpcServer, prepare_run_dir
+from common.bus import (
+    Counters,
+    Endpoints,
+    Publisher,
+    RpcClient,
+    RpcServer,
+    Subscriber,
+    prepare_run_dir,
+)
 from common.config import Config, ConfigError
 from common.logs import setup_logging
 from common.messages import Alive, Stopping
@@ -45,9 +56,22 @@ SHUTDOWN_BUDGET = 5.0
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STARTUP = 0, 1, 2, 3
 
 
+@dataclass(frozen=True)
+class Peers:
+    """The bus sockets a service needs besides its own, declared by the service and
+    created (and closed) by the runner."""
+
+    calls: tuple[str, ...] = ()  # servers it calls: one request client each
+    hears: tuple[str, ...] = ()  # publishers its one SUB socket connects to
+    topics: tuple[str, ...] = ("",)  # the topic prefixes that SUB socket receives
+
+
+NO_PEERS = Peers()
+
+
 @dataclass
 class Runtime:
-    """What a service object receives: everything `main()` created for it."""
+    """What a service object receives: everything the runner created for it."""
 
     name: str
     config: Config
@@ -58,12 +82,55 @@ class Runtime:
     stamper: wire.Stamper
     counters: Counters
     stop: asyncio.Event
+    clients: dict[str, RpcClient] = field(default_factory=dict)
+    sub: Subscriber | None = None
     started: float = field(default_factory=time.monotonic)
 
-    def client(self, server: str, timeout: float | None = None) -> RpcClient:
-        """A request client to another process (closed by the caller)."""
-        return RpcClient(self.ctx, self.endpoints.rpc(server), self.stamper,
-                         timeout or self.config.rpc_timeout, self.counters)
+    @classmethod
+    def open(cls, name: str, config: Config, peers: Peers = NO_PEERS) -> Runtime:
+        """Create the context and every socket of `name` (raises zmq.ZMQError when an
+        endpoint cannot be bound, with nothing left open)."""
+        endpoints = Endpoints(config.run_dir)
+        ctx = zmq.asyncio.Context()
+        stamper, counters = wire.Stamper(name), Counters()
+        opened: list[Publisher | RpcServer | RpcClient | Subscriber] = []
+        try:
+            publisher = Publisher(ctx, endpoints.pub(name), stamper, counters)
+            opened.append(publisher)
+            rpc = RpcServer(ctx, endpoints.rpc(name), stamper, publisher, counters)
+            opened.append(rpc)
+            runtime = cls(name, config, ctx, endpoints, publisher, rpc, stamper, counters,
+                          asyncio.Event())
+            for server in peers.calls:
+                runtime.clients[server] = RpcClient(ctx, endpoints.rpc(server), stamper,
+                                                    config.rpc_timeout, counters)
+                opened.append(runtime.clients[server])
+            if peers.hears:
+                runtime.sub = Subscriber(ctx, endpoints.all_pubs(peers.hears), peers.topics,
+                                         counters)
+        except BaseException:
+            for sock in reversed(opened):
+                sock.close()
+            ctx.term()
+            raise
+        return runtime
+
+    @property
+    def subscriber(self) -> Subscriber:
+        """The SUB socket the service declared (`Peers.hears`)."""
+        if self.sub is None:
+            raise RuntimeError(f"{self.name} declared no publishers to hear")
+        return self.sub
+
+    def close(self) -> None:
+        """Close every socket and terminate the context (after the service closed)."""
+        if self.sub is not None:
+            self.sub.close()
+        for client in self.clients.values():
+            client.close()
+        self.rpc.close()
+        self.publisher.close()
+        self.ctx.term()
 
 
 class Service(Protocol):
@@ -71,52 +138,44 @@ class Service(Protocol):
         """The service's own work; returns when `runtime.stop` is set."""
 
     def close(self) -> None:
-        """Release what the service opened (its own sockets, files)."""
+        """Release what the service opened (files, threads; the runner closes sockets)."""
 
 
 ServiceFactory = Callable[[Runtime], Service]
 
 
 def run_service(name: str, factory: ServiceFactory, argv: Sequence[str] | None = None,
-                description: str | None = None) -> int:
+                description: str | None = None, peers: Peers = NO_PEERS) -> int:
     try:
         config, _ = Config.load(argv, prog=f"orchestrator-{name}", description=description)
     except ConfigError as exc:
         print(f"orchestrator-{name}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config, name)
-    return asyncio.run(serve(name, config, factory))
+    return asyncio.run(serve(name, config, factory, peers))
 
 
-async def serve(name: str, config: Config, factory: ServiceFactory) -> int:
+async def serve(name: str, config: Config, factory: ServiceFactory,
+                peers: Peers = NO_PEERS) -> int:
     try:
         prepare_run_dir(config.run_dir)
     except OSError as exc:
         log.error("cannot prepare run directory %s: %s", config.run_dir, exc)
         return EXIT_STARTUP
-    endpoints = Endpoints(config.run_dir)
-    ctx = zmq.asyncio.Context()
-    stamper = wire.Stamper(name)
-    counters = Counters()
-    stop = asyncio.Event()
-    publisher: Publisher | None = None
-    rpc: RpcServer | None = None
+    try:
+        runtime = Runtime.open(name, config, peers)
+    except zmq.ZMQError as exc:
+        log.error("cannot bind the bus endpoints in %s: %s", config.run_dir, exc)
+        return EXIT_STARTUP
     service: Service | None = None
     try:
-        try:
-            publisher = Publisher(ctx, endpoints.pub(name), stamper, counters)
-            rpc = RpcServer(ctx, endpoints.rpc(name), stamper, publisher, counters)
-        except zmq.ZMQError as exc:
-            log.error("cannot bind the bus endpoints in %s: %s", config.run_dir, exc)
-            return EXIT_STARTUP
-        runtime = Runtime(name, config, ctx, endpoints, publisher, rpc, stamper, counters, stop)
-        rpc.register("ping", _ping(runtime))
+        runtime.rpc.register("ping", _ping(runtime))
         try:
             service = factory(runtime)
         except Exception:
             log.exception("%s could not start", name)
             return EXIT_STARTUP
-        _install_signals(stop)
+        _install_signals(runtime.stop)
         _release_startup_memory()
         log.info("%s %s started (pid %d), bus in %s", name, __version__, os.getpid(),
                  config.run_dir)
@@ -124,11 +183,7 @@ async def serve(name: str, config: Config, factory: ServiceFactory) -> int:
     finally:
         if service is not None:
             service.close()
-        if rpc is not None:
-            rpc.close()
-        if publisher is not None:
-            publisher.close()
-        ctx.term()
+        runtime.close()
 
 
 async def _run(runtime: Runtime, service: Service) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 from common import labels
 from common.atomicfile import atomic_write
 from common.bus import RemoteError
-from common.service import Runtime
+from common.service import Peers, Runtime
 from services.executor.context import Context
 from services.executor.engine import selfinfo
 from services.executor.engine.docker_api import DockerApi
@@ -45,7 +45,7 @@ from services.executor.net.netevents import NetEvents
 from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
 from services.executor.proxy.forward import proxy
-from services.executor.rehome.watch import NetWatch
+from services.executor.rehome.watch import TOPICS, NetWatch
 from services.executor.runtime import create, lifecycle, selfdestruct, status
 from services.executor.runtime.journal import Journal
 from services.executor.runtime.reconcile import reconcile
@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 INSTANCE_FILE = labels.INSTANCE_FILE
 READY_WAIT = 5.0
+# Asks netbridge for interfaces (netinfo, netwatch) and hears its events (netwatch).
+PEERS = Peers(calls=("netbridge",), hears=("netbridge",), topics=TOPICS)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -97,7 +99,7 @@ class ExecutorService:
             journal=journal, vnics=vnics,
             networks=Networks(self.docker, self.instance, cfg.internal_pool,
                               cfg.internal_prefix, None),
-            ifaces=InterfaceCache(lambda: runtime.client("netbridge", 3.0)),
+            ifaces=InterfaceCache(runtime.clients["netbridge"]),
             ops=OperationRegistry(),
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, publish=runtime.publisher.publish)
@@ -194,7 +196,6 @@ class ExecutorService:
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
-        self.ctx.ifaces.close()
         self.docker.close()
         self.ctx.io.shutdown(wait=True)
 

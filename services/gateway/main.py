@@ -12,11 +12,11 @@ from common.lean import keep_out
 keep_out("requests")
 
 from common.service import run_service  # noqa: E402
-from services.gateway.service import GatewayService  # noqa: E402
+from services.gateway.service import PEERS, GatewayService  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_service("gateway", GatewayService, argv, description=__doc__)
+    return run_service("gateway", GatewayService, argv, description=__doc__, peers=PEERS)
 
 
 if __name__ == "__main__":

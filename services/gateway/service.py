@@ -18,8 +18,7 @@ import asyncio
 import logging
 from typing import Any
 
-from common.bus import RpcClient, Subscriber
-from common.service import Runtime
+from common.service import Peers, Runtime
 from services.gateway.contracts import TOPICS
 from services.gateway.heartbeat import Heartbeat
 from services.gateway.link import CloudLink, Emit
@@ -31,16 +30,17 @@ log = logging.getLogger(__name__)
 
 STALE_SAMPLES = 3  # metrics samples missed before the heartbeat falls back
 
+# Calls every other process; hears their beats and the host samples.
+PEERS = Peers(calls=OTHERS, hears=OTHERS, topics=("svc.", "metrics.host"))
+
 
 class GatewayService:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         config = runtime.config
         self.watch = PeerWatch(config.beat_interval)
-        self.sub = Subscriber(runtime.ctx, runtime.endpoints.all_pubs(OTHERS),
-                              ("svc.", "metrics.host"), runtime.counters)
-        self.clients: dict[str, RpcClient] = {
-            name: runtime.client(name, config.rpc_timeout) for name in OTHERS}
+        self.sub = runtime.subscriber
+        self.clients = runtime.clients
         self.replay = ReplayCache(config.replay_window)
         self.router = Router(self.clients, self.watch, config.rpc_timeout, self.replay,
                              runtime.counters)
@@ -76,6 +76,4 @@ class GatewayService:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
-        self.sub.close()
+        pass  # the runner closes the bus sockets

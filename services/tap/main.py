@@ -48,10 +48,9 @@ def format_line(envelope: wire.Envelope, gap: int, as_json: bool, width: int = 2
     return f"{stamp} {header.source:<9} {envelope.topic:<28} #{header.seq}{gap_note} {body}"
 
 
-async def tap(endpoints: Endpoints, prefixes: Sequence[str], sources: Sequence[str],
-              as_json: bool, count: int | None, seconds: float | None, out: TextIO) -> int:
-    ctx = zmq.asyncio.Context()
-    sub = Subscriber(ctx, endpoints.all_pubs(SERVICES), prefixes or ("",))
+async def tap(sub: Subscriber, sources: Sequence[str], as_json: bool, count: int | None,
+              seconds: float | None, out: TextIO) -> int:
+    """Show what `sub` receives until a signal, `count` messages or `seconds` pass."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -78,9 +77,6 @@ async def tap(endpoints: Endpoints, prefixes: Sequence[str], sources: Sequence[s
                 break
     except BrokenPipeError:  # `orchestrator-tap | head` is a normal way to use it
         pass
-    finally:
-        sub.close()
-        ctx.term()
     return EXIT_OK
 
 
@@ -103,8 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrator-tap: no bus at {config.run_dir} (is the agent running? set "
               f"ORCH_RUN_DIR or --run-dir)", file=sys.stderr)
         return EXIT_CONFIG
-    return asyncio.run(tap(Endpoints(config.run_dir), args.prefixes, args.source, args.json,
-                           args.count, args.seconds, sys.stdout))
+    ctx = zmq.asyncio.Context()
+    sub = Subscriber(ctx, Endpoints(config.run_dir).all_pubs(SERVICES), args.prefixes or ("",))
+    try:
+        return asyncio.run(tap(sub, args.source, args.json, args.count, args.seconds,
+                               sys.stdout))
+    finally:
+        sub.close()
+        ctx.term()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from common.messages import Alive, HostMetrics
 from common.service import Runtime, _run
 from devcloud.enroll import Credentials
 from devcloud.server import DevCloud
-from services.gateway.service import GatewayService
+from services.gateway.service import PEERS, GatewayService
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -86,16 +86,9 @@ class InProcessGateway:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.ctx = zmq.asyncio.Context()
         prepare_run_dir(config.run_dir)
-        endpoints = Endpoints(config.run_dir)
-        stamper = wire.Stamper("gateway")
-        self.counters = Counters()
-        self.publisher = Publisher(self.ctx, endpoints.pub("gateway"), stamper, self.counters)
-        self.rpc = RpcServer(self.ctx, endpoints.rpc("gateway"), stamper, self.publisher,
-                             self.counters)
-        self.runtime = Runtime("gateway", config, self.ctx, endpoints, self.publisher,
-                               self.rpc, stamper, self.counters, asyncio.Event())
+        self.runtime = Runtime.open("gateway", config, PEERS)
+        self.ctx, self.counters = self.runtime.ctx, self.runtime.counters
         self.service = GatewayService(self.runtime)
         self.task: asyncio.Task[int] | None = None
 
@@ -120,9 +113,7 @@ class InProcessGateway:
         self.runtime.stop.set()
         code = await asyncio.wait_for(self.task, 15) if self.task else 0
         self.service.close()
-        self.rpc.close()
-        self.publisher.close()
-        self.ctx.destroy(linger=0)
+        self.runtime.close()
         return code
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from common.bus import RemoteError
+from common import wire
+from common.bus import RemoteError, RpcClient
 from devcloud.errors import AckTimeout
 from services.gateway.contracts import TOPICS
 from services.gateway.router import ROUTES
@@ -380,7 +381,8 @@ async def test_link_status_on_the_bus(env: Env) -> None:
     config = env.config()
     async with running_gateway(config) as gw:
         await connected(env, gw)
-        client = gw.runtime.client("gateway")
+        rt = gw.runtime
+        client = RpcClient(rt.ctx, rt.endpoints.rpc("gateway"), wire.Stamper("test"), 2)
         try:
             status = await client.call("link_status", {}, timeout=2)
         finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from common.bus import BusError, RpcClient
@@ -22,16 +21,13 @@ KEEP_LAST = 300.0
 
 
 class InterfaceCache:
-    def __init__(self, client_factory: Callable[[], RpcClient]) -> None:
-        self._factory = client_factory
-        self._client: RpcClient | None = None
+    def __init__(self, client: RpcClient) -> None:
+        self._client = client
         self._last: tuple[float, dict[str, dict[str, Any]]] | None = None
         self.last_error = "netbridge has not answered yet"
 
     async def interfaces(self) -> dict[str, dict[str, Any]] | None:
         """name → IFACE, or None when netbridge has not answered (now or recently)."""
-        if self._client is None:
-            self._client = self._factory()
         try:
             result = await self._client.call("interfaces", {}, timeout=ASK_TIMEOUT)
         except BusError as exc:
@@ -49,11 +45,6 @@ class InterfaceCache:
             return None
         self._last = (time.monotonic(), table)
         return table
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def detected_network(iface: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -23,7 +23,7 @@ import contextlib
 import logging
 from typing import Any
 
-from common.bus import BusError, RpcClient, Subscriber
+from common.bus import BusError
 from common.messages import Alive, MessageError, NetChange, NetDiscovery, parse
 from common.service import Runtime
 from services.executor.context import Context
@@ -37,6 +37,7 @@ RECV_WAIT = 1.0
 SNAPSHOT_TIMEOUT = 3.0
 BUSY_RETRY = 0.3
 ALL = "*"
+TOPICS = ("net.", "svc.netbridge.alive")  # what the runner subscribes to on netbridge
 
 
 class NetWatch:
@@ -46,7 +47,7 @@ class NetWatch:
         self._dirty = asyncio.Event()
         self._pending: set[str] = set()
         self._netbridge_pid: int | None = None
-        self._client: RpcClient | None = None
+        self._client = runtime.clients["netbridge"]
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def poke(self, parents: set[str] | None = None) -> None:
@@ -63,28 +64,22 @@ class NetWatch:
             for task in (listener, passes, *self._tasks):
                 task.cancel()
             await asyncio.gather(listener, passes, *self._tasks, return_exceptions=True)
-            if self._client is not None:
-                self._client.close()
 
     # --- events in ----------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        sub = Subscriber(self.rt.ctx, [self.rt.endpoints.pub("netbridge")],
-                         ["net.", "svc.netbridge.alive"], self.rt.counters)
+        sub = self.rt.subscriber
         self._spawn(self.snapshot())
-        try:
-            while not self.rt.stop.is_set():
-                envelope = await sub.recv(RECV_WAIT)
-                if envelope is None:
-                    continue
-                try:
-                    message = parse(envelope)
-                except MessageError as exc:
-                    log.warning("ignoring %s: %s", envelope.topic, exc)
-                    continue
-                self.handle(message)
-        finally:
-            sub.close()
+        while not self.rt.stop.is_set():
+            envelope = await sub.recv(RECV_WAIT)
+            if envelope is None:
+                continue
+            try:
+                message = parse(envelope)
+            except MessageError as exc:
+                log.warning("ignoring %s: %s", envelope.topic, exc)
+                continue
+            self.handle(message)
 
     def handle(self, message: Any) -> None:
         if isinstance(message, NetChange):
@@ -107,8 +102,6 @@ class NetWatch:
     async def snapshot(self) -> bool:
         """Fill the table from netbridge's `interfaces`; False when it did not answer or
         its data is stale."""
-        if self._client is None:
-            self._client = self.rt.client("netbridge", SNAPSHOT_TIMEOUT)
         try:
             result = await self._client.call("interfaces", {}, timeout=SNAPSHOT_TIMEOUT)
         except BusError as exc:
