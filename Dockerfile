@@ -13,11 +13,12 @@ ARG BASE_IMAGE=orchestrator/base:bookworm
 FROM ${BASE_IMAGE} AS build
 # Dependencies first: this layer is reused until requirements.txt or the wheels change.
 COPY .build/wheelhouse /wheels
+# Every wheel is checked against the lock's hashes, not only its name and version.
 COPY requirements.txt /src/requirements.txt
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-        --no-index --find-links /wheels -r /src/requirements.txt
-COPY pyproject.toml /src/
+        --require-hashes --no-index --find-links /wheels -r /src/requirements.txt
+COPY pyproject.toml requirements.in /src/
 COPY common /src/common
 COPY services /src/services
 COPY devcloud /src/devcloud

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PULL_POLICIES = ("always", "missing", "never")
@@ -29,6 +30,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     cloud_url: str = "https://api.getedge.me"
+    # Development only: accept a plain http:// cloud URL (no TLS, no mTLS identity).
+    allow_insecure_cloud: bool = False
     mtls_dir: Path = Path("~/.mtls")  # expanded when the config is loaded
     ca_file: Path | None = None
     state_dir: Path = Path("/var/orchestrator")
@@ -125,9 +128,23 @@ class Config:
             raise ConfigError("stop_grace must not be negative")
         if not 16 <= self.internal_prefix <= 30:
             raise ConfigError("internal_prefix must be between 16 and 30")
+        self._check_cloud_url()
         # A unix socket path is limited to 107 bytes; leave room for the endpoint names.
         if len(str(self.run_dir)) > 80:
             raise ConfigError(f"run directory path is too long for ipc endpoints: {self.run_dir}")
+
+    def _check_cloud_url(self) -> None:
+        scheme = urlsplit(self.cloud_url).scheme.lower()
+        if scheme == "https":
+            return
+        if scheme == "http":
+            if self.allow_insecure_cloud:
+                return
+            raise ConfigError(
+                f"cloud URL {self.cloud_url} is plain http: commands and credentials would "
+                "travel unencrypted and unauthenticated; use https://, or for development "
+                "only set ORCH_ALLOW_INSECURE_CLOUD=1 (--allow-insecure-cloud)")
+        raise ConfigError(f"cloud URL {self.cloud_url} must start with https://")
 
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
@@ -141,6 +158,9 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", dest="state_dir")
     parser.add_argument("--run-dir", dest="run_dir")
     parser.add_argument("--cloud-url", dest="cloud_url")
+    parser.add_argument("--allow-insecure-cloud", dest="allow_insecure_cloud",
+                        action="store_const", const="1",
+                        help="development only: accept a plain http:// cloud URL")
     parser.add_argument("--mtls-dir", dest="mtls_dir")
     parser.add_argument("--ca-file", dest="ca_file")
     parser.add_argument("--runtime-image", dest="runtime_image")
@@ -156,8 +176,19 @@ def _convert(name: str, type_name: object, raw: object) -> object:
             return int(text)
         if kind == "float":
             return float(text)
+        if kind == "bool":
+            return _boolean(text)
     except ValueError as exc:
         raise ConfigError(f"{Config.env_name(name)}={text!r}: {exc}") from None
     if name == "log_level":
         return text.upper()
     return text
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")

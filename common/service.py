@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 
-from common import wire
+from common import dirs, wire
 from common.bus import (
     Counters,
     Endpoints,
@@ -151,6 +151,11 @@ def run_service(name: str, factory: ServiceFactory, argv: Sequence[str] | None =
     except ConfigError as exc:
         print(f"orchestrator-{name}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        dirs.prepare(config.run_dir, config.state_dir)
+    except dirs.UnsafeDirectory as exc:
+        print(f"orchestrator-{name}: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     setup_logging(config, name)
     return asyncio.run(serve(name, config, factory, peers))
 

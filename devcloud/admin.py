@@ -11,14 +11,26 @@
 * ``GET  /acks``                          ``?agent=&topic=``: every ack recorded
 * ``GET  /refusals``                      refused Socket.IO connections
 
-No authentication: loopback is the boundary, so nothing else may bind it.
+Loopback alone is no boundary: any web page the developer opens can send requests to
+127.0.0.1.  So every request must pass, in this order:
+
+* ``Host`` must be a loopback name or address with this listener's port (403): a page
+  that rebinds its own DNS name to 127.0.0.1 still sends its own name;
+* an ``Origin`` header, when present, must be this interface's own (403): browsers send
+  it on cross-origin requests;
+* ``Authorization: Bearer <token>`` with the token the cloud writes (0600) to
+  ``<dir>/admin.token`` when it starts (401); the CLI reads it from there;
+* a request that carries a body, and every POST, must say ``Content-Type:
+  application/json`` (415): the "simple" content types a page may send without asking
+  first (text/plain, forms) are refused.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -30,9 +42,14 @@ log = logging.getLogger(__name__)
 
 ADMIN_HOST = "127.0.0.1"
 MAX_WAIT = 300.0
+TOKEN_FILE = "admin.token"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 HUB_KEY: web.AppKey[AgentHub] = web.AppKey("hub", AgentHub)
 INFO_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("info")
+TOKEN_KEY: web.AppKey[str] = web.AppKey("token", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -133,8 +150,59 @@ async def refusals(request: web.Request) -> web.Response:
     return web.json_response({"refusals": [r.as_dict() for r in request.app[HUB_KEY].refusals]})
 
 
-def make_app(hub: AgentHub, info_fn: Callable[[], dict[str, Any]]) -> web.Application:
-    app = web.Application()
+def _local_port(request: web.Request) -> int | None:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return int(sockname[1]) if sockname else None
+
+
+def _own_hosts(port: int | None) -> set[str]:
+    hosts = {f"{name}:{port}" for name in LOOPBACK_NAMES}
+    if port == 80:
+        hosts.update(LOOPBACK_NAMES)
+    return hosts
+
+
+def refusal(request: web.Request, token: str) -> web.Response | None:
+    """Why this request may not reach a handler (an error response), or None."""
+    port = _local_port(request)
+    own = _own_hosts(port)
+    host = request.headers.get("Host", "").strip().lower()
+    if host not in own:
+        return _error(403, f"Host {host or '(none)'!r} is not this admin interface "
+                           f"(expected {ADMIN_HOST}:{port} or localhost:{port})")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.strip().lower() not in {f"http://{h}" for h in own}:
+        return _error(403, f"cross-origin request from {origin!r} refused")
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(),
+                                                             token.encode()):
+        response = _error(401, f"missing or wrong admin token (the cloud writes it to "
+                               f"<dir>/{TOKEN_FILE}; the CLI reads it from there)")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    if (request.method == "POST" or request.body_exists) and request.content_type != (
+            "application/json"):
+        return _error(415, f"Content-Type must be application/json, not "
+                           f"{request.headers.get('Content-Type', '(none)')!r}")
+    return None
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refused = refusal(request, request.app[TOKEN_KEY])
+    if refused is not None:
+        log.warning("admin: refused %s %s: %s", request.method, request.path, refused.text)
+        return refused
+    return await handler(request)
+
+
+def make_app(
+    hub: AgentHub, info_fn: Callable[[], dict[str, Any]], token: str
+) -> web.Application:
+    if len(token) < 16:
+        raise ValueError("the admin token is too short")
+    app = web.Application(middlewares=[guard])
+    app[TOKEN_KEY] = token
     app[HUB_KEY] = hub
     app[INFO_KEY] = info_fn
     app.router.add_get("/info", info)

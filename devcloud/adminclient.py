@@ -6,6 +6,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from devcloud.errors import AckTimeout, AdminError, AgentNotConnected
@@ -14,16 +15,35 @@ from devcloud.errors import AckTimeout, AdminError, AgentNotConnected
 _SLACK = 10.0
 
 
+def read_token(path: Path) -> str:
+    """The admin token a running cloud wrote; a clear error when there is none."""
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        raise AdminError(f"no admin token at {path}: start the cloud with this --dir "
+                         "(it writes the token when it starts) or pass --admin-token-file"
+                         ) from None
+    except OSError as exc:
+        raise AdminError(f"cannot read the admin token {path}: {exc.strerror}") from None
+    if not token:
+        raise AdminError(f"the admin token file {path} is empty")
+    return token
+
+
 class AdminClient:
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token
         self.timeout = timeout
 
     def _call(
         self, method: str, path: str, body: Any = None, *, timeout: float | None = None
     ) -> tuple[int, Any]:
+        if body is None and method == "POST":
+            body = {}
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:

@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 
 from devcloud import pki
-from devcloud.adminclient import AdminClient
+from devcloud.admin import TOKEN_FILE
+from devcloud.adminclient import AdminClient, read_token
 from devcloud.enroll import enroll
 from devcloud.errors import AckTimeout, AgentNotConnected, DevCloudError
 from devcloud.server import (
@@ -84,12 +85,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _admin(args: argparse.Namespace) -> AdminClient:
-    if args.admin_url:
-        return AdminClient(args.admin_url)
     run_dir = Path(args.dir)
+    token = read_token(Path(args.admin_token_file) if args.admin_token_file
+                       else run_dir / TOKEN_FILE)
+    if args.admin_url:
+        return AdminClient(args.admin_url, token)
     if (run_dir / "run.json").exists():
-        return AdminClient(read_run_file(run_dir)["admin_url"])
-    return AdminClient(f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}")
+        return AdminClient(read_run_file(run_dir)["admin_url"], token)
+    return AdminClient(f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}", token)
 
 
 def cmd_agents(args: argparse.Namespace) -> int:
@@ -185,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     def with_admin(p: argparse.ArgumentParser) -> None:
         with_dir(p)
         p.add_argument("--admin-url", help="admin interface (default: from <dir>/run.json)")
+        p.add_argument("--admin-token-file",
+                       help=f"the admin token (default: <dir>/{TOKEN_FILE}, written by serve)")
 
     p = sub.add_parser("init", help="create the CA and the server certificate")
     with_dir(p)

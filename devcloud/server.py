@@ -6,7 +6,8 @@ Three listeners, one asyncio loop:
   (the agent's link), on ``host:port``;
 * provisioning over TLS, no client certificate (the installer), on
   ``host:provision_port``;
-* the admin interface, plain HTTP on 127.0.0.1 only, on ``admin_port``.
+* the admin interface, plain HTTP on 127.0.0.1 only, on ``admin_port``, behind a token
+  made afresh at every start and written (0600) to ``<dir>/admin.token``.
 
 Every port may be 0 (ephemeral); the bound ports are readable after
 ``start()`` and are written to ``<dir>/run.json`` for the CLI.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import ssl
 from pathlib import Path
@@ -27,6 +29,7 @@ from aiohttp import web
 from cryptography import x509
 
 from devcloud import admin, pki, provisioning
+from devcloud.adminclient import AdminClient
 from devcloud.enroll import Credentials, enroll, write_credentials
 from devcloud.fsutil import write_atomic
 from devcloud.hub import AckRecord, AgentHub, Heartbeat, Refusal
@@ -112,6 +115,7 @@ class DevCloud:
         self._registry: Registry | None = None
         self._hub: AgentHub | None = None
         self._ca: pki.CertificateAuthority | None = None
+        self.admin_token = secrets.token_urlsafe(32)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -127,6 +131,8 @@ class DevCloud:
         sio_ctx = server_ssl_context(cert, key, self.pki_paths.ca_cert, require_client_cert=True)
         prov_ctx = server_ssl_context(cert, key, None, require_client_cert=False)
 
+        # Before the listener exists, so no client ever meets an interface without a token.
+        write_atomic(self.admin_token_path, (self.admin_token + "\n").encode(), 0o600)
         sio_app = web.Application()
         self._hub.attach(sio_app)
         try:
@@ -138,7 +144,7 @@ class DevCloud:
                 prov_ctx,
             )
             self.admin_port = await self._serve(
-                admin.make_app(self._hub, self.info),
+                admin.make_app(self._hub, self.info, self.admin_token),
                 admin.ADMIN_HOST,
                 self._requested["admin_port"],
                 None,
@@ -212,6 +218,14 @@ class DevCloud:
     @property
     def admin_url(self) -> str:
         return f"http://{admin.ADMIN_HOST}:{self.admin_port}"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.directory / admin.TOKEN_FILE
+
+    def admin_client(self, timeout: float = 10.0) -> AdminClient:
+        """A client of this cloud's admin interface, holding its token."""
+        return AdminClient(self.admin_url, self.admin_token, timeout=timeout)
 
     @property
     def ca_cert_path(self) -> Path:

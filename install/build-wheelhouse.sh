@@ -42,7 +42,9 @@ req_args=()
 for req in "$@"; do req_args+=(-r "$req"); done
 
 say "downloading cp311 wheels into $OUT"
-if ! "$PYTHON" -m pip download --disable-pip-version-check -q \
+# --require-hashes: every wheel must match the lock's hashes (the files given must be
+# hashed locks: requirements.txt, install/build-requirements.txt).
+if ! "$PYTHON" -m pip download --disable-pip-version-check -q --require-hashes \
         --only-binary=:all: --implementation cp --python-version 3.11 \
         --abi cp311 --abi abi3 --abi none "${platforms[@]}" \
         -d "$OUT" "${req_args[@]}"; then
@@ -51,7 +53,8 @@ if ! "$PYTHON" -m pip download --disable-pip-version-check -q \
     host_py="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
     [ "$host_py" = 3.11 ] || die "a requirement has no cp311 wheel and host Python is $host_py, not 3.11"
     say "some requirement has no wheel for the target; building with the host pip"
-    "$PYTHON" -m pip wheel --disable-pip-version-check -q --prefer-binary -w "$OUT" "${req_args[@]}" \
+    "$PYTHON" -m pip wheel --disable-pip-version-check -q --require-hashes --prefer-binary \
+        -w "$OUT" "${req_args[@]}" \
         || die "pip wheel failed"
 fi
 printf '%s\n' "$stamp" >"$OUT/.stamp"

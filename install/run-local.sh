@@ -13,13 +13,19 @@
 #
 # State goes to .run/ in the checkout: .run/state (agent state), .run/devcloud (the cloud's
 # CA and registry), .run/mtls (the agent's enrolled credentials, made once).  The bus lives
-# in a private run directory under /tmp (ipc paths must stay short).  With ORCH_CLOUD_URL
+# in a private run directory: $XDG_RUNTIME_DIR/orchestrator, else /tmp/orchestrator-<uid>
+# (ipc paths must stay short), refused when another user owns it or it is open to others.  With ORCH_CLOUD_URL
 # already set, no development cloud is started and the agent uses that cloud, with
 # ORCH_MTLS_DIR and ORCH_CA_FILE as given.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$top/.venv/bin:$PATH"
 export ORCH_STATE_DIR=${ORCH_STATE_DIR:-$top/.run/state}
+# The bus: $XDG_RUNTIME_DIR (private to the user by design) when there is one, else a
+# directory under /tmp that is refused at start-up if another user created it first.
+if [ -z "${ORCH_RUN_DIR:-}" ] && [ -n "${XDG_RUNTIME_DIR:-}" ] && [ -d "$XDG_RUNTIME_DIR" ]; then
+  ORCH_RUN_DIR=$XDG_RUNTIME_DIR/orchestrator
+fi
 export ORCH_RUN_DIR=${ORCH_RUN_DIR:-/tmp/orchestrator-$(id -u)}
 cloud_dir=${ORCH_DEVCLOUD_DIR:-$top/.run/devcloud}
 cloud_port=${ORCH_DEVCLOUD_PORT:-3001}
@@ -45,8 +51,10 @@ case "${1:-run}" in
   *) echo "usage: $0 [run | ctl ARGS | tap ARGS | cloud ARGS]" >&2; exit 2 ;;
 esac
 
-mkdir -p "$ORCH_STATE_DIR"
-mkdir -p -m 0700 "$ORCH_RUN_DIR"
+# Created when missing; refused (never repaired) when owned by someone else or open to
+# others: supervisord and the bus put their sockets there.
+python -m common.dirs state "$ORCH_STATE_DIR"
+python -m common.dirs run "$ORCH_RUN_DIR"
 
 cloud_pid=
 netmon_pid=

@@ -2,8 +2,9 @@
 
 The cloud knows the agent by its client certificate alone, so the agent id is that
 certificate's subject CN.  Verification of the server is never optional: `CERT_REQUIRED`,
-host name checking, TLS 1.2 or newer, the system trust store plus an optional extra CA
-file.  There is no code path that builds a context without verification.
+host name checking against the subjectAltName only (never the subject CN), TLS 1.2 or
+newer, the system trust store plus an optional extra CA file.  A client key that group or
+others can reach is refused.  There is no code path that builds a context without verification.
 
 Files are read afresh for every connection attempt, so an operator who enrols the agent
 (or replaces an expiring certificate) while it runs does not have to restart it.
@@ -12,7 +13,9 @@ Files are read afresh for every connection attempt, so an operator who enrols th
 from __future__ import annotations
 
 import datetime as dt
+import os
 import ssl
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +76,17 @@ def _readable(path: Path, what: str) -> bytes:
         raise CredentialsError(path, f"{what} cannot be read ({exc.strerror})") from None
 
 
+def _check_key_private(path: Path) -> None:
+    """Refuse a key that group or others can reach: anyone who reads it is the agent."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError as exc:
+        raise CredentialsError(path, f"client key cannot be read ({exc.strerror})") from None
+    if mode & 0o077:
+        raise CredentialsError(path, f"client key is open to group or others (mode {mode:04o})",
+                               f"chmod 600 {path} (and check who could have copied it)")
+
+
 def common_name(cert: x509.Certificate) -> str | None:
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not attrs:
@@ -88,6 +102,7 @@ def load_identity(mtls_dir: Path) -> Identity:
     key_path = mtls_dir / CLIENT_KEY
     pem = _readable(cert_path, "client certificate")
     _readable(key_path, "client key")
+    _check_key_private(key_path)
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
@@ -107,6 +122,8 @@ def client_context(identity: Identity, ca_file: Path | None) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.check_hostname = True
+    # RFC 6125: the name is matched against the SAN only; a CN-only certificate is refused.
+    ctx.hostname_checks_common_name = False
     if ca_file is not None:
         try:
             ctx.load_verify_locations(cafile=str(ca_file))

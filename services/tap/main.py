@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import zmq.asyncio
 
-from common import wire
+from common import dirs, wire
 from common.bus import SERVICES, Endpoints, Subscriber
 from common.config import Config, ConfigError
 
@@ -98,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.run_dir.is_dir():
         print(f"orchestrator-tap: no bus at {config.run_dir} (is the agent running? set "
               f"ORCH_RUN_DIR or --run-dir)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        # Sockets in a directory another user controls could be anyone's bus.
+        dirs.check_run_dir(config.run_dir)
+    except dirs.UnsafeDirectory as exc:
+        print(f"orchestrator-tap: refused: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     ctx = zmq.asyncio.Context()
     sub = Subscriber(ctx, Endpoints(config.run_dir).all_pubs(SERVICES), args.prefixes or ("",))

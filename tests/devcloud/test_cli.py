@@ -141,6 +141,18 @@ async def _run_against(info: dict[str, Any], cloud_dir: Path, tmp_path: Path) ->
         rc, _, err = await _cli("send", "--dir", d, "00000000", "get_device_status", "{}")
         assert rc == 4, err
 
+        # The CLI finds the admin token in --dir; without it, a clear error and no request.
+        missing = str(tmp_path / "no-token")
+        rc, _, err = await _cli("agents", "--dir", d, "--admin-token-file", missing)
+        assert rc == 1 and f"no admin token at {missing}" in err, err
+        rc, _, err = await _cli("agents", "--dir", str(tmp_path), "--admin-url",
+                                info["admin_url"])
+        assert rc == 1 and "no admin token" in err, err
+        rc, out, err = await _cli("agents", "--dir", str(tmp_path), "--admin-url",
+                                  info["admin_url"], "--admin-token-file",
+                                  str(cloud_dir / "admin.token"), "--json")
+        assert rc == 0 and json.loads(out)[0]["id"] == creds.agent_id, err
+
         watch = asyncio.create_task(_cli("watch", "--dir", d, creds.agent_id, "--count", "2"))
         # watch starts from the newest heartbeat it finds, so keep emitting until it is done.
         for uptime in range(1, 200):

@@ -12,7 +12,6 @@ import pytest
 import socketio
 
 from devcloud import pki
-from devcloud.adminclient import AdminClient
 from devcloud.enroll import Credentials, client_ssl_context
 from devcloud.errors import AckTimeout, AgentNotConnected
 from devcloud.server import DevCloud
@@ -93,7 +92,7 @@ def test_admin_send_reaches_the_agent_and_returns_its_ack(tmp_path: Path) -> Non
             handlers = {"get_device_status": _echo_handler("get_device_status"), "sloppy": sloppy}
             async with agent_client(cloud.url, creds.ssl_context(), handlers):
                 assert await cloud.wait_connected(creds.agent_id, 5)
-                admin = AdminClient(cloud.admin_url)
+                admin = cloud.admin_client()
                 answer = await asyncio.to_thread(
                     admin.send, creds.agent_id, "get_device_status", {"device_id": "plc-1"}
                 )
@@ -137,7 +136,7 @@ def test_missing_ack_is_a_timeout_and_unknown_agent_is_not_connected(tmp_path: P
                 assert await cloud.wait_connected(creds.agent_id, 5)
                 with pytest.raises(AckTimeout):
                     await cloud.send(creds.agent_id, "stuck", {}, timeout=0.3)
-                admin = AdminClient(cloud.admin_url)
+                admin = cloud.admin_client()
                 with pytest.raises(AckTimeout):
                     await asyncio.to_thread(admin.send, creds.agent_id, "stuck", {}, timeout=0.3)
                 release.set()
@@ -223,7 +222,7 @@ def test_cloud_side_disconnect_and_reconnect(tmp_path: Path) -> None:
             async def on_disconnect(*_: Any) -> None:
                 gone.set()
 
-            admin = AdminClient(cloud.admin_url)
+            admin = cloud.admin_client()
             async with agent_client(cloud.url, creds.ssl_context(), {"disconnect": on_disconnect}):
                 assert await cloud.wait_connected(creds.agent_id, 5)
                 assert await asyncio.to_thread(admin.disconnect, creds.agent_id)

@@ -132,6 +132,7 @@ async def test_credentials_that_appear_later_are_picked_up(
         later.mkdir(mode=0o700)
         for name in ("client.crt", "client.key"):
             (later / name).write_bytes((env.creds.directory / name).read_bytes())
+            (later / name).chmod(0o600)
         assert await env.cloud.wait_connected(env.creds.agent_id, 10)
         await gateway.wait(lambda: gateway.status.connected, 5, "the link to come up")
         assert gateway.status.agent_id == env.creds.agent_id
@@ -143,6 +144,7 @@ async def test_unreadable_key_is_reported_with_its_path(
     broken.mkdir()
     (broken / "client.crt").write_bytes(env.creds.cert_path.read_bytes())
     (broken / "client.key").write_text("not a key\n")
+    (broken / "client.key").chmod(0o600)
     found = await expect_refused(env, caplog, str(broken / "client.key"), mtls_dir=broken)
     assert any("do not load together" in w for w in found)
 

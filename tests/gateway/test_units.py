@@ -163,6 +163,7 @@ def test_credential_problems_name_the_file_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(CredentialsError, match="client key not found"):
         load_identity(tmp_path)
     (tmp_path / "client.key").write_text("garbage")
+    (tmp_path / "client.key").chmod(0o600)
     with pytest.raises(CredentialsError, match="not a PEM certificate"):
         load_identity(tmp_path)
     ca = pki.make_ca(None)
