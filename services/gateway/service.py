@@ -41,7 +41,7 @@ class GatewayService:
                               ("svc.", "metrics.host"), runtime.counters)
         self.clients: dict[str, RpcClient] = {
             name: runtime.client(name, config.rpc_timeout) for name in OTHERS}
-        self.replay = ReplayCache(config.replay_window)
+        self.replay = ReplayCache(config.state_dir / "gateway", config.replay_window)
         self.router = Router(self.clients, self.watch, config.rpc_timeout, self.replay,
                              runtime.counters)
         self.heartbeat = Heartbeat(config.heartbeat_interval, self.watch,
@@ -76,6 +76,7 @@ class GatewayService:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> None:
+        self.replay.close()
         for client in self.clients.values():
             client.close()
         self.sub.close()
