@@ -211,11 +211,16 @@ class ReplayCache:
         self._running[key.id] = future
         try:
             ack, keep = await produce()
-        except BaseException as exc:
+        except Exception as exc:  # a bug of the gateway's: let a retry try again
             self._forget(entry)
-            future.set_exception(exc if isinstance(exc, Exception) else
-                                 RuntimeError("command abandoned"))
+            future.set_exception(exc)
             future.exception()  # retrieved: waiters may not exist
+            raise
+        except BaseException:
+            # Cancelled (the gateway is stopping) while the command may be running: it
+            # stays "started", so a resend after the restart is answered in doubt.
+            future.set_exception(RuntimeError("command abandoned"))
+            future.exception()
             raise
         finally:
             self._running.pop(key.id, None)
