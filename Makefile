@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/cloud_rtt.py --heartbeat-seconds 60
+	$(BIN)/python bench/replay_memory.py
 
 # The long ones too: heartbeat rhythm over 5 minutes, re-homing with 1/5/20 runtimes,
 # metrics collection cost with 0/10/50 runtimes (about 20 minutes in all).

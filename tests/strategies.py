@@ -176,20 +176,15 @@ def _topic_fields(draw: st.DrawFn, topic: str) -> dict[str, Any]:
         _maybe(draw, p, "include_virtual", st.booleans())
         _maybe(draw, p, "detailed", st.booleans())
     elif topic == "get_consumption_orchestrator":
-        _maybe(
-            draw,
-            p,
-            "cpuPeriod",
-            st.sampled_from(["1h", "30m", "2d", "3600", "1760000000,1760003600"]),
-        )
-        _maybe(draw, p, "memoryPeriod", st.sampled_from(["1h", "garbage", ""]))
+        p["cpuPeriod"] = draw(st.sampled_from(["1h", "30m", "2d", "3600", "1760000000,1760003600"]))
+        p["memoryPeriod"] = draw(st.sampled_from(["1h", "garbage", ""]))
     else:
         p["device_id"] = draw(container_names)
         if topic == "get_device_status" and draw(st.booleans()):
             p["device_id"] = "__orchestrator__"
         if topic == "get_consumption_device":
-            _maybe(draw, p, "cpuPeriod", st.sampled_from(["1h", "7d"]))
-            _maybe(draw, p, "memoryPeriod", st.sampled_from(["1h", "15m"]))
+            p["cpuPeriod"] = draw(st.sampled_from(["1h", "7d"]))
+            p["memoryPeriod"] = draw(st.sampled_from(["1h", "15m"]))
         if topic == "run_command":
             p["method"] = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "get", "PATCH"]))
             p["api"] = draw(_api_paths)

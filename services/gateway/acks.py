@@ -1,7 +1,7 @@
 """Builders for the acks the gateway returns to the cloud.
 
 Every ack is one JSON object whose first two keys are ``action`` (the topic) and
-``correlation_id`` (echoed when it is a number that can be echoed, else ``null``); the
+``correlation_id`` (as received, see ``contracts.echo_correlation_id``, else ``null``); the
 rest follows in the order the reply gave it. Handlers build acks only through these
 functions, so that shape is written once.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.gateway.contracts import echo_correlation_id, safe_correlation_id
+from services.gateway.contracts import echo_correlation_id, echo_value
 from services.gateway.schema import ContractError
 
 _HEAD = ("action", "correlation_id")
@@ -28,7 +28,7 @@ def wrap_reply(topic: str, correlation_id: Any, reply: Mapping[str, Any]) -> dic
     is overridden, since only the gateway knows which request this answers."""
     ack: dict[str, Any] = {
         "action": topic,
-        "correlation_id": safe_correlation_id(correlation_id),
+        "correlation_id": echo_value(correlation_id),
     }
     ack.update((key, value) for key, value in reply.items() if key not in _HEAD)
     return ack

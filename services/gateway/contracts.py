@@ -13,9 +13,13 @@ and never forwarded.
 
 Decisions beyond the protocol text:
 
-* ``cpuPeriod`` / ``memoryPeriod`` are optional strings defaulting to ``"1h"``: the
-  protocol already maps an unparsable period to the last hour, so a missing one means
-  the same rather than an error.
+* ``cpuPeriod`` / ``memoryPeriod`` are required strings on both consumption topics, as
+  the original has them (``Missing required field: 'Missing key: cpuPeriod'``); an
+  unparsable one still means the last hour (metrics decides).
+* A non-string where a (non-empty) string is required is ``... must be a string.``;
+  ``... a non-empty string.`` is kept for blank strings.
+* ``correlation_id`` is echoed in every ack as received (see
+  :func:`echo_correlation_id`), even when it fails its own type check.
 * ``runtime_version`` ``""`` means ``latest``.
 * ``device_id`` of an existing device follows Docker's name rule (up to 255 characters);
   a new ``container_name`` is held to 54 so that ``<name>_internal`` fits in 63.
@@ -38,6 +42,7 @@ Decisions beyond the protocol text:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,12 +65,14 @@ __all__ = [
     "Command",
     "ContractError",
     "echo_correlation_id",
+    "echo_value",
     "safe_correlation_id",
     "validate",
 ]
 
-DEFAULT_PERIOD = "1h"
 DEFAULT_PORT = 8443
+# The longest correlation_id echoed back as received (as JSON text).
+ECHO_MAX = 1024
 
 COMMON: tuple[Field, ...] = (
     Field("correlation_id", Kind.NUMBER, check=v.correlation_id, doc="echoed in the ack"),
@@ -89,7 +96,7 @@ def _period(name: str) -> Field:
     return Field(
         name,
         Kind.STRING,
-        default=DEFAULT_PERIOD,
+        required=True,
         max_len=v.PERIOD_MAX,
         doc="'<start>,<end>', '<N>h|m|d' or seconds; parsed by metrics",
     )
@@ -261,14 +268,27 @@ def validate(topic: str, payload: Any) -> Command:
     )
 
 
-def echo_correlation_id(payload: Any) -> int | float | None:
-    """The payload's correlation_id if it can be echoed safely, else ``None``.
+def echo_correlation_id(payload: Any) -> Any:
+    """The payload's ``correlation_id`` as received, for every ack — including those of
+    payloads that failed validation, since the cloud matches acks by it, and the
+    original echoes it unchecked.
 
-    Used for every ack, including those of payloads that failed validation.
+    Only what the cloud could not read back is replaced by ``None``: a value that is not
+    strict JSON (NaN, infinities, which Python's decoder lets through) or whose JSON is
+    longer than :data:`ECHO_MAX` characters.
     """
     if not isinstance(payload, dict):
         return None
-    return safe_correlation_id(payload.get("correlation_id"))
+    return echo_value(payload.get("correlation_id"))
+
+
+def echo_value(value: Any) -> Any:
+    """`value` if the cloud can read it back as JSON and it is short, else ``None``."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return value if len(text) <= ECHO_MAX else None
 
 
 def safe_correlation_id(value: Any) -> int | float | None:

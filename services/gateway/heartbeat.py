@@ -3,14 +3,19 @@
 Payload (PROTOCOL.md keys first, then ours)::
 
     {"agent_id", "cpu_usage" %, "memory_usage" GB, "memory_total" GB, "disk_usage" GB,
-     "disk_total" GB, "uptime" s, "status": "online", "timestamp": ISO-8601,
+     "disk_total" GB, "uptime" s, "status": "active", "timestamp": ISO-8601,
      "agent_version", "sample_source": "metrics" | "gateway", "sample_age": s | null,
      "unavailable": [process names]}
 
-The numbers come from the latest `metrics.host` sample.  When metrics is down or its
-sample is stale, the heartbeat still goes out on time with numbers the gateway samples
-itself (`sample_source: "gateway"`), and `unavailable` names what the agent lacks
-(`"metrics"`, and any process whose liveness beats stopped).
+As the original computes them: `status` is always "active"; `uptime` is the agent's own
+running time in whole seconds (since supervisord started the suite, or since this process
+started when it runs alone), not the host's; `memory_usage` and `memory_total` are psutil's
+`used` and `total` in GB with one decimal, read here at each beat (one read of
+/proc/meminfo).  CPU and disk come from the latest `metrics.host` sample.
+
+When metrics is down or its sample is stale, the heartbeat still goes out on time with
+numbers the gateway samples itself (`sample_source: "gateway"`), and `unavailable` names
+what the agent lacks (`"metrics"`, and any process whose liveness beats stopped).
 
 Rhythm: the n-th beat is due at connect time + n * interval (no drift from the time a
 beat takes); after a stall one late beat goes out at once and the grid resumes, never a
@@ -29,6 +34,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psutil
+
 from common.hostsample import HostSampler
 from common.messages import HostMetrics
 from common.version import __version__
@@ -39,6 +46,28 @@ log = logging.getLogger(__name__)
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 SAMPLE_KEYS = ("cpu_usage", "memory_usage", "memory_total", "disk_usage", "disk_total",
                "uptime")
+GB = 1024**3
+
+
+def agent_started_at() -> float:
+    """When the agent started: its supervisord when that is this process's parent, else
+    this process (the gateway run on its own)."""
+    me = psutil.Process()
+    try:
+        parent = me.parent()
+        if parent is not None and "supervisord" in " ".join(parent.cmdline()):
+            return float(parent.create_time())
+    except psutil.Error:
+        pass
+    return float(me.create_time())
+
+
+def own_figures(started_at: float) -> dict[str, Any]:
+    """The heartbeat figures the original computes itself: used and total memory (GB,
+    one decimal) and the agent's uptime in whole seconds."""
+    mem = psutil.virtual_memory()
+    return {"memory_usage": round(mem.used / GB, 1), "memory_total": round(mem.total / GB, 1),
+            "uptime": max(0, int(time.time() - started_at))}
 
 
 class Heartbeat:
@@ -49,6 +78,7 @@ class Heartbeat:
         self._sampler: HostSampler | None = None
         self._was_stale = False
         self.sent = 0
+        self.started_at = agent_started_at()
 
     async def _own_sample(self) -> HostMetrics:
         if self._sampler is None:
@@ -75,8 +105,9 @@ class Heartbeat:
         body = sample.to_body()
         payload: dict[str, Any] = {"agent_id": agent_id}
         payload.update((key, body[key]) for key in SAMPLE_KEYS)
+        payload.update(own_figures(self.started_at))
         payload.update({
-            "status": "online",
+            "status": "active",
             "timestamp": dt.datetime.now().isoformat(),
             "agent_version": __version__,
             "sample_source": "gateway" if stale else "metrics",

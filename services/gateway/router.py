@@ -16,10 +16,13 @@ Error acks carry `reason`, a short machine-readable kind next to the human `erro
 * the kind of a `RemoteError` the owning process raised (`busy`, `not_found`, ...);
 * `internal` — a bug, logged with its traceback.
 
-Replay policy (see `replay.py`): an ack is replayed for repeats of the same topic and
-`correlation_id` unless it proves the command never ran (not delivered, `not_available`,
-`expired`) — or it was a timeout of a read-only command, which is safe to run again.
-Validation failures are not cached: they cost nothing to compute again.
+Replay policy (see `replay.py`): only valid commands that change state are deduplicated,
+by topic, `correlation_id` and payload digest; reads are always answered fresh.  An ack is
+kept for repeats unless it proves the command never ran (not delivered, `not_available`,
+`expired`).  Validation failures are never cached.
+
+`run_command` waits longer than the executor's proxy deadline (`RUN_COMMAND_BUDGET`); when
+the executor still does not answer, the ack is the documented HTTP 500 `http_response`.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from services.gateway.contracts import (
 )
 from services.gateway.jsoncodec import Undecodable
 from services.gateway.peers import PeerWatch
-from services.gateway.replay import Ack, ReplayCache
+from services.gateway.replay import Ack, ReplayCache, replay_key
 from services.gateway.schema import validation_text
 
 log = logging.getLogger(__name__)
@@ -109,6 +112,11 @@ def _is_ipv4(value: str) -> bool:
     return True
 
 
+# The executor's HTTP proxy gives a runtime 30 s (its `ProxyLimits.total_timeout`, plus a
+# quarter second for its worker to report) before it answers with its own 500; the gateway
+# waits longer, so the cloud gets the proxy's answer rather than a gateway timeout.
+RUN_COMMAND_BUDGET = 35.0
+
 ROUTES: Mapping[str, Route] = {r.topic: r for r in (
     Route("create_new_runtime", "executor", "create_runtime", mutating=True),
     Route("delete_device", "executor", "delete_device", mutating=True),
@@ -116,7 +124,8 @@ ROUTES: Mapping[str, Route] = {r.topic: r for r in (
     Route("stop_device", "executor", "stop_device", mutating=True),
     Route("restart_device", "executor", "restart_device", mutating=True),
     Route("get_device_status", "executor", "device_status"),
-    Route("run_command", "executor", "run_command", mutating=True),
+    Route("run_command", "executor", "run_command", mutating=True,
+          budget=RUN_COMMAND_BUDGET),
     Route("get_consumption_device", "metrics", "consumption_device"),
     Route("get_consumption_orchestrator", "metrics", "consumption_orchestrator",
           compose=_with_ip_addresses),
@@ -128,6 +137,15 @@ assert set(ROUTES) == set(CONTRACTS), "every contract needs a route and vice ver
 
 # Bus refusals that prove the owning process did not run the command.
 NOT_RUN = frozenset({"unknown_method", "expired"})
+# Outcomes where the owning process did not answer in time.
+SILENT = frozenset({"timeout", "unavailable"})
+
+
+def http_error(status_code: int, message: str) -> dict[str, Any]:
+    """A `run_command` reply made by the gateway: `http_response` with `{"error"}`."""
+    return {"status": "error", "http_response": {
+        "status_code": status_code, "headers": {"Content-Type": "application/json"},
+        "body": {"error": message}, "ok": False, "content_type": "application/json"}}
 
 
 class Router:
@@ -153,7 +171,7 @@ class Router:
             return []
         return ip_addresses(reply.get("interfaces") if isinstance(reply, dict) else None)
 
-    # --- the one entry point --------------------------------------------------------
+    # --- the one entry point ----------------------------------------------------------
 
     async def handle(self, topic: str, args: tuple[Any, ...]) -> Ack:
         started = time.monotonic()
@@ -161,16 +179,8 @@ class Router:
         correlation_id = echo_correlation_id(payload)
         if len(args) > 1:
             log.debug("%s: ignoring %d extra arguments", topic, len(args) - 1)
-        key = (topic, correlation_id) if correlation_id is not None else None
-        kind = "replayed"
-
-        async def produce() -> tuple[Ack, bool]:
-            nonlocal kind
-            ack, keep, kind = await self._execute(topic, payload, correlation_id)
-            return ack, keep
-
         try:
-            ack, _ = await self.replay.run(key, produce)
+            ack, kind = await self._execute(topic, payload, correlation_id)
         except Exception:
             log.exception("%s (correlation_id %s) failed inside the gateway", topic,
                           correlation_id)
@@ -180,24 +190,48 @@ class Router:
         self._log(topic, correlation_id, ack, kind, time.monotonic() - started)
         return ack
 
-    async def _execute(self, topic: str, payload: Any,
-                       correlation_id: Any) -> tuple[Ack, bool, str]:
-        """(ack, keep it for replays, outcome kind for counters and logs)."""
+    async def _execute(self, topic: str, payload: Any, correlation_id: Any) -> tuple[Ack, str]:
+        """(ack, outcome kind for counters and logs).  Only valid commands reach the
+        replay cache, which decides whether they are deduplicated at all."""
         if isinstance(payload, Undecodable):
             error = ContractError(validation_text("", payload.reason))
-            return acks.validation_ack(topic, None, error), False, "invalid"
+            return acks.validation_ack(topic, None, error), "invalid"
         try:
             command = validate(topic, payload)
         except ContractError as exc:
-            return acks.validation_ack_for(topic, payload, exc), False, "invalid"
+            return acks.validation_ack(topic, correlation_id, exc), "invalid"
         route = ROUTES[topic]  # validate() knows only routed topics
-        budget = route.budget or self.budget
-        try:
-            body = await self._forward(route, command, budget)
-        except Outcome as outcome:
-            ack = acks.error_ack(topic, correlation_id, outcome.error, reason=outcome.reason)
-            return ack, outcome.keep, "error"
-        return acks.wrap_reply(topic, command.correlation_id, body), True, "ok"
+        budget = self._budget(route)
+        kind = "replayed"
+
+        async def produce() -> tuple[Ack, bool]:
+            nonlocal kind
+            try:
+                body = await self._forward(route, command, budget)
+            except Outcome as outcome:
+                kind = "error"
+                return self._outcome_ack(route, command, outcome), outcome.keep
+            kind = "ok"
+            return acks.wrap_reply(topic, command.correlation_id, body), True
+
+        key = replay_key(topic, payload, command.correlation_id, command.params)
+        ack, _ = await self.replay.run(key, produce)
+        return ack, kind
+
+    def _budget(self, route: Route) -> float:
+        # A long budget is for a process that works on it; one that sends no liveness
+        # beats gets the quick one, so the cloud hears about it before its own timeout.
+        if route.budget is None or not self.watch.is_up(route.process):
+            return self.budget
+        return max(route.budget, self.budget)
+
+    def _outcome_ack(self, route: Route, command: Command, outcome: Outcome) -> Ack:
+        if route.topic == "run_command" and outcome.reason in SILENT:
+            # The documented shape of a run_command that got no reply: an HTTP 500.
+            return acks.wrap_reply(route.topic, command.correlation_id, {
+                **http_error(500, outcome.error), "reason": outcome.reason})
+        return acks.error_ack(route.topic, command.correlation_id, outcome.error,
+                              reason=outcome.reason)
 
     async def _forward(self, route: Route, command: Command, budget: float) -> dict[str, Any]:
         try:

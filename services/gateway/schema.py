@@ -14,6 +14,8 @@ always the earliest field that is wrong. For each field it does, in this order:
 After the rows, the contract's ``post`` check sees the whole normalised object.
 Error texts: ``Missing required field: 'Missing key: <name>'``,
 ``Invalid field type: Value must be <kind>``, ``Validation error: <path>: <reason>``.
+A non-string where a non-empty string is required is ``... must be a string.``, as the
+original says; ``... must be a non-empty string.`` is for blank strings only.
 """
 
 from __future__ import annotations
@@ -130,7 +132,9 @@ def _is_iso_datetime(value: Any) -> bool:
     return True
 
 
-def _type_error(kind: Kind, path: str) -> ContractError:
+def _type_error(kind: Kind, path: str, value: Any) -> ContractError:
+    if kind is Kind.NONEMPTY_STRING and not isinstance(value, str):
+        kind = Kind.STRING  # the original's text: only a blank string is "non-empty"
     text = TYPE_TEXTS.get(kind)
     if text is None:
         return ContractError(validation_text(path, f"must be {_article(kind)}"), path)
@@ -187,7 +191,7 @@ def check_object(contract: Contract, obj: Mapping[str, Any], prefix: str = "") -
 
 def _check_value(field: Field, value: Any, siblings: Mapping[str, Any], path: str) -> Any:
     if not is_kind(field.kind, value):
-        raise _type_error(field.kind, path)
+        raise _type_error(field.kind, path, value)
     sized = isinstance(value, (str, list, dict))
     if sized and field.max_len is not None and len(value) > field.max_len:
         unit = "characters" if isinstance(value, str) else "entries"
@@ -208,7 +212,7 @@ def _check_items(field: Field, items: list[Any], path: str) -> list[Any]:
     if field.item_kind is not None:
         for i, item in enumerate(items):
             if not is_kind(field.item_kind, item):
-                raise _type_error(field.item_kind, f"{path}[{i}]")
+                raise _type_error(field.item_kind, f"{path}[{i}]", item)
             if isinstance(item, str) and len(item) > DEFAULT_STRING_MAX:
                 where = f"{path}[{i}]"
                 reason = f"has more than {DEFAULT_STRING_MAX} characters"

@@ -41,7 +41,7 @@ class GatewayService:
         self.watch = PeerWatch(config.beat_interval)
         self.sub = runtime.subscriber
         self.clients = runtime.clients
-        self.replay = ReplayCache(config.replay_window)
+        self.replay = ReplayCache(config.state_dir / "gateway", config.replay_window)
         self.router = Router(self.clients, self.watch, config.rpc_timeout, self.replay,
                              runtime.counters)
         self.heartbeat = Heartbeat(config.heartbeat_interval, self.watch,
@@ -76,4 +76,4 @@ class GatewayService:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> None:
-        pass  # the runner closes the bus sockets
+        self.replay.close()  # the runner closes the bus sockets

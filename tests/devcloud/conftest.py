@@ -31,7 +31,7 @@ def heartbeat_payload(agent_id: str) -> dict[str, Any]:
         "disk_usage": 45.8,
         "disk_total": 500.0,
         "uptime": 86400,
-        "status": "online",
+        "status": "active",
         "timestamp": "2025-11-20T20:30:45.123456",
     }
 

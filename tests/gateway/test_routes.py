@@ -34,7 +34,7 @@ VALID: dict[str, dict[str, Any]] = {
     "restart_device": {"device_id": "plc-001"},
     "get_device_status": {"device_id": "plc-001"},
     "run_command": {"device_id": "plc-001", "method": "get", "api": "api/status"},
-    "get_consumption_device": {"device_id": "plc-001", "cpuPeriod": "2h"},
+    "get_consumption_device": {"device_id": "plc-001", "cpuPeriod": "2h", "memoryPeriod": "1h"},
     "get_consumption_orchestrator": {"cpuPeriod": "1h", "memoryPeriod": "30m"},
     "get_host_interfaces": {"include_virtual": True},
     "delete_orchestrator": {},
@@ -113,7 +113,8 @@ async def test_consumption_orchestrator_is_composed_with_addresses(env: Env) -> 
         ps["metrics"].start()
         ps["netbridge"].start()
         await connected(env, gw)
-        ack = await env.cloud.send(env.creds.agent_id, "get_consumption_orchestrator", {})
+        ack = await env.cloud.send(env.creds.agent_id, "get_consumption_orchestrator",
+                                   {"cpuPeriod": "1h", "memoryPeriod": "1h"})
         assert "status" not in ack
         assert ack["ip_addresses"] == [
             {"interface": "oat0", "ip_address": "192.0.2.10"},
@@ -125,7 +126,8 @@ async def test_consumption_orchestrator_is_composed_with_addresses(env: Env) -> 
         # netbridge gone: the figures still come, with no addresses, inside the budget.
         await ps["netbridge"].close()
         started = time.monotonic()
-        ack = await env.cloud.send(env.creds.agent_id, "get_consumption_orchestrator", {})
+        ack = await env.cloud.send(env.creds.agent_id, "get_consumption_orchestrator",
+                                   {"cpuPeriod": "1h", "memoryPeriod": "1h"})
         assert time.monotonic() - started < config.rpc_timeout + 0.5
         assert ack["ip_addresses"] == [] and ack["memory"] == 7821
 
@@ -169,7 +171,8 @@ async def test_slow_and_dead_peers_get_an_error_ack_within_the_budget(env: Env) 
         assert record.ack["error"] == "executor did not answer within 0.8 s"
         # metrics is not there at all (no liveness beats either).
         record = await env.cloud.send_record(env.creds.agent_id, "get_consumption_device",
-                                             {"device_id": "plc-1"})
+                                             {"device_id": "plc-1", "cpuPeriod": "1h",
+                                              "memoryPeriod": "1h"})
         assert record.elapsed < 1.3
         assert record.ack["status"] == "error" and record.ack["reason"] == "unavailable"
         assert record.ack["error"].startswith("metrics is not running")
@@ -334,7 +337,7 @@ async def test_heartbeats_carry_the_metrics_sample_and_say_what_is_missing(env: 
 
         fresh = await beat_after(lambda p: p["sample_source"] == "metrics" and p["unavailable"])
         assert fresh["cpu_usage"] == 42.5 and fresh["disk_total"] == 500.0
-        assert fresh["agent_id"] == agent and fresh["status"] == "online"
+        assert fresh["agent_id"] == agent and fresh["status"] == "active"
         assert fresh["unavailable"] == ["netbridge"]
         assert 0 <= fresh["sample_age"] < 1
         assert env.cloud.hub.agent(agent).last_heartbeat.problems == ()

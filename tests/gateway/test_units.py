@@ -1,19 +1,17 @@
-"""The gateway's pure pieces: backoff, replay cache, JSON fallback, identity, addresses."""
+"""The gateway's pure pieces: backoff, JSON fallback, identity, addresses (the replay cache:
+test_replay.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from devcloud import pki
 from services.gateway import jsoncodec
 from services.gateway.link import Backoff
-from services.gateway.replay import ReplayCache
 from services.gateway.router import ROUTES, ip_addresses
 from services.gateway.tls import CredentialsError, client_context, load_identity
 
@@ -33,85 +31,6 @@ def test_backoff_doubles_from_one_second_to_the_cap_with_jitter() -> None:
     for _ in range(5000):
         delay = many.next()
     assert 4.0 <= delay <= 5.0
-
-
-# --- replay cache --------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_replay_runs_once_and_shares_the_in_flight_result() -> None:
-    cache = ReplayCache(window=600, clock=Clock())
-    runs = 0
-    gate = asyncio.Event()
-
-    async def produce() -> tuple[dict[str, Any], bool]:
-        nonlocal runs
-        runs += 1
-        await gate.wait()
-        return {"status": "creating", "n": runs}, True
-
-    first = asyncio.create_task(cache.run(("create_new_runtime", 1), produce))
-    second = asyncio.create_task(cache.run(("create_new_runtime", 1), produce))
-    await asyncio.sleep(0.01)
-    gate.set()
-    (ack1, replayed1), (ack2, replayed2) = await asyncio.gather(first, second)
-    assert ack1 == ack2 == {"status": "creating", "n": 1}
-    assert (replayed1, replayed2) == (False, True)
-    assert ack1 is not ack2  # a replay is a copy
-    assert runs == 1
-    # Another topic with the same id, and no id at all, are separate commands.
-    await cache.run(("delete_device", 1), produce)
-    await cache.run(None, produce)
-    await cache.run(None, produce)
-    assert runs == 4
-
-
-async def test_replay_window_and_size_bound() -> None:
-    clock = Clock()
-    cache = ReplayCache(window=600, max_entries=3, clock=clock)
-    runs = 0
-
-    async def produce() -> tuple[dict[str, Any], bool]:
-        nonlocal runs
-        runs += 1
-        return {"n": runs}, True
-
-    await cache.run(("t", 1), produce)
-    clock.now += 599
-    assert (await cache.run(("t", 1), produce)) == ({"n": 1}, True)
-    clock.now += 2
-    assert (await cache.run(("t", 1), produce)) == ({"n": 2}, False)
-    for cid in (2, 3, 4):
-        await cache.run(("t", cid), produce)
-    assert len(cache) == 3
-    assert (await cache.run(("t", 1), produce))[1] is False  # evicted as the oldest
-
-
-async def test_replay_forgets_what_must_not_be_kept_and_failures() -> None:
-    cache = ReplayCache()
-    runs = 0
-
-    async def not_run() -> tuple[dict[str, Any], bool]:
-        nonlocal runs
-        runs += 1
-        return {"reason": "not_available"}, False
-
-    async def boom() -> tuple[dict[str, Any], bool]:
-        raise RuntimeError("bug")
-
-    await cache.run(("t", 1), not_run)
-    await cache.run(("t", 1), not_run)
-    assert runs == 2 and len(cache) == 0
-    with pytest.raises(RuntimeError):
-        await cache.run(("t", 2), boom)
-    assert len(cache) == 0
 
 
 # --- JSON decoding fallback ------------------------------------------------------------

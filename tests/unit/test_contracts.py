@@ -237,13 +237,15 @@ def test_run_command_example_keeps_files_and_fills_content_type() -> None:
     }
 
 
-def test_consumption_periods_default_to_last_hour() -> None:
-    assert validate("get_consumption_orchestrator", {}).params == {
-        "cpuPeriod": "1h",
-        "memoryPeriod": "1h",
-    }
-    params = validate("get_consumption_device", {"device_id": "plc-1"}).params
-    assert params == {"device_id": "plc-1", "cpuPeriod": "1h", "memoryPeriod": "1h"}
+def test_consumption_periods_are_required_as_the_original_has_them() -> None:
+    for topic, base in (("get_consumption_orchestrator", {}),
+                        ("get_consumption_device", {"device_id": "plc-1"})):
+        assert error_of(topic, {**base, "memoryPeriod": "1h"}).text == MISSING.format(
+            "cpuPeriod")
+        assert error_of(topic, {**base, "cpuPeriod": "1h"}).text == MISSING.format(
+            "memoryPeriod")
+        params = validate(topic, {**base, "cpuPeriod": "2h", "memoryPeriod": "x"}).params
+        assert params == {**base, "cpuPeriod": "2h", "memoryPeriod": "x"}
 
 
 def test_host_interfaces_defaults() -> None:
@@ -307,13 +309,15 @@ def test_required_field_null_is_a_type_error(topic: str, name: str) -> None:
     payload = dict(EXAMPLES[topic])
     payload[name] = None
     kind = next(f.kind for f in CONTRACTS[topic].fields if f.name == name)
-    assert error_of(topic, payload).text == TYPE_TEXTS[kind]
+    # null is not a string: "a string.", as the original says; "non-empty" is for blanks.
+    expected = TYPE_TEXTS[Kind.STRING if kind is Kind.NONEMPTY_STRING else kind]
+    assert error_of(topic, payload).text == expected
 
 
 WRONG: dict[Kind, tuple[Any, str]] = {
     Kind.NUMBER: ("12", NUMBER),
     Kind.STRING: (12, STRING),
-    Kind.NONEMPTY_STRING: (12, NONEMPTY),
+    Kind.NONEMPTY_STRING: (12, STRING),  # a non-string; blank strings: test below
     Kind.BOOLEAN: ("true", BOOLEAN),
     Kind.LIST: ({"a": 1}, LIST),
     Kind.DATETIME: ("not a date", DATETIME),
@@ -365,7 +369,7 @@ def test_requested_at_rejects_the_rest(value: Any) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "text"),
     [
-        ("name", 5, NONEMPTY),
+        ("name", 5, STRING),
         ("parent_interface", "", NONEMPTY),
         ("network_mode", 1, STRING),
         ("parent_subnet", 24, STRING),
