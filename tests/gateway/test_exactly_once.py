@@ -122,7 +122,7 @@ async def test_run_command_waits_past_the_quick_budget_and_times_out_as_an_http_
 
 
 def test_run_command_budget_covers_the_proxy_deadline() -> None:
-    from services.executor.proxy import _DEADLINE_GRACE, DEFAULT
+    from services.executor.proxy.forward import DEADLINE_GRACE, DEFAULT
 
     budget = router.ROUTES["run_command"].budget
-    assert budget is not None and budget >= DEFAULT.total_timeout + _DEADLINE_GRACE + 2
+    assert budget is not None and budget >= DEFAULT.total_timeout + DEADLINE_GRACE + 2

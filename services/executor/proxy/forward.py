@@ -70,7 +70,7 @@ _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 # Concurrent runtime requests; more wait for a thread within their own deadline.
 PROXY_WORKERS = 8
 # How long past its deadline a call waits for its worker to report the outcome itself.
-_DEADLINE_GRACE = 0.25
+DEADLINE_GRACE = 0.25
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ async def _send(method: str, url: Url, body: http.Body, limits: ProxyLimits) -> 
     )
     try:
         # The worker keeps the deadline itself; this bound covers the wait for a thread.
-        async with asyncio.timeout(limits.total_timeout + _DEADLINE_GRACE):
+        async with asyncio.timeout(limits.total_timeout + DEADLINE_GRACE):
             return await job
     finally:
         abandoned.set()
