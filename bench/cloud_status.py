@@ -33,8 +33,8 @@ from bench.executor import create_one
 from common import wire
 from common.bus import Endpoints, RpcClient
 from devcloud.server import DevCloud
-from tests import dockerenv
-from tests.executor.envtools import STANDIN_REPO, cleanup_instance, wait_ready
+from testkit import dockerenv
+from testkit.executor import STANDIN_REPO, cleanup_instance, wait_ready
 
 
 async def run(args: argparse.Namespace, instance: str, base: Path) -> dict[str, Any]:

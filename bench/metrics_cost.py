@@ -45,8 +45,8 @@ from services.executor import labels
 from services.metrics.access import EngineAccess
 from services.metrics.devices import DeviceCollector
 from services.metrics.streams import StreamSource
-from tests import dockerenv
-from tests.helpers import agent_env, short_tmpdir, start_module, stop_process
+from testkit import dockerenv
+from testkit.helpers import agent_env, short_tmpdir, start_module, stop_process
 
 DOCKER_HOST = "unix:///var/run/docker.sock"
 CGROUP_ROOT = Path("/sys/fs/cgroup")

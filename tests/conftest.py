@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import zmq.asyncio
 
-from tests.helpers import short_tmpdir
+from testkit.helpers import short_tmpdir
 
 
 @pytest.fixture

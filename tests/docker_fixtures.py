@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests import dockerenv
+from testkit import dockerenv
 
 
 @pytest.fixture(scope="session")

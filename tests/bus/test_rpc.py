@@ -14,7 +14,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient, RpcError, RpcTimeout, Subscriber
-from tests.helpers import agent_env, async_wait_for, start_module, stop_process
+from testkit.helpers import agent_env, async_wait_for, start_module, stop_process
 
 MODULE = "tests.bus.echo_service"
 

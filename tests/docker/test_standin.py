@@ -24,9 +24,9 @@ import docker.types
 import pytest
 import requests
 
-from tests import dockerenv
-from tests.dockerenv import poll_until
-from tests.helpers import zip_program
+from testkit import dockerenv
+from testkit.dockerenv import poll_until
+from testkit.helpers import zip_program
 from tests.standin import jwt_hs256
 
 pytestmark = [

@@ -26,8 +26,8 @@ from common.bus import Endpoints, RpcClient
 from devcloud.enroll import Credentials
 from devcloud.hub import AckRecord
 from devcloud.server import DevCloud
-from tests.helpers import short_tmpdir, wait_for
-from tests.suite import Suite
+from testkit.helpers import short_tmpdir, wait_for
+from testkit.suite import Suite
 
 T = TypeVar("T")
 

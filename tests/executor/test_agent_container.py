@@ -13,12 +13,13 @@ import docker.errors
 import pytest
 import zmq.asyncio
 
-from tests.dockerenv import TEST_LABELS
-from tests.executor.envtools import (
+from testkit.dockerenv import TEST_LABELS
+from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
     Lan,
     create_ok,
+    manual_vnic,
     owned_objects,
     settled,
     short_id,
@@ -26,7 +27,6 @@ from tests.executor.envtools import (
     wait_ready,
     wait_status,
 )
-from tests.executor.test_lifecycle import manual_vnic
 
 pytestmark = [pytest.mark.docker]
 

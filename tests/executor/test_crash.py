@@ -10,11 +10,13 @@ import docker
 import pytest
 import zmq.asyncio
 
-from tests.executor.envtools import (
+from testkit.executor import (
     ExecutorProc,
     Lan,
+    create_runtime,
     https_ok,
     journal,
+    manual_vnic,
     owned_objects,
     settled,
     short_id,
@@ -22,7 +24,6 @@ from tests.executor.envtools import (
     wait_ready,
     wait_status,
 )
-from tests.executor.test_lifecycle import create, manual_vnic
 
 pytestmark = [pytest.mark.docker]
 
@@ -36,7 +37,7 @@ async def crash_after(step: str, make_executor: Callable[..., ExecutorProc],
     executor = make_executor(ORCH_TEST_PAUSE_AFTER_STEP=step).start()
     bus = executor.client(zctx)
     await wait_ready(bus)
-    ack = await create(bus, name, [manual_vnic(lan, 25)])
+    ack = await create_runtime(bus, name, [manual_vnic(lan, 25)])
     assert ack["status"] == "creating"
     wait(lambda: journal(executor, name).get("progress", {}).get(mark), 30,
          f"create of {name} to pass {mark}")

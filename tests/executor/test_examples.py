@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from common.bus import RpcClient
-from tests.executor.envtools import (
+from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
     FakeNetbridge,

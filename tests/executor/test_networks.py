@@ -11,17 +11,18 @@ import docker.types
 import pytest
 
 from common.bus import RpcClient
-from tests.dockerenv import TEST_LABELS
-from tests.executor.envtools import (
+from testkit.dockerenv import TEST_LABELS
+from testkit.executor import (
     ExecutorProc,
     Lan,
     create_ok,
+    create_runtime,
+    manual_vnic,
     settled,
     short_id,
     wait,
     wait_status,
 )
-from tests.executor.test_lifecycle import create, manual_vnic
 
 pytestmark = [pytest.mark.docker]
 
@@ -92,7 +93,7 @@ async def test_overlap_with_a_foreign_bridge_is_a_clear_error(
                                            ipam=ipam, labels=TEST_LABELS)
     try:
         name = f"oat-plc-{short_id()}"
-        ack = await create(bus, name, [manual_vnic(lan, 22)])
+        ack = await create_runtime(bus, name, [manual_vnic(lan, 22)])
         assert ack["status"] == "creating"
         body = await wait_status(bus, name, settled)
         assert body["status"] == "error" and body["step"] == "creating_networks"

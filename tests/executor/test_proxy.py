@@ -28,9 +28,9 @@ import docker.models.networks
 import pytest
 
 from services.executor.proxy import PROXY_WORKERS, ProxyLimits, proxy
-from tests import dockerenv
-from tests.dockerenv import poll_until
-from tests.helpers import zip_program
+from testkit import dockerenv
+from testkit.dockerenv import poll_until
+from testkit.helpers import zip_program
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 

@@ -12,12 +12,13 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient
-from tests.executor.envtools import (
+from testkit.executor import (
     STANDIN_REPO,
     Lan,
     cleanup_instance,
     create_ok,
     https_ok,
+    manual_vnic,
     owned_objects,
     settled,
     short_id,
@@ -25,8 +26,7 @@ from tests.executor.envtools import (
     wait_ready,
     wait_status,
 )
-from tests.executor.test_lifecycle import manual_vnic
-from tests.suite import Suite, running_suite
+from testkit.suite import Suite, running_suite
 
 pytestmark = [pytest.mark.docker]
 

@@ -22,7 +22,7 @@ from services.executor.journal import Journal, Operation
 from services.executor.liveview import parse_inspect, parse_time
 from services.executor.validate import check_conflicts, check_request
 from services.executor.vnic_store import VnicStore
-from tests.helpers import ROOT, wait_for
+from testkit.helpers import ROOT, wait_for
 
 
 def vnic(**kw: object) -> dict[str, object]:

@@ -15,7 +15,7 @@ import docker.models.containers
 import docker.models.networks
 import pytest
 
-from tests import dockerenv
+from testkit import dockerenv
 from tests.docker_fixtures import docker_client
 
 __all__ = ["docker_client"]

@@ -12,9 +12,9 @@ import docker.models.containers
 import pytest
 
 from common.version import __version__
-from tests import dockerenv
+from testkit import dockerenv
+from testkit.suite import PROGRAMS
 from tests.images.conftest import build_images
-from tests.suite import PROGRAMS
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(240)]
 

@@ -16,8 +16,8 @@ import docker.models.networks
 import pytest
 
 from services.netbridge.netmon_client import NetmonClient
-from tests import dockerenv
-from tests.helpers import short_tmpdir
+from testkit import dockerenv
+from testkit.helpers import short_tmpdir
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 

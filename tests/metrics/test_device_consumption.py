@@ -29,8 +29,8 @@ from common.messages import Alive
 from services.executor import labels
 from services.metrics.cgroups import locate
 from services.metrics.service import HISTORY_FILE
-from tests import dockerenv
-from tests.helpers import agent_env, async_wait_for, short_tmpdir, start_module, stop_process
+from testkit import dockerenv
+from testkit.helpers import agent_env, async_wait_for, short_tmpdir, start_module, stop_process
 
 pytestmark = [pytest.mark.docker]
 

@@ -17,7 +17,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient, Subscriber
-from tests.helpers import agent_env, start_module
+from testkit.helpers import agent_env, start_module
 
 # Short beats and reconnects so state changes show within a second or two.
 FAST_ENV = {"ORCH_BEAT_INTERVAL": "0.3", "ORCH_RECONNECT_MAX": "0.5", "ORCH_LOG_LEVEL": "DEBUG"}

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import wait_for
+from testkit.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()

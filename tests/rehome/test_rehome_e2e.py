@@ -19,7 +19,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient
-from tests.executor.envtools import (
+from testkit.executor import (
     STANDIN_REPO,
     cleanup_instance,
     create_ok,
@@ -28,8 +28,9 @@ from tests.executor.envtools import (
     wait,
     wait_ready,
 )
-from tests.helpers import agent_env, async_wait_for, short_tmpdir, start_module, stop_process
-from tests.rehome.lan import MovingLan
+from testkit.helpers import agent_env, async_wait_for, short_tmpdir, start_module, stop_process
+from testkit.movinglan import MovingLan
+from testkit.suite import Suite
 from tests.rehome.tools import (
     Beats,
     dhcp,
@@ -42,7 +43,6 @@ from tests.rehome.tools import (
     started_at,
     stored_vnics,
 )
-from tests.suite import Suite
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(180)]
 

@@ -11,7 +11,7 @@ import docker
 import pytest
 import zmq.asyncio
 
-from tests.executor.envtools import (
+from testkit.executor import (
     ExecutorProc,
     create_ok,
     journal,
@@ -21,8 +21,8 @@ from tests.executor.envtools import (
     wait_ready,
     wait_status,
 )
+from testkit.movinglan import MovingLan, host
 from tests.rehome.fakebridge import FakeBridge
-from tests.rehome.lan import MovingLan, host
 from tests.rehome.tools import (
     Beats,
     dhcp,

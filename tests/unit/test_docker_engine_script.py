@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dockerenv import REPO, poll_until
+from testkit.dockerenv import REPO, poll_until
 
 SCRIPT = REPO / "install" / "docker-engine.sh"
 

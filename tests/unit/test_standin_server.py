@@ -22,8 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from tests.dockerenv import poll_until
-from tests.helpers import zip_program
+from testkit.dockerenv import poll_until
+from testkit.helpers import zip_program
 from tests.standin import jwt_hs256, multipart
 from tests.standin.server import Config, StandinServer, ensure_certificate
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import BIN, ROOT, agent_env, short_tmpdir, wait_for
+from testkit.helpers import BIN, ROOT, agent_env, short_tmpdir, wait_for
 
 PROGRAMS = ("gateway", "executor", "metrics", "netbridge")
 

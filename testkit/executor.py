@@ -28,7 +28,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Counters, Endpoints, RpcClient, RpcServer
-from tests.helpers import ROOT, agent_env, async_wait_for, wait_for
+from testkit.helpers import ROOT, agent_env, async_wait_for, wait_for
 
 STANDIN_REPO = "orchestrator/openplc-standin"
 STANDIN_TAG = "test"
@@ -159,11 +159,27 @@ def settled(body: dict[str, Any]) -> bool:
     return body.get("status") not in ("creating", "deleting")
 
 
+def manual_vnic(lan: Lan, host: int, name: str = "eth0", **extra: object) -> dict[str, Any]:
+    """A vNIC on `lan` with the static address `lan.addr(host)`."""
+    vnic: dict[str, Any] = {"name": name, "parent_interface": lan.parent,
+                            "network_mode": "manual", "ip_address": lan.addr(host),
+                            "subnet": lan.subnet, "gateway": lan.gateway}
+    vnic.update(extra)
+    return vnic
+
+
+async def create_runtime(client: RpcClient, name: str, vnics: list[dict[str, Any]]
+                         ) -> dict[str, Any]:
+    """Ask for a stand-in runtime; the `create_runtime` ack (creation goes on behind it)."""
+    result: dict[str, Any] = await client.call("create_runtime", {
+        "container_name": name, "vnic_configs": vnics, "runtime_version": STANDIN_TAG})
+    return result
+
+
 async def create_ok(client: RpcClient, name: str, vnics: list[dict[str, Any]],
                     timeout: float = 60.0) -> dict[str, Any]:
     """Create a stand-in runtime and wait until it is up; its `device_status` body."""
-    ack = await client.call("create_runtime", {"container_name": name, "vnic_configs": vnics,
-                                               "runtime_version": STANDIN_TAG})
+    ack = await create_runtime(client, name, vnics)
     assert ack["status"] == "creating", ack
     body: dict[str, Any] = await wait_status(client, name, settled, timeout)
     assert body["status"] == "success", body

@@ -23,7 +23,7 @@ from typing import Any
 
 import docker
 
-from tests.executor.envtools import https_ok_from
+from testkit.executor import https_ok_from
 
 BLOCKS = [f"198.51.100.{32 * i}/27" for i in range(8)] + \
     [f"203.0.113.{32 * i}/27" for i in range(8)]
