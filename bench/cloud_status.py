@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +94,7 @@ def main() -> int:
     dockerenv.ensure_engine()
     dc = dockerenv.client()
     dockerenv.ensure_standin_image(dc)
-    instance = f"b{uuid.uuid4().hex[:6]}"
+    instance = dockerenv.test_instance("b")
     base = Path(tempfile.mkdtemp(prefix="oacs", dir="/tmp"))
     try:
         figures = asyncio.run(run(args, instance, base))

@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +186,7 @@ def main() -> int:
     dockerenv.ensure_engine()
     dc = dockerenv.client()
     dockerenv.ensure_standin_image(dc)
-    instance = f"b{uuid.uuid4().hex[:8]}"
+    instance = dockerenv.test_instance("b")
     network = make_network(dc, f"oat-bench-{instance}")
     dockerd = dockerd_pid()
     names: list[str] = []

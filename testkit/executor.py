@@ -28,6 +28,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Counters, Endpoints, RpcClient, RpcServer
+from testkit import dockerenv
 from testkit.helpers import ROOT, agent_env, async_wait_for, wait_for
 
 STANDIN_REPO = "orchestrator/openplc-standin"
@@ -62,7 +63,7 @@ class ExecutorProc:
 
     def __init__(self, base: Path, **env: str) -> None:
         self.base = base
-        self.instance = f"t{short_id()}"
+        self.instance = dockerenv.test_instance("x")
         self.run_dir = base / "run"
         self.state_dir = base / "state"
         self.state_dir.mkdir(parents=True, exist_ok=True)

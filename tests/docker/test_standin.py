@@ -264,7 +264,7 @@ def test_first_user_and_state_survive_restart(fresh_runtime: Runtime) -> None:
 def test_fixtures_label_what_they_create(
     docker_client: docker.DockerClient, runtime: Runtime, bridge: Any
 ) -> None:
-    label = "orchestrator.test=1"
+    label = f"{dockerenv.TEST_LABEL}={dockerenv.SESSION}"
     ids = {c.id for c in docker_client.containers.list(all=True, filters={"label": label})}
     assert runtime.container.id in ids
     nets = {n.id for n in docker_client.networks.list(filters={"label": label})}

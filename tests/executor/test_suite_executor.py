@@ -12,6 +12,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient
+from testkit import dockerenv
 from testkit.executor import (
     STANDIN_REPO,
     Lan,
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.docker]
 
 @pytest.fixture
 def suite(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Suite]:
-    instance = f"s{short_id()}"
+    instance = dockerenv.test_instance("s")
     try:
         with running_suite(ORCH_INSTANCE_ID=instance, ORCH_RUNTIME_IMAGE=STANDIN_REPO,
                            ORCH_SIDECAR_CONTAINER=f"oat-sidecar-{instance}",

@@ -88,7 +88,7 @@ def test_bridge(docker_client: docker.DockerClient) -> Iterator[docker.models.ne
 
 
 def _remove_containers(docker_client: docker.DockerClient, filters: dict[str, str]) -> None:
-    label = f"{dockerenv.TEST_LABEL}=1"
+    label = dockerenv.TEST_LABEL
     for container in docker_client.containers.list(all=True,
                                                     filters={**filters, "label": label}):
         with contextlib.suppress(docker.errors.NotFound):

@@ -19,6 +19,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient
+from testkit import dockerenv
 from testkit.executor import (
     STANDIN_REPO,
     cleanup_instance,
@@ -67,7 +68,7 @@ class Agent:
 @pytest.fixture
 def agent(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Agent]:
     """The suite under supervisord plus netmon (host namespace), sharing one state dir."""
-    instance = f"e{short_id()}"
+    instance = dockerenv.test_instance("e")
     with short_tmpdir() as base:
         (base / "state").mkdir()
         path = f"{program_dir(base)}{os.pathsep}{agent_env(base)['PATH']}"
