@@ -16,6 +16,7 @@ from services.gateway.link import Backoff
 from services.gateway.replay import ReplayCache
 from services.gateway.router import ROUTES, ip_addresses
 from services.gateway.tls import CredentialsError, client_context, load_identity
+from testkit.helpers import async_wait_for
 
 # --- backoff ------------------------------------------------------------------------
 
@@ -59,7 +60,12 @@ async def test_replay_runs_once_and_shares_the_in_flight_result() -> None:
 
     first = asyncio.create_task(cache.run(("create_new_runtime", 1), produce))
     second = asyncio.create_task(cache.run(("create_new_runtime", 1), produce))
-    await asyncio.sleep(0.01)
+
+    async def first_running() -> bool:
+        return runs == 1 and not first.done() and not second.done()
+    # Both tasks step in the same loop iteration: once the first waits in `produce`, the
+    # second waits on its in-flight result.
+    await async_wait_for(first_running, 2, interval=0.01, what="the first run in flight")
     gate.set()
     (ack1, replayed1), (ack2, replayed2) = await asyncio.gather(first, second)
     assert ack1 == ack2 == {"status": "creating", "n": 1}
