@@ -24,16 +24,17 @@ import ssl
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import docker
 import docker.errors
 import docker.models.containers
 import docker.models.networks
 import docker.types
+
+from testkit.helpers import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -59,30 +60,8 @@ _LOCK_FILE = REPO / ".build" / "dockerenv.lock"
 TEST_BRIDGE_SUBNETS = [f"203.0.113.{16 * i}/28" for i in range(15, 7, -1)]
 STANDIN_PORT = 8443
 
-T = TypeVar("T")
-
-
 class DockerEnvError(Exception):
     """The Docker test environment could not be prepared."""
-
-
-def poll_until(
-    check: Callable[[], T | None], timeout: float, interval: float = 0.2, what: str = "condition"
-) -> T:
-    """Call `check` until it returns something other than None/False; bounded."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = check()
-            if result is not None and result is not False:
-                return result
-        except Exception as exc:  # the condition may raise until it holds
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error!r})" if last_error else ""
-            raise TimeoutError(f"{what} not reached within {timeout:.0f}s{detail}")
-        time.sleep(interval)
 
 
 @contextlib.contextmanager
@@ -308,9 +287,9 @@ def start_standin(
     )
     standin = StandinContainer(container, network, "")
     try:
-        poll_until(standin.refresh_ip, 15, what="stand-in address")
-        poll_until(lambda: standin_answers(standin.ip), timeout, what="stand-in answering")
-    except TimeoutError:
+        wait_for(standin.refresh_ip, 15, what="stand-in address", ignore=(Exception,))
+        wait_for(lambda: standin_answers(standin.ip), timeout, what="stand-in answering")
+    except AssertionError:
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True, v=True)
         raise

@@ -29,7 +29,7 @@ import zmq.asyncio
 from common import wire
 from common.bus import Counters, Endpoints, RpcClient, RpcServer
 from testkit import dockerenv
-from testkit.helpers import ROOT, agent_env, async_wait_for, wait_for
+from testkit.helpers import ROOT, agent_env, async_wait_for
 
 STANDIN_REPO = "orchestrator/openplc-standin"
 STANDIN_TAG = "test"
@@ -321,7 +321,3 @@ def https_ok_from(ns: str, ip: str, timeout: float = 3.0) -> bool:
     result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code],
                             capture_output=True, timeout=timeout + 10, check=False)
     return result.returncode == 0
-
-def wait(cond: Any, timeout: float, what: str) -> Any:
-    """`wait_for`, polling every 0.1 s (each probe talks to Docker or a namespace)."""
-    return wait_for(cond, timeout, interval=0.1, what=what)

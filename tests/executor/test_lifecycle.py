@@ -24,9 +24,9 @@ from testkit.executor import (
     owned_objects,
     settled,
     short_id,
-    wait,
     wait_status,
 )
+from testkit.helpers import wait_for
 
 pytestmark = [pytest.mark.docker]
 
@@ -54,7 +54,7 @@ async def test_full_lifecycle(bus: RpcClient, executor: ExecutorProc, lans: Call
     assert body["networks"][net_name]["gateway"] == lan.gateway
     assert seen_steps <= {"validating_config", "pulling_image", "creating_networks",
                           "creating_container"}
-    wait(lambda: https_ok(body["internal_ip"]), 20, "the runtime answering on its internal IP")
+    wait_for(lambda: https_ok(body["internal_ip"]), 20, "the runtime answering on its internal IP")
     attrs = docker_client.api.inspect_container(name)
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert "SYS_NICE" in attrs["HostConfig"]["CapAdd"]

@@ -20,9 +20,9 @@ from testkit.executor import (
     manual_vnic,
     settled,
     short_id,
-    wait,
     wait_status,
 )
+from testkit.helpers import wait_for
 
 pytestmark = [pytest.mark.docker]
 
@@ -130,6 +130,6 @@ async def test_stale_network_object_is_replaced(
     # The ghost's internal network goes at the next reconciliation (a restart).
     executor.stop()
     executor.start()
-    wait(lambda: f"{ghost}_internal" not in network_names(docker_client), 20,
+    wait_for(lambda: f"{ghost}_internal" not in network_names(docker_client), 20,
          "leftover internal network removed")
     assert f"{name}_internal" in network_names(docker_client)

@@ -23,10 +23,10 @@ from testkit.executor import (
     owned_objects,
     settled,
     short_id,
-    wait,
     wait_ready,
     wait_status,
 )
+from testkit.helpers import wait_for
 from testkit.suite import Suite, running_suite
 
 pytestmark = [pytest.mark.docker]
@@ -55,14 +55,14 @@ async def test_lifecycle_under_supervisord(suite: Suite, zctx: zmq.asyncio.Conte
         lan = lans()
         name = f"oat-plc-{short_id()}"
         await create_ok(bus, name, [manual_vnic(lan, 27)])
-        wait(lambda: lan.reach_https(lan.addr(27)), 30, "the LAN reaching the runtime")
+        wait_for(lambda: lan.reach_https(lan.addr(27)), 30, "the LAN reaching the runtime")
 
         out = suite.ctl("restart", "executor")
         assert "executor: started" in out, out
         await wait_ready(bus)
         body = await wait_status(bus, name, lambda b: b.get("is_running") is True)
         assert body["networks"][next(iter(body["networks"]))]["ip_address"] == lan.addr(27)
-        wait(lambda: https_ok(body["internal_ip"]), 20, "internal address answering")
+        wait_for(lambda: https_ok(body["internal_ip"]), 20, "internal address answering")
 
         for method, state in (("stop_device", "exited"), ("start_device", "running"),
                               ("restart_device", "running")):

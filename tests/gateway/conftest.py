@@ -24,6 +24,7 @@ from common.service import Runtime, _run
 from devcloud.enroll import Credentials
 from devcloud.server import DevCloud
 from services.gateway.service import GatewayService
+from testkit.helpers import async_wait_for
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -108,13 +109,11 @@ class InProcessGateway:
         return self.service.link.status
 
     async def wait(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while not (value := condition()):
+        """`async_wait_for`, failing at once when the gateway stops meanwhile."""
+        def alive_and() -> Any:
             assert self.task is not None and not self.task.done(), "the gateway stopped"
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-            await asyncio.sleep(0.02)
-        return value
+            return condition()
+        return await async_wait_for(alive_and, timeout, what, interval=0.02)
 
     async def stop(self) -> int:
         self.runtime.stop.set()

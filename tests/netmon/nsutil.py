@@ -56,11 +56,6 @@ def link_info(ns: str, name: str) -> dict[str, Any]:
     return dict(json.loads(out)[0])
 
 
-def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    """`wait_for`, polling every 20 ms (netlink changes land within milliseconds)."""
-    return wait_for(cond, timeout, interval=0.02, what=what)
-
-
 class LineClient:
     """Blocking JSON-lines reader with a deadline on every read."""
 
@@ -163,7 +158,7 @@ class NetmonProcess:
                 cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         if wait:
-            wait_until(self._ready, 15, f"netmon to serve (log: {self.log()})")
+            wait_for(self._ready, 15, f"netmon to serve (log: {self.log()})", interval=0.02)
         return self
 
     def _ready(self) -> bool:
