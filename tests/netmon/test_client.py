@@ -59,7 +59,7 @@ def test_splitter_caps_long_lines_and_resynchronises() -> None:
     out = []
     for _ in range(100):
         out += splitter.feed(b"y" * 7)
-        assert len(splitter._buf) <= 10
+        assert splitter.buffered <= 10
     out += splitter.feed(b"tail\nafter\n")
     assert out == [None, b"after"]
 
