@@ -16,9 +16,9 @@ class LeakedSockets(AssertionError):
     """A test left sockets open, or the context did not terminate in time."""
 
 
-class TrackingContext(zmq.asyncio.Context):
-    """An asyncio context that records every socket it makes (through the public
-    `socket()` call), so the fixture can tell which ones were never closed."""
+class _Tracking:
+    """Records every socket a context makes (through the public `socket()` call), so
+    the fixture can tell which ones were never closed."""
 
     # Declared on the class: pyzmq takes an unknown attribute set on a context for a
     # context option.
@@ -26,10 +26,10 @@ class TrackingContext(zmq.asyncio.Context):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.made: list[tuple[str, zmq.Socket[Any]]] = []
+        self.made = []
 
     def socket(self, socket_type: int, *args: Any, **kwargs: Any) -> Any:
-        sock = super().socket(socket_type, *args, **kwargs)
+        sock = super().socket(socket_type, *args, **kwargs)  # type: ignore[misc]
         self.made.append((zmq.SocketType(socket_type).name, sock))
         return sock
 
@@ -38,7 +38,15 @@ class TrackingContext(zmq.asyncio.Context):
         return [(kind, sock) for kind, sock in self.made if not sock.closed]
 
 
-def finish(ctx: TrackingContext, timeout: float = TERM_TIMEOUT) -> None:
+class TrackingContext(_Tracking, zmq.asyncio.Context):
+    """An asyncio context that knows its sockets."""
+
+
+class SyncTrackingContext(_Tracking, zmq.Context):  # type: ignore[type-arg]
+    """A blocking context that knows its sockets."""
+
+
+def finish(ctx: TrackingContext | SyncTrackingContext, timeout: float = TERM_TIMEOUT) -> None:
     """Close what was left open (and report it), then terminate the context within
     `timeout`; raises LeakedSockets when a socket was left open or term() hung."""
     left = ctx.open_sockets()

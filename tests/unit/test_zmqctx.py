@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from testkit.zmqctx import LeakedSockets, TrackingContext, finish
+from testkit.zmqctx import LeakedSockets, SyncTrackingContext, TrackingContext, finish
 
 
 def test_closed_sockets_terminate_quietly() -> None:
@@ -24,3 +24,11 @@ def test_a_socket_left_open_is_reported_and_closed() -> None:
     with pytest.raises(LeakedSockets, match=r"1 ZeroMQ socket\(s\) left open by the test: ROUTER"):
         finish(ctx, timeout=2)
     assert left.closed and ctx.closed
+
+
+def test_the_blocking_context_reports_leaks_too() -> None:
+    ctx = SyncTrackingContext()
+    ctx.socket(zmq.SUB)
+    with pytest.raises(LeakedSockets, match="SUB"):
+        finish(ctx, timeout=2)
+    assert ctx.closed
