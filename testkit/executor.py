@@ -232,7 +232,8 @@ class Lan:
         return https_ok_from(self.ns, ip, timeout)
 
 
-def _used_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+def engine_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    """The subnets of every network the engine has (any test's, any user's)."""
     used = []
     for net in dc.api.networks():
         for cfg in (net.get("IPAM") or {}).get("Config") or []:
@@ -242,7 +243,7 @@ def _used_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
 
 
 def make_lan(dc: docker.DockerClient, taken: set[str]) -> Lan:
-    used = _used_subnets(dc)
+    used = engine_subnets(dc)
     for block in LAN_BLOCKS:
         net = ipaddress.IPv4Network(block)
         if block in taken or any(net.overlaps(u) for u in used):
