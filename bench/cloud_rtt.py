@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common_info import ROOT, context, percentile
 from devcloud.server import DevCloud
+from testkit.helpers import stop_process
 
 BIN = Path(sys.executable).parent
 PAYLOADS: dict[str, dict[str, Any]] = {
@@ -80,13 +81,7 @@ class Agent:
                                      stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 30)
         self.log.close()
 
 

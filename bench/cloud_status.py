@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,8 @@ from bench.executor import create_one
 from common import wire
 from common.bus import Endpoints, RpcClient
 from devcloud.server import DevCloud
-from tests import dockerenv
-from tests.executor.envtools import STANDIN_REPO, cleanup_instance, wait_ready
+from testkit import dockerenv
+from testkit.executor import STANDIN_REPO, cleanup_instance, wait_ready
 
 
 async def run(args: argparse.Namespace, instance: str, base: Path) -> dict[str, Any]:
@@ -95,7 +94,7 @@ def main() -> int:
     dockerenv.ensure_engine()
     dc = dockerenv.client()
     dockerenv.ensure_standin_image(dc)
-    instance = f"b{uuid.uuid4().hex[:6]}"
+    instance = dockerenv.test_instance("b")
     base = Path(tempfile.mkdtemp(prefix="oacs", dir="/tmp"))
     try:
         figures = asyncio.run(run(args, instance, base))

@@ -29,15 +29,15 @@ import zmq.asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.bus import RpcClient
-from tests import dockerenv
-from tests.executor.envtools import (
+from testkit import dockerenv
+from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
     cleanup_instance,
     https_ok,
     wait_ready,
 )
-from tests.helpers import short_tmpdir
+from testkit.helpers import short_tmpdir
 
 
 def pct(values: list[float], q: float) -> float:

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil
 
 from bench.common_info import context
-from tests.helpers import short_tmpdir
-from tests.suite import PROGRAMS, Suite
+from testkit.helpers import short_tmpdir
+from testkit.suite import PROGRAMS, Suite
 
 MB = 1024 * 1024
 

@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,8 @@ from common import labels
 from services.metrics.access import EngineAccess
 from services.metrics.devices import DeviceCollector
 from services.metrics.streams import StreamSource
-from tests import dockerenv
-from tests.helpers import agent_env, short_tmpdir, start_module, stop_process
+from testkit import dockerenv
+from testkit.helpers import agent_env, short_tmpdir, start_module, stop_process
 
 DOCKER_HOST = "unix:///var/run/docker.sock"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -187,7 +186,7 @@ def main() -> int:
     dockerenv.ensure_engine()
     dc = dockerenv.client()
     dockerenv.ensure_standin_image(dc)
-    instance = f"b{uuid.uuid4().hex[:8]}"
+    instance = dockerenv.test_instance("b")
     network = make_network(dc, f"oat-bench-{instance}")
     dockerd = dockerd_pid()
     names: list[str] = []

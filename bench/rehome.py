@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common_info import context
 from common.bus import Endpoints, RpcClient, Subscriber
 from common.messages import parse
-from tests import dockerenv
-from tests.executor.envtools import STANDIN_TAG, ExecutorProc, cleanup_instance, wait_ready
-from tests.helpers import agent_env, short_tmpdir, start_module, stop_process
-from tests.rehome.lan import MovingLan, free_blocks, make_moving_lan, remove_moving_lan
+from testkit import dockerenv
+from testkit.executor import STANDIN_TAG, ExecutorProc, cleanup_instance, wait_ready
+from testkit.helpers import agent_env, short_tmpdir, start_module, stop_process
+from testkit.movinglan import MovingLan, free_blocks, make_moving_lan, remove_moving_lan
 
 # Runs inside the LAN namespace: reads a JSON list of IPs per line, answers with the Unix
 # time at which every one of them answered HTTPS (polled concurrently).

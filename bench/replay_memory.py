@@ -30,8 +30,8 @@ import psutil
 
 from bench.common_info import context
 from devcloud.server import DevCloud
-from tests.helpers import short_tmpdir
-from tests.suite import Suite
+from testkit.helpers import short_tmpdir
+from testkit.suite import Suite
 
 MB = 1024 * 1024
 VNICS = [{"name": "eth0", "parent_interface": "oat0", "network_mode": "dhcp"}]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import zmq.asyncio
 
-from tests.helpers import short_tmpdir
+from testkit.helpers import short_tmpdir
+from testkit.zmqctx import TrackingContext, finish
 
 
 @pytest.fixture
@@ -21,11 +22,10 @@ def base_dir() -> Iterator[Path]:
 
 @pytest.fixture
 async def zctx() -> AsyncIterator[zmq.asyncio.Context]:
-    ctx = zmq.asyncio.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
+    """A context whose sockets the test must close: one left open fails the test."""
+    ctx = TrackingContext()
+    yield ctx
+    finish(ctx)
 
 
 # Docker fixtures live in their own module so the Docker tests can also run alone.

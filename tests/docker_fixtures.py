@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests import dockerenv
+from testkit import dockerenv
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +24,13 @@ def docker_client() -> Iterator[docker.DockerClient]:
         pytest.fail(f"Docker engine unavailable: {exc}", pytrace=False)
     dc = dockerenv.client()
     yield dc
-    with contextlib.suppress(Exception):
-        dc.close()
+    # What this session's tests and agents left behind (a test's own finalizers come
+    # first; this catches what an interrupted or failed cleanup missed).
+    try:
+        dockerenv.remove_test_objects(dc, session=dockerenv.SESSION)
+    finally:
+        with contextlib.suppress(Exception):
+            dc.close()
 
 
 @pytest.fixture(scope="session")

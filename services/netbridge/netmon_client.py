@@ -62,6 +62,11 @@ class LineSplitter:
         self._buf = bytearray()
         self._skipping = False
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an unfinished line (never more than ``max_line``)."""
+        return len(self._buf)
+
     def feed(self, chunk: bytes) -> list[bytes | None]:
         out: list[bytes | None] = []
         start = 0

@@ -75,13 +75,15 @@ class Monitor:
         max_delay: float | None = None,
         netns: str | None = None,
         rcvbuf: int = DEFAULT_RCVBUF,
+        discovery: Discovery | None = None,
     ) -> None:
+        """``discovery``: the netlink queries to use (default: one for ``netns``)."""
         self._on_change = on_change
         self._debounce = debounce
         self._max_delay = max_delay if max_delay is not None else 4 * debounce
         self._netns = netns
         self._rcvbuf = rcvbuf
-        self._discovery = Discovery(netns)
+        self._discovery = discovery if discovery is not None else Discovery(netns)
         self.published: dict[int, Iface] = {}
         self._pending: dict[int, _Pending] = {}
         self._wake = asyncio.Event()

@@ -13,7 +13,9 @@ from common.service import Runtime, run_service
 class EchoService:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.sleeping = 0  # `slow` calls under way: tests wait for one to be in flight
         runtime.rpc.register("echo", self.echo)
+        runtime.rpc.register("sleeping", self.sleeping_calls)
         runtime.rpc.register("slow", self.slow)
         runtime.rpc.register("refuse", self.refuse)
         runtime.rpc.register("crash", self.crash)
@@ -22,8 +24,15 @@ class EchoService:
         return params
 
     async def slow(self, params: dict[str, Any]) -> Any:
-        await asyncio.sleep(float(params.get("seconds", 1)))
+        self.sleeping += 1
+        try:
+            await asyncio.sleep(float(params.get("seconds", 1)))
+        finally:
+            self.sleeping -= 1
         return "slept"
+
+    async def sleeping_calls(self, params: dict[str, Any]) -> int:
+        return self.sleeping
 
     async def refuse(self, params: dict[str, Any]) -> Any:
         raise RemoteError("refused", "not today")

@@ -14,7 +14,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient, RpcError, RpcTimeout, Subscriber
-from tests.helpers import agent_env, async_wait_for, start_module, stop_process
+from testkit.helpers import agent_env, async_wait_for, start_module, stop_process
 
 MODULE = "tests.bus.echo_service"
 
@@ -40,6 +40,12 @@ async def _ready(client: RpcClient) -> None:
     await async_wait_for(pinged, 15, what="echo service to answer ping")
 
 
+async def _slow_call_in_flight(client: RpcClient) -> None:
+    async def sleeping() -> bool:
+        return bool(await client.call("sleeping", timeout=1))
+    await async_wait_for(sleeping, 5, what="the slow call to reach the server")
+
+
 async def test_calls_and_error_replies(echo_proc, base_dir, zctx) -> None:
     client = await _client(zctx, base_dir)
     await _ready(client)
@@ -62,7 +68,7 @@ async def test_slow_handler_does_not_delay_fast_one(echo_proc, base_dir, zctx) -
     client = await _client(zctx, base_dir)
     await _ready(client)
     slow = asyncio.create_task(client.call("slow", {"seconds": 1.5}))
-    await asyncio.sleep(0.05)
+    await _slow_call_in_flight(client)
     started = time.monotonic()
     assert await client.call("echo", {"fast": True}) == {"fast": True}
     assert time.monotonic() - started < 0.5
@@ -84,7 +90,7 @@ async def test_server_killed_mid_request_then_restarted(echo_proc, base_dir, zct
     client = await _client(zctx, base_dir, timeout=2.0)
     await _ready(client)
     outstanding = asyncio.create_task(client.call("slow", {"seconds": 30}, timeout=2.0))
-    await asyncio.sleep(0.2)
+    await _slow_call_in_flight(client)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(5)
     started = time.monotonic()

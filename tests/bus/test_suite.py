@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from common.bus import Endpoints, Subscriber
-from tests.helpers import wait_for
-from tests.suite import PROGRAMS, Suite, bin_path, running_suite
+from testkit.helpers import wait_for
+from testkit.suite import PROGRAMS, Suite, bin_path, running_suite
 
 FAST = {"ORCH_METRICS_INTERVAL": "1", "ORCH_BEAT_INTERVAL": "0.5"}
 

@@ -14,7 +14,7 @@ import zmq
 
 from common import wire
 from common.bus import Endpoints, prepare_run_dir
-from tests.helpers import ROOT, agent_env
+from testkit.helpers import ROOT, agent_env
 
 
 class LineReader:

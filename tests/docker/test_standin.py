@@ -24,9 +24,8 @@ import docker.types
 import pytest
 import requests
 
-from tests import dockerenv
-from tests.dockerenv import poll_until
-from tests.helpers import zip_program
+from testkit import dockerenv
+from testkit.helpers import wait_for, zip_program
 from tests.standin import jwt_hs256
 
 pytestmark = [
@@ -152,7 +151,7 @@ def test_healthcheck_turns_healthy(runtime: Runtime) -> None:
         runtime.container.reload()
         return bool(runtime.container.attrs["State"]["Health"]["Status"] == "healthy")
 
-    poll_until(healthy, 45, interval=0.5, what="container healthy")
+    wait_for(healthy, 45, interval=0.5, what="container healthy", ignore=(Exception,))
 
 
 def test_login_and_token_errors(runtime: Runtime, token: str) -> None:
@@ -190,10 +189,10 @@ def test_plc_control_upload_and_logs(runtime: Runtime, token: str) -> None:
     upload = runtime.post("upload-file", token, files={"file": ("p.zip", zip_program({"a": b"1"}))})
     assert upload.status_code == 200
     assert upload.json() == {"UploadFileFail": "", "CompilationStatus": "COMPILING"}
-    status = poll_until(
+    status = wait_for(
         lambda: (s := runtime.get("compilation-status", token).json())["status"] == "SUCCESS" and s,
         15,
-        what="compilation SUCCESS",
+        what="compilation SUCCESS", ignore=(Exception,)
     )
     assert status["exit_code"] == 0
     assert runtime.get("status", token).json()["status"] == "STATUS:STOPPED"
@@ -248,14 +247,15 @@ def test_first_user_and_state_survive_restart(fresh_runtime: Runtime) -> None:
     assert created.json() == {"msg": "User created", "id": 1, "role": "admin"}
     token = rt.login("ana", "pw")
     rt.post("upload-file", token, files={"file": ("p.zip", zip_program({"a": b"1"}))})
-    poll_until(
+    wait_for(
         lambda: rt.get("compilation-status", token).json()["status"] == "SUCCESS",
         15,
-        what="compilation SUCCESS",
+        what="compilation SUCCESS", ignore=(Exception,)
     )
     rt.container.restart(timeout=10)
     rt.standin.refresh_ip()
-    poll_until(lambda: rt.get("version").status_code == 200, 30, what="stand-in back")
+    wait_for(lambda: rt.get("version").status_code == 200, 30, what="stand-in back",
+             ignore=(requests.RequestException,))
     # Same data volume: accounts and signing key kept, installed program runs at boot.
     assert rt.get("status", token).json()["status"] == "STATUS:RUNNING"
     assert rt.get("get-users-info").json() == {"msg": "Users found"}
@@ -264,7 +264,7 @@ def test_first_user_and_state_survive_restart(fresh_runtime: Runtime) -> None:
 def test_fixtures_label_what_they_create(
     docker_client: docker.DockerClient, runtime: Runtime, bridge: Any
 ) -> None:
-    label = "orchestrator.test=1"
+    label = f"{dockerenv.TEST_LABEL}={dockerenv.SESSION}"
     ids = {c.id for c in docker_client.containers.list(all=True, filters={"label": label})}
     assert runtime.container.id in ids
     nets = {n.id for n in docker_client.networks.list(filters={"label": label})}

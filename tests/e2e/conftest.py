@@ -26,8 +26,9 @@ from common.bus import Endpoints, RpcClient
 from devcloud.enroll import Credentials
 from devcloud.hub import AckRecord
 from devcloud.server import DevCloud
-from tests.helpers import short_tmpdir, wait_for
-from tests.suite import Suite
+from testkit.helpers import short_tmpdir, wait_for
+from testkit.suite import Suite
+from testkit.zmqctx import SyncTrackingContext, TrackingContext, finish
 
 T = TypeVar("T")
 
@@ -95,7 +96,7 @@ class Traces:
     """`rpc.<server>.<method>` traces of the agent's processes, as the tap sees them."""
 
     def __init__(self, run_dir: Path, servers: tuple[str, ...]) -> None:
-        self.ctx = zmq.Context()
+        self.ctx = SyncTrackingContext()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         for server in servers:
@@ -119,7 +120,7 @@ class Traces:
 
     def close(self) -> None:
         self.sock.close(0)
-        self.ctx.term()
+        finish(self.ctx)
 
 
 @dataclass
@@ -150,14 +151,14 @@ class Agent:
 
     def bus_call(self, server: str, method: str, timeout: float = 5) -> Any:
         async def call() -> Any:
-            ctx = zmq.asyncio.Context()
+            ctx = TrackingContext()
             client = RpcClient(ctx, Endpoints(self.base / "run").rpc(server),
                                wire.Stamper("e2e-test"), timeout)
             try:
                 return await client.call(method, {})
             finally:
                 client.close()
-                ctx.destroy(0)
+                finish(ctx)
         return self.clouds.call(call())
 
     def sentinel(self, server: str, timeout: float = 10) -> list[dict[str, Any]]:

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from services.gateway.contracts import CONTRACTS, TOPICS, ContractError, validate
 from services.gateway.router import ROUTES
 from services.gateway.schema import TYPE_TEXTS, Kind, missing_text
+from testkit.helpers import wait_for
 from tests.e2e.conftest import RPC_TIMEOUT, Agent
-from tests.helpers import wait_for
 from tests.strategies import mutated_payload, valid_payload
 
 VALID: dict[str, dict[str, Any]] = {

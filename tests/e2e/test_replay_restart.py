@@ -10,7 +10,7 @@ from typing import Any
 from devcloud.errors import AckTimeout, AgentNotConnected
 from services.gateway.replaylog import decode
 from tests.e2e.conftest import RPC_TIMEOUT, Agent
-from tests.helpers import wait_for
+from testkit.helpers import wait_for
 
 
 def runs(agent: Agent, method: str) -> int:

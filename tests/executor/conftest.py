@@ -13,8 +13,7 @@ import pytest
 import zmq.asyncio
 
 from common.bus import RpcClient
-from tests.docker_fixtures import docker_client, standin_image
-from tests.executor.envtools import (
+from testkit.executor import (
     ExecutorProc,
     FakeNetbridge,
     Lan,
@@ -23,7 +22,8 @@ from tests.executor.envtools import (
     remove_lan,
     wait_ready,
 )
-from tests.helpers import short_tmpdir
+from testkit.helpers import short_tmpdir
+from tests.docker_fixtures import docker_client, standin_image
 
 __all__ = ["docker_client", "standin_image"]
 

@@ -13,20 +13,20 @@ import docker.errors
 import pytest
 import zmq.asyncio
 
-from tests.dockerenv import TEST_LABELS
-from tests.executor.envtools import (
+from testkit.dockerenv import TEST_LABELS
+from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
     Lan,
     create_ok,
+    manual_vnic,
     owned_objects,
     settled,
     short_id,
-    wait,
     wait_ready,
     wait_status,
 )
-from tests.executor.test_lifecycle import manual_vnic
+from testkit.helpers import wait_for
 
 pytestmark = [pytest.mark.docker]
 
@@ -55,7 +55,7 @@ async def test_agent_container_joins_and_leaves_internal_networks(
         name = f"oat-plc-{short_id()}"
         body = await create_ok(bus, name, [manual_vnic(lan, 28)])
         assert f"{name}_internal" in networks_of(agent)
-        wait(lambda: agent.exec_run(["python3", "-c", PROBE, body["internal_ip"]]).exit_code
+        wait_for(lambda: agent.exec_run(["python3", "-c", PROBE, body["internal_ip"]]).exit_code
              == 0, 20, "the agent container reaching the runtime's internal address")
 
         refused = await bus.call("delete_device", {"device_id": agent.name})
@@ -75,7 +75,7 @@ async def test_agent_container_joins_and_leaves_internal_networks(
                                  lambda b: b["status"] in ("success", "error"), timeout=60)
         assert body["status"] == "success", body
         assert "removing the agent container" in body["message"]
-        wait(lambda: not docker_client.containers.list(all=True, filters={"id": agent.id}),
+        wait_for(lambda: not docker_client.containers.list(all=True, filters={"id": agent.id}),
              20, "the agent container removed")
         assert owned_objects(docker_client, executor.instance) == ([], [])
         bus.close()

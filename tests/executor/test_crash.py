@@ -10,19 +10,20 @@ import docker
 import pytest
 import zmq.asyncio
 
-from tests.executor.envtools import (
+from testkit.executor import (
     ExecutorProc,
     Lan,
+    create_runtime,
     https_ok,
     journal,
+    manual_vnic,
     owned_objects,
     settled,
     short_id,
-    wait,
     wait_ready,
     wait_status,
 )
-from tests.executor.test_lifecycle import create, manual_vnic
+from testkit.helpers import wait_for
 
 pytestmark = [pytest.mark.docker]
 
@@ -36,9 +37,9 @@ async def crash_after(step: str, make_executor: Callable[..., ExecutorProc],
     executor = make_executor(OAT_PAUSE_AT=step).start()
     bus = executor.client(zctx)
     await wait_ready(bus)
-    ack = await create(bus, name, [manual_vnic(lan, 25)])
+    ack = await create_runtime(bus, name, [manual_vnic(lan, 25)])
     assert ack["status"] == "creating"
-    wait(lambda: journal(executor, name).get("progress", {}).get(mark), 30,
+    wait_for(lambda: journal(executor, name).get("progress", {}).get(mark), 30,
          f"create of {name} to pass {mark}")
     body = await bus.call("device_status", {"device_id": name})
     assert body["status"] == "creating", body
@@ -64,7 +65,7 @@ async def test_killed_after_network_step_rolls_back(
     assert body["status"] == "error" and body["operation"] == "create", body
     assert "Interrupted by an executor restart during step creating_networks" in body["error"]
     assert containers == [] and f"{name}_internal" in networks  # what the crash left behind
-    wait(lambda: owned_objects(docker_client, executor.instance) == ([], []), 20,
+    wait_for(lambda: owned_objects(docker_client, executor.instance) == ([], []), 20,
          "rollback of the networks")
     assert journal(executor, name)["state"] == "error"
     bus.close()
@@ -84,8 +85,8 @@ async def test_killed_after_container_step_is_finished(
     body = await wait_status(bus, name, settled)
     assert body["status"] == "success" and body["is_running"] is True, body
     assert "last_operation" not in body
-    wait(lambda: https_ok(body["internal_ip"]), 20, "the runtime answering")
-    wait(lambda: lan.reach_https(lan.addr(25)), 20, "the LAN reaching the runtime")
+    wait_for(lambda: https_ok(body["internal_ip"]), 20, "the runtime answering")
+    wait_for(lambda: lan.reach_https(lan.addr(25)), 20, "the LAN reaching the runtime")
     stored = json.loads((executor.state_dir / "runtime_vnics.json").read_text())
     assert stored[name][0]["ip_address"] == lan.addr(25)
     containers, networks = owned_objects(docker_client, executor.instance)

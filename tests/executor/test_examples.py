@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from common.bus import RpcClient
-from tests.executor.envtools import (
+from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
     FakeNetbridge,
@@ -25,9 +25,9 @@ from tests.executor.envtools import (
     create_ok,
     settled,
     short_id,
-    wait,
     wait_status,
 )
+from testkit.helpers import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns]
 
@@ -43,7 +43,7 @@ def lan_mac_of(lan: Lan, ip: str) -> str | None:
 
 
 def check_reachable(lan: Lan, ip: str, mac: str) -> None:
-    wait(lambda: lan.reach_https(ip), 30, f"LAN host reaching https://{ip}:8443")
+    wait_for(lambda: lan.reach_https(ip), 30, f"LAN host reaching https://{ip}:8443")
     assert lan_mac_of(lan, ip) == mac
 
 

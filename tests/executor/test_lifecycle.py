@@ -12,41 +12,29 @@ import docker.errors
 import pytest
 
 from common.bus import RpcClient
-from tests.dockerenv import TEST_LABELS
-from tests.executor.envtools import (
+from testkit.dockerenv import TEST_LABELS
+from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
     Lan,
+    create_runtime,
     https_ok,
+    manual_vnic,
     owned_objects,
     settled,
     short_id,
-    wait,
     wait_status,
 )
+from testkit.helpers import wait_for
 
 pytestmark = [pytest.mark.docker]
-
-
-def manual_vnic(lan: Lan, host: int, name: str = "eth0", **extra: object) -> dict[str, object]:
-    vnic: dict[str, object] = {"name": name, "parent_interface": lan.parent,
-                               "network_mode": "manual", "ip_address": lan.addr(host),
-                               "subnet": lan.subnet, "gateway": lan.gateway}
-    vnic.update(extra)
-    return vnic
-
-
-async def create(bus: RpcClient, name: str, vnics: list[dict[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = await bus.call("create_runtime", {
-        "container_name": name, "vnic_configs": vnics, "runtime_version": STANDIN_TAG})
-    return result
 
 
 async def test_full_lifecycle(bus: RpcClient, executor: ExecutorProc, lans: Callable[[], Lan],
                               docker_client: docker.DockerClient) -> None:
     lan = lans()
     name = f"oat-plc-{short_id()}"
-    ack = await create(bus, name, [manual_vnic(lan, 20)])
+    ack = await create_runtime(bus, name, [manual_vnic(lan, 20)])
     assert ack == {"status": "creating", "container_id": name,
                    "message": f"Container creation started for {name}"}
     seen_steps = set()
@@ -65,7 +53,7 @@ async def test_full_lifecycle(bus: RpcClient, executor: ExecutorProc, lans: Call
     assert body["networks"][net_name]["gateway"] == lan.gateway
     assert seen_steps <= {"validating_config", "pulling_image", "creating_networks",
                           "creating_container"}
-    wait(lambda: https_ok(body["internal_ip"]), 20, "the runtime answering on its internal IP")
+    wait_for(lambda: https_ok(body["internal_ip"]), 20, "the runtime answering on its internal IP")
     attrs = docker_client.api.inspect_container(name)
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert "SYS_NICE" in attrs["HostConfig"]["CapAdd"]

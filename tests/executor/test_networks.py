@@ -11,17 +11,18 @@ import docker.types
 import pytest
 
 from common.bus import RpcClient
-from tests.dockerenv import TEST_LABELS
-from tests.executor.envtools import (
+from testkit.dockerenv import TEST_LABELS
+from testkit.executor import (
     ExecutorProc,
     Lan,
     create_ok,
+    create_runtime,
+    manual_vnic,
     settled,
     short_id,
-    wait,
     wait_status,
 )
-from tests.executor.test_lifecycle import create, manual_vnic
+from testkit.helpers import wait_for
 
 pytestmark = [pytest.mark.docker]
 
@@ -92,7 +93,7 @@ async def test_overlap_with_a_foreign_bridge_is_a_clear_error(
                                            ipam=ipam, labels=TEST_LABELS)
     try:
         name = f"oat-plc-{short_id()}"
-        ack = await create(bus, name, [manual_vnic(lan, 22)])
+        ack = await create_runtime(bus, name, [manual_vnic(lan, 22)])
         assert ack["status"] == "creating"
         body = await wait_status(bus, name, settled)
         assert body["status"] == "error" and body["step"] == "creating_networks"
@@ -129,6 +130,6 @@ async def test_stale_network_object_is_replaced(
     # The ghost's internal network goes at the next reconciliation (a restart).
     executor.stop()
     executor.start()
-    wait(lambda: f"{ghost}_internal" not in network_names(docker_client), 20,
+    wait_for(lambda: f"{ghost}_internal" not in network_names(docker_client), 20,
          "leftover internal network removed")
     assert f"{name}_internal" in network_names(docker_client)

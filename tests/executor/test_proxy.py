@@ -28,9 +28,8 @@ import docker.models.networks
 import pytest
 
 from services.executor.proxy.forward import PROXY_WORKERS, ProxyLimits, proxy
-from tests import dockerenv
-from tests.dockerenv import poll_until
-from tests.helpers import zip_program
+from testkit import dockerenv
+from testkit.helpers import async_wait_for, wait_for, zip_program
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
@@ -136,8 +135,8 @@ def env(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Env]
             helper.reload()
             return helper.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"] or None
 
-        ip = poll_until(helper_ip, 15, what="helper address")
-        poll_until(lambda: _helper_answers(ip), 20, what="helper answering")
+        ip = wait_for(helper_ip, 15, what="helper address", ignore=(Exception,))
+        wait_for(lambda: _helper_answers(ip), 20, what="helper answering", ignore=(Exception,))
         network.reload()
         # The host's own address on the bridge, as the containers see it.
         gateway = helper.attrs["NetworkSettings"]["Networks"][network.name]["Gateway"]
@@ -184,7 +183,7 @@ async def _assert_never_arrived(env: Env, marker: str) -> None:
     sentinel = uuid.uuid4().hex
     ack = await proxy(env.ip, _cmd("GET", f"/api/test/echo?sentinel={sentinel}"))
     assert _response(ack)["status_code"] == 200
-    poll_until(lambda: sentinel in env.access_log(), 10, what="sentinel in the access log")
+    wait_for(lambda: sentinel in env.access_log(), 10, what="sentinel in the access log")
     log = env.access_log()
     assert f"/api/test/echo?marker={marker}" not in log
     assert f"?sentinel={sentinel}" in log
@@ -266,10 +265,10 @@ async def test_plc_control_with_upload(env: Env, admin_token: str) -> None:
         reply = _response(await proxy(env.ip, _cmd("GET", "/api/compilation-status", headers=auth)))
         return str(reply["body"]["status"])
 
-    deadline = time.monotonic() + 15
-    while (status := await compiled()) not in ("SUCCESS", "FAILED"):
-        assert time.monotonic() < deadline, f"compilation still {status}"
-        await asyncio.sleep(0.1)
+    async def finished() -> str | None:
+        status = await compiled()
+        return status if status in ("SUCCESS", "FAILED") else None
+    status = await async_wait_for(finished, 15, "compilation to finish", interval=0.1)
     assert status == "SUCCESS"
 
     started = _response(await proxy(env.ip, _cmd("GET", "/api/start-plc", headers=auth)))

@@ -13,17 +13,17 @@ import docker.errors
 import pytest
 
 from common.bus import RpcClient
-from tests.dockerenv import TEST_LABELS
-from tests.executor.envtools import (
+from testkit.dockerenv import TEST_LABELS
+from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
     Lan,
+    manual_vnic,
     owned_objects,
     settled,
     short_id,
     wait_status,
 )
-from tests.executor.test_lifecycle import manual_vnic
 
 pytestmark = [pytest.mark.docker]
 

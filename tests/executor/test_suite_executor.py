@@ -12,28 +12,29 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient
-from tests.executor.envtools import (
+from testkit import dockerenv
+from testkit.executor import (
     STANDIN_REPO,
     Lan,
     cleanup_instance,
     create_ok,
     https_ok,
+    manual_vnic,
     owned_objects,
     settled,
     short_id,
-    wait,
     wait_ready,
     wait_status,
 )
-from tests.executor.test_lifecycle import manual_vnic
-from tests.suite import Suite, running_suite
+from testkit.helpers import wait_for
+from testkit.suite import Suite, running_suite
 
 pytestmark = [pytest.mark.docker]
 
 
 @pytest.fixture
 def suite(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Suite]:
-    instance = f"s{short_id()}"
+    instance = dockerenv.test_instance("s")
     try:
         with running_suite(ORCH_INSTANCE_ID=instance, ORCH_RUNTIME_IMAGE=STANDIN_REPO,
                            ORCH_SIDECAR_CONTAINER=f"oat-sidecar-{instance}",
@@ -54,14 +55,14 @@ async def test_lifecycle_under_supervisord(suite: Suite, zctx: zmq.asyncio.Conte
         lan = lans()
         name = f"oat-plc-{short_id()}"
         await create_ok(bus, name, [manual_vnic(lan, 27)])
-        wait(lambda: lan.reach_https(lan.addr(27)), 30, "the LAN reaching the runtime")
+        wait_for(lambda: lan.reach_https(lan.addr(27)), 30, "the LAN reaching the runtime")
 
         out = suite.ctl("restart", "executor")
         assert "executor: started" in out, out
         await wait_ready(bus)
         body = await wait_status(bus, name, lambda b: b.get("is_running") is True)
         assert body["networks"][next(iter(body["networks"]))]["ip_address"] == lan.addr(27)
-        wait(lambda: https_ok(body["internal_ip"]), 20, "internal address answering")
+        wait_for(lambda: https_ok(body["internal_ip"]), 20, "internal address answering")
 
         for method, state in (("stop_device", "exited"), ("start_device", "running"),
                               ("restart_device", "running")):

@@ -14,18 +14,18 @@ import pytest
 import zmq.asyncio
 
 from common.bus import RpcClient, RpcError
-from tests.executor.envtools import (
+from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
     Lan,
     create_ok,
+    manual_vnic,
     short_id,
     wait_ready,
     wait_status,
 )
+from testkit.helpers import async_wait_for
 from tests.executor.forwarder import Forwarder
-from tests.executor.test_lifecycle import manual_vnic
-from tests.helpers import async_wait_for
 
 pytestmark = [pytest.mark.docker]
 

@@ -24,7 +24,7 @@ from services.executor.net import ipam, names
 from services.executor.runtime.journal import Journal, Operation
 from services.executor.runtime.validate import check_conflicts, check_request
 from services.executor.runtime.vnic_store import VnicStore
-from tests.helpers import ROOT, wait_for
+from testkit.helpers import ROOT, wait_for
 
 
 def vnic(**kw: object) -> dict[str, object]:

@@ -17,13 +17,14 @@ import pytest
 import zmq.asyncio
 
 from common import wire
-from common.bus import Counters, Endpoints, Publisher, RpcServer, prepare_run_dir
+from common.bus import Counters, Endpoints, Publisher, RpcServer
 from common.config import Config
 from common.messages import Alive, HostMetrics
-from common.service import Runtime, _run
+from common.service import Runtime, serve
 from devcloud.enroll import Credentials
 from devcloud.server import DevCloud
 from services.gateway.service import PEERS, GatewayService
+from testkit.helpers import async_wait_for
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -82,39 +83,60 @@ class Peer:
 
 
 class InProcessGateway:
-    """`GatewayService` under the service runner's own loop, minus signal handlers."""
+    """`GatewayService` run by the service runner's own `serve`, in the test's loop: the
+    same bus wiring, ping, beats and shutdown as the process.  The runtime and the
+    service are the ones `serve` made, caught through the factory it calls."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        prepare_run_dir(config.run_dir)
-        self.runtime = Runtime.open("gateway", config, PEERS)
-        self.ctx, self.counters = self.runtime.ctx, self.runtime.counters
-        self.service = GatewayService(self.runtime)
         self.task: asyncio.Task[int] | None = None
+        self._made: tuple[Runtime, GatewayService] | None = None
 
-    def start(self) -> InProcessGateway:
-        self.task = asyncio.create_task(_run(self.runtime, self.service))
+    def _factory(self, runtime: Runtime) -> GatewayService:
+        service = GatewayService(runtime)
+        self._made = (runtime, service)
+        return service
+
+    async def start(self) -> InProcessGateway:
+        self.task = asyncio.create_task(serve("gateway", self.config, self._factory, PEERS))
+        await self.wait(lambda: self._made is not None, 10, "the gateway to start")
         return self
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self._made is not None, "the gateway has not started"
+        return self._made[0]
+
+    @property
+    def service(self) -> GatewayService:
+        assert self._made is not None, "the gateway has not started"
+        return self._made[1]
+
+    @property
+    def ctx(self) -> zmq.asyncio.Context:
+        return self.runtime.ctx
+
+    @property
+    def counters(self) -> Counters:
+        return self.runtime.counters
 
     @property
     def status(self) -> Any:
         return self.service.link.status
 
     async def wait(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while not (value := condition()):
+        """`async_wait_for`, failing at once when the gateway stops meanwhile."""
+        def alive_and() -> Any:
             assert self.task is not None and not self.task.done(), "the gateway stopped"
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-            await asyncio.sleep(0.02)
-        return value
+            return condition()
+        return await async_wait_for(alive_and, timeout, what, interval=0.02)
 
     async def stop(self) -> int:
-        self.runtime.stop.set()
-        code = await asyncio.wait_for(self.task, 15) if self.task else 0
-        self.service.close()
-        self.runtime.close()
-        return code
+        if self.task is None:
+            return 0
+        if self._made is not None:
+            self.runtime.stop.set()
+        return await asyncio.wait_for(self.task, 15)
 
 
 @dataclass
@@ -143,7 +165,7 @@ async def env(base_dir: Path) -> AsyncIterator[Env]:
 
 @contextlib.asynccontextmanager
 async def running_gateway(config: Config) -> AsyncIterator[InProcessGateway]:
-    gateway = InProcessGateway(config).start()
+    gateway = await InProcessGateway(config).start()
     try:
         yield gateway
     finally:

@@ -15,7 +15,7 @@ import docker.models.containers
 import docker.models.networks
 import pytest
 
-from tests import dockerenv
+from testkit import dockerenv
 from tests.docker_fixtures import docker_client
 
 __all__ = ["docker_client"]
@@ -88,7 +88,7 @@ def test_bridge(docker_client: docker.DockerClient) -> Iterator[docker.models.ne
 
 
 def _remove_containers(docker_client: docker.DockerClient, filters: dict[str, str]) -> None:
-    label = f"{dockerenv.TEST_LABEL}=1"
+    label = dockerenv.TEST_LABEL
     for container in docker_client.containers.list(all=True,
                                                     filters={**filters, "label": label}):
         with contextlib.suppress(docker.errors.NotFound):

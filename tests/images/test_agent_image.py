@@ -12,9 +12,9 @@ import docker.models.containers
 import pytest
 
 from common.version import __version__
-from tests import dockerenv
+from testkit.helpers import wait_for
+from testkit.suite import PROGRAMS
 from tests.images.conftest import build_images
-from tests.suite import PROGRAMS
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(240)]
 
@@ -39,7 +39,7 @@ def wait_all_running(container: docker.models.containers.Container) -> str:
         code, out = exec_out(container, "supervisorctl", "status")
         states = dict(line.split()[:2] for line in out.splitlines() if line.strip())
         return out if code == 0 and all(states.get(p) == "RUNNING" for p in PROGRAMS) else None
-    return dockerenv.poll_until(running, 30, interval=0.5, what="all programs RUNNING")
+    return wait_for(running, 30, interval=0.5, what="all programs RUNNING", ignore=(Exception,))
 
 
 def test_images_build_and_rebuild_idempotently(docker_client: docker.DockerClient,
@@ -105,7 +105,8 @@ def test_fatal_program_makes_the_container_exit(images: dict[str, str], containe
     def restarted() -> bool:
         agent.reload()
         return bool(agent.attrs["RestartCount"] >= 1)
-    dockerenv.poll_until(restarted, 90, interval=0.5, what="the container to exit and restart")
+    wait_for(restarted, 90, interval=0.5, what="the container to exit and restart",
+             ignore=(Exception,))
     logs = agent.logs().decode(errors="replace")
     assert "is FATAL; stopping supervisord" in logs, logs[-3000:]
     assert "metrics_interval must be positive" in logs

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import docker.models.networks
 import pytest
 
 from services.netbridge.netmon_client import NetmonClient
-from tests import dockerenv
-from tests.helpers import short_tmpdir
+from testkit import dockerenv
+from testkit.helpers import async_wait_for, short_tmpdir, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
@@ -36,10 +35,7 @@ async def read_cache(path: Path, timeout: float) -> dict[str, dict[str, Any]]:
     client = NetmonClient(path, backoff_max=0.5)
     task = asyncio.create_task(client.run())
     try:
-        deadline = time.monotonic() + timeout
-        while client.stale:
-            assert time.monotonic() < deadline, f"no discovery; counters {client.counters}"
-            await asyncio.sleep(0.05)
+        await async_wait_for(lambda: not client.stale, timeout, "a discovery from netmon")
         return dict(client.interfaces)
     finally:
         task.cancel()
@@ -58,7 +54,7 @@ def test_netmon_image_healthy_and_reports_its_eth0(
         state = netmon.attrs["State"]
         assert state["Status"] == "running", netmon.logs()[-2000:]
         return bool(state["Health"]["Status"] == "healthy")
-    dockerenv.poll_until(health, 60, interval=0.5, what="netmon healthy")
+    wait_for(health, 60, interval=0.5, what="netmon healthy", ignore=(Exception,))
     assert netmon.attrs["HostConfig"]["NetworkMode"] == test_bridge.name
 
     cache = asyncio.run(read_cache(shared_dir / "netmon.sock", 10))

@@ -28,8 +28,8 @@ from common.bus import Endpoints, RpcClient, RpcError, Subscriber
 from common.messages import Alive
 from services.metrics.cgroups import locate
 from services.metrics.service import HISTORY_FILE
-from tests import dockerenv
-from tests.helpers import agent_env, async_wait_for, short_tmpdir, start_module, stop_process
+from testkit import dockerenv
+from testkit.helpers import agent_env, async_wait_for, short_tmpdir, start_module, stop_process
 
 pytestmark = [pytest.mark.docker]
 
@@ -63,8 +63,8 @@ def runtime_labels(instance: str, name: str) -> dict[str, str]:
 def stand(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Stand]:
     tag = uuid.uuid4().hex[:6]
     net = dockerenv.create_test_bridge(docker_client, "oat-mt")
-    s = Stand(f"mt{tag}", net.name, f"oat-mp-{tag}", f"oat-ml-{tag}", f"oat-ms-{tag}",
-              f"oat-mu-{tag}")
+    s = Stand(dockerenv.test_instance("m"), net.name, f"oat-mp-{tag}", f"oat-ml-{tag}",
+              f"oat-ms-{tag}", f"oat-mu-{tag}")
     try:
         _run(docker_client, standin_image, net.name, s.plain, runtime_labels(s.instance, s.plain))
         _run(docker_client, standin_image, net.name, s.limited,

@@ -30,7 +30,7 @@ from services.metrics.engine import (
     NotFound,
     parse_address,
 )
-from tests.helpers import short_tmpdir
+from testkit.helpers import short_tmpdir
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,7 +11,7 @@ import zmq.asyncio
 from common import wire
 from common.bus import Endpoints, RpcClient, Subscriber
 from common.messages import HostMetrics
-from tests.helpers import agent_env, async_wait_for, start_module, stop_process
+from testkit.helpers import agent_env, async_wait_for, start_module, stop_process
 
 FIELDS = {"cpu_usage", "memory_usage", "memory_total", "disk_usage", "disk_total", "uptime",
           "timestamp"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import socket
@@ -17,7 +16,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient, Subscriber
-from tests.helpers import agent_env, start_module
+from testkit.helpers import agent_env, async_wait_for, start_module
 
 # Short beats and reconnects so state changes show within a second or two.
 FAST_ENV = {"ORCH_BEAT_INTERVAL": "0.3", "ORCH_RECONNECT_MAX": "0.5", "ORCH_LOG_LEVEL": "DEBUG"}
@@ -80,15 +79,17 @@ class Bus:
     async def wait_call(self, method: str, cond: Callable[[Any], bool], timeout: float,
                         params: dict[str, Any] | None = None) -> Any:
         """Call `method` until its result satisfies `cond`; bounded."""
-        deadline = time.monotonic() + timeout
         last: Any = None
-        while time.monotonic() < deadline:
-            with contextlib.suppress(Exception):
-                last = await self.call(method, params, timeout=1.0)
-                if cond(last):
-                    return last
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{method} never satisfied the condition; last result {last!r}")
+
+        async def satisfied() -> Any:
+            nonlocal last
+            last = await self.call(method, params, timeout=1.0)
+            return last if cond(last) else None
+        try:
+            return await async_wait_for(satisfied, timeout, f"{method} to satisfy the condition",
+                                        ignore=(Exception,))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last result {last!r}") from None
 
     async def next_event(self, topic: str, cond: Callable[[dict[str, Any]], bool],
                          timeout: float) -> dict[str, Any]:

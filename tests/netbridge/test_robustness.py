@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient, RpcError, RpcTimeout
+from testkit.helpers import async_wait_for
 from tests.netbridge.bridge import BridgeProcess, Bus, ScriptedNetmon
 
 pytestmark = pytest.mark.timeout(120)
@@ -118,10 +118,10 @@ async def caller(ctx: zmq.asyncio.Context, endpoint: str, n: int, stop: asyncio.
 
 async def wait_ok(outcomes: Counter[str], more: int, timeout: float) -> None:
     target = outcomes["ok"] + more
-    deadline = time.monotonic() + timeout
-    while outcomes["ok"] < target:
-        assert time.monotonic() < deadline, f"load stalled: {outcomes}"
-        await asyncio.sleep(0.05)
+    try:
+        await async_wait_for(lambda: outcomes["ok"] >= target, timeout, f"{more} more calls ok")
+    except AssertionError as exc:
+        raise AssertionError(f"load stalled: {outcomes}") from exc
 
 
 async def test_restart_under_load(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import wait_for
+from testkit.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
@@ -54,11 +54,6 @@ def link_info(ns: str, name: str) -> dict[str, Any]:
         timeout=10,
     ).stdout
     return dict(json.loads(out)[0])
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    """`wait_for`, polling every 20 ms (netlink changes land within milliseconds)."""
-    return wait_for(cond, timeout, interval=0.02, what=what)
 
 
 class LineClient:
@@ -163,7 +158,7 @@ class NetmonProcess:
                 cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         if wait:
-            wait_until(self._ready, 15, f"netmon to serve (log: {self.log()})")
+            wait_for(self._ready, 15, f"netmon to serve (log: {self.log()})", interval=0.02)
         return self
 
     def _ready(self) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from services.netbridge.netmon_client import (
     NetmonClient,
     host_interfaces,
 )
+from testkit.helpers import async_wait_for
 from tests.netmon.nsutil import NetmonProcess, ip
 
 pytestmark = pytest.mark.timeout(60)
@@ -47,14 +47,6 @@ def change(iface: dict) -> bytes:
     return line({"type": "network_change", "data": iface})
 
 
-async def until(cond: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 # --- pure parts ----------------------------------------------------------------------
 
 
@@ -66,7 +58,7 @@ def test_splitter_caps_long_lines_and_resynchronises() -> None:
     out = []
     for _ in range(100):
         out += splitter.feed(b"y" * 7)
-        assert len(splitter._buf) <= 10
+        assert splitter.buffered <= 10
     out += splitter.feed(b"tail\nafter\n")
     assert out == [None, b"after"]
 
@@ -200,7 +192,7 @@ def run_with_client(
         await fake.start()
         task = asyncio.create_task(client.run())
         try:
-            await until(lambda: fake.writers, 5, "the client to connect")
+            await async_wait_for(lambda: fake.writers, 5, "the client to connect")
             await scenario(fake, client, seen)
             assert not task.done(), "the client task ended"
         finally:
@@ -220,7 +212,7 @@ def test_cache_follows_discovery_and_changes(tmp_path: Path) -> None:
                 wire_iface("oat0", "192.0.2.10"), wire_iface("oat1", "198.51.100.1")
             )
         )
-        await until(lambda: not client.stale, 5, "discovery")
+        await async_wait_for(lambda: not client.stale, 5, "discovery")
         assert set(client.interfaces) == {"oat0", "oat1"}
         await fake.send(
             change(wire_iface("oat0", "203.0.113.7", gateway="203.0.113.1"))
@@ -228,14 +220,14 @@ def test_cache_follows_discovery_and_changes(tmp_path: Path) -> None:
         await fake.send(
             change(wire_iface("oat1", active=False, operstate="NOTPRESENT"))
         )
-        await until(lambda: client.counters["changes"] == 2, 5, "changes")
+        await async_wait_for(lambda: client.counters["changes"] == 2, 5, "changes")
         assert set(client.interfaces) == {"oat0"}
         assert client.interfaces["oat0"]["gateway"] == "203.0.113.1"
         assert [kind for kind, _ in seen] == ["discovery", "change", "change"]
         assert seen[2][1]["active"] is False, "the bridge is told about the removal"
         # A later discovery replaces the cache entirely.
         await fake.send(discovery(wire_iface("oat2", "198.51.100.2")))
-        await until(lambda: "oat2" in client.interfaces, 5, "second discovery")
+        await async_wait_for(lambda: "oat2" in client.interfaces, 5, "second discovery")
         assert set(client.interfaces) == {"oat2"}
 
     run_with_client(tmp_path, scenario)
@@ -244,7 +236,7 @@ def test_cache_follows_discovery_and_changes(tmp_path: Path) -> None:
 def test_bad_lines_dropped_counted_and_service_continues(tmp_path: Path) -> None:
     async def scenario(fake: FakeNetmon, client: NetmonClient, seen: list) -> None:
         await fake.send(discovery(wire_iface("oat0", "192.0.2.10")))
-        await until(lambda: not client.stale, 5, "discovery")
+        await async_wait_for(lambda: not client.stale, 5, "discovery")
         await fake.send(b"not json at all\n")
         await fake.send(b"\xc3\x28\xa0\xa1 invalid utf-8\n")
         await fake.send(b'["an", "array"]\n')
@@ -256,7 +248,7 @@ def test_bad_lines_dropped_counted_and_service_continues(tmp_path: Path) -> None
         await fake.send(b"still the same line\n")
         await fake.send(b"\n")
         await fake.send(change(wire_iface("oat0", "198.51.100.9")))
-        await until(lambda: client.counters["changes"] == 1, 10, "the good change")
+        await async_wait_for(lambda: client.counters["changes"] == 1, 10, "the good change")
         assert (
             client.interfaces["oat0"]["ipv4_addresses"][0]["address"] == "198.51.100.9"
         )
@@ -279,7 +271,7 @@ def test_callback_errors_are_counted_not_fatal(tmp_path: Path) -> None:
     async def scenario(fake: FakeNetmon, client: NetmonClient, seen: list) -> None:
         await fake.send(discovery(wire_iface("oat0", "192.0.2.10")))
         await fake.send(change(wire_iface("oat0", "192.0.2.11")))
-        await until(lambda: client.counters["changes"] == 1, 5, "change")
+        await async_wait_for(lambda: client.counters["changes"] == 1, 5, "change")
         assert client.counters["callback_errors"] == 2
         addrs = client.interfaces["oat0"]["ipv4_addresses"]
         assert [a["address"] for a in addrs] == ["192.0.2.11"]
@@ -298,7 +290,7 @@ def test_waits_quietly_for_a_missing_socket(
             await asyncio.sleep(0.5)  # the absence is the condition under test
             assert client.stale and not client.connected.is_set()
             await fake.start()
-            await until(
+            await async_wait_for(
                 lambda: client.connected.is_set(), 5, "connect once the socket exists"
             )
         finally:
@@ -329,14 +321,14 @@ def test_reconnects_after_netmon_restart_and_cache_recovers(
         client = NetmonClient(netmon.sock_path, backoff_initial=0.05, backoff_max=0.5)
         task = asyncio.create_task(client.run())
         try:
-            await until(lambda: "oat0" in client.interfaces, 10, "initial discovery")
+            await async_wait_for(lambda: "oat0" in client.interfaces, 10, "initial discovery")
             assert not client.stale
             netmon.kill()  # no clean shutdown: the socket file stays behind
-            await until(lambda: client.stale, 5, "stale after netmon died")
+            await async_wait_for(lambda: client.stale, 5, "stale after netmon died")
             assert "oat0" in client.interfaces, "last known state kept while stale"
             ip(lan, "addr", "add", "203.0.113.77/24", "dev", "oat0")
             await asyncio.to_thread(netmon.start)
-            await until(lambda: not client.stale, 10, "reconnect")
+            await async_wait_for(lambda: not client.stale, 10, "reconnect")
             addrs = [a["address"] for a in client.interfaces["oat0"]["ipv4_addresses"]]
             assert addrs == ["192.0.2.10", "203.0.113.77"]
             assert client.counters["connects"] >= 2

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from services.netmon.discovery import Discovery
 from services.netmon.model import Iface
 from services.netmon.monitor import Monitor
 from tests.netmon.nsutil import ip_batch, link_info
@@ -48,15 +49,23 @@ def test_enobufs_triggers_full_rediscovery(lan: str) -> None:
     asyncio.run(scenario())
 
 
+class BreakableDiscovery(Discovery):
+    """Real netlink queries until the test breaks it, then a bug on every snapshot."""
+
+    broken = False
+
+    async def snapshot(self) -> dict[int, Iface]:
+        if self.broken:
+            raise ValueError("bug in discovery")
+        return await super().snapshot()
+
+
 def test_unexpected_failure_surfaces_through_wait(lan: str) -> None:
     async def scenario() -> None:
-        monitor = Monitor(lambda _: None, debounce=0.05, netns=lan)
+        discovery = BreakableDiscovery(lan)
+        monitor = Monitor(lambda _: None, debounce=0.05, netns=lan, discovery=discovery)
         await monitor.start()
-
-        async def broken() -> dict[int, Iface]:
-            raise ValueError("bug in discovery")
-
-        monitor._discovery.snapshot = broken  # type: ignore[method-assign]
+        discovery.broken = True
         try:
             ip_batch(lan, ["addr add 203.0.113.30/24 dev oat0"])
             with pytest.raises(ValueError, match="bug in discovery"):

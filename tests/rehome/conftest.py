@@ -9,11 +9,11 @@ import docker
 import pytest
 import zmq.asyncio
 
+from testkit.executor import ExecutorProc
+from testkit.movinglan import MovingLan, free_blocks, make_moving_lan, remove_moving_lan
 from tests.docker_fixtures import docker_client, standin_image
 from tests.executor.conftest import make_executor
-from tests.executor.envtools import ExecutorProc
 from tests.rehome.fakebridge import FakeBridge
-from tests.rehome.lan import MovingLan, free_blocks, make_moving_lan, remove_moving_lan
 
 __all__ = ["docker_client", "make_executor", "standin_image"]
 

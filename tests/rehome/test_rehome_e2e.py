@@ -19,17 +19,25 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient
-from tests.executor.envtools import (
+from testkit import dockerenv
+from testkit.executor import (
     STANDIN_REPO,
     cleanup_instance,
     create_ok,
     macvlan_name,
     short_id,
-    wait,
     wait_ready,
 )
-from tests.helpers import agent_env, async_wait_for, short_tmpdir, start_module, stop_process
-from tests.rehome.lan import MovingLan
+from testkit.helpers import (
+    agent_env,
+    async_wait_for,
+    short_tmpdir,
+    start_module,
+    stop_process,
+    wait_for,
+)
+from testkit.movinglan import MovingLan
+from testkit.suite import Suite
 from tests.rehome.tools import (
     Beats,
     dhcp,
@@ -42,7 +50,6 @@ from tests.rehome.tools import (
     started_at,
     stored_vnics,
 )
-from tests.suite import Suite
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(180)]
 
@@ -67,7 +74,7 @@ class Agent:
 @pytest.fixture
 def agent(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Agent]:
     """The suite under supervisord plus netmon (host namespace), sharing one state dir."""
-    instance = f"e{short_id()}"
+    instance = dockerenv.test_instance("e")
     with short_tmpdir() as base:
         (base / "state").mkdir()
         path = f"{program_dir(base)}{os.pathsep}{agent_env(base)['PATH']}"
@@ -129,7 +136,7 @@ async def test_parent_moves_runtimes_follow(
         before = {n: lan_view(await on_network(executor, n, macvlan_name(lan.parent, old)))
                   for n in (fixed, auto)}
         starts = {n: started_at(docker_client, n) for n in (fixed, auto)}
-        wait(lambda: lan.reach_https(before[fixed][1]), 30, "the LAN reaching the runtime")
+        wait_for(lambda: lan.reach_https(before[fixed][1]), 30, "the LAN reaching the runtime")
 
         # The host moves to another subnet (new address, new gateway): netmon → netbridge →
         # executor; both runtimes follow with their MACs, without a restart.
@@ -156,7 +163,7 @@ async def test_parent_moves_runtimes_follow(
         assert "not a host address" in after[fixed]["last_rehome"]["note"]
         for n in (fixed, auto):
             _, ip, mac = lan_view(after[n])
-            wait(lambda ip=ip: lan.reach_https(ip), 30, f"the LAN reaching {n} at {ip}")
+            wait_for(lambda ip=ip: lan.reach_https(ip), 30, f"the LAN reaching {n} at {ip}")
             assert lan.neighbour_mac(ip) == mac
         assert macvlan_name(lan.parent, old) not in network_ids(docker_client)
         row = await async_wait_for(lambda: host_row(netbridge, lan), 10, interval=0.2,
@@ -178,7 +185,7 @@ async def test_parent_moves_runtimes_follow(
             assert body["network_events"] == after[n]["network_events"]
             assert endpoints_of(docker_client, n) == endpoints[n]
         assert network_ids(docker_client, agent.instance) == ids
-        wait(lambda: lan.reach_https(lan_view(after[auto])[1]), 30, "reachable after replug")
+        wait_for(lambda: lan.reach_https(lan_view(after[auto])[1]), 30, "reachable after replug")
     finally:
         beats.close()
         with contextlib.suppress(Exception):

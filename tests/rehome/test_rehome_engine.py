@@ -11,18 +11,18 @@ import docker
 import pytest
 import zmq.asyncio
 
-from tests.executor.envtools import (
+from testkit.executor import (
     ExecutorProc,
     create_ok,
     journal,
     macvlan_name,
     short_id,
-    wait,
     wait_ready,
     wait_status,
 )
+from testkit.helpers import wait_for
+from testkit.movinglan import MovingLan, host
 from tests.rehome.fakebridge import FakeBridge
-from tests.rehome.lan import MovingLan, host
 from tests.rehome.tools import (
     Beats,
     dhcp,
@@ -93,7 +93,7 @@ async def test_inactive_replug_detach_and_back(
         event = body["last_rehome"]
         assert event["outcome"] == "detached" and "not a host address" in event["note"]
         assert event["static_ip"] == host(old, 20)
-        wait(lambda: lan.reach_https(ip), 30, "the LAN reaching the moved runtime")
+        wait_for(lambda: lan.reach_https(ip), 30, "the LAN reaching the moved runtime")
         assert lan.neighbour_mac(ip) == before[auto][2]
         assert macvlan_name(lan.parent, old) not in network_ids(docker_client)
         (stored,) = stored_vnics(executor.state_dir, fixed)
@@ -110,7 +110,7 @@ async def test_inactive_replug_detach_and_back(
         assert [e["outcome"] for e in body["network_events"]] == ["detached", "reattached"]
         body = await on_network(bus, auto, macvlan_name(lan.parent, old))
         assert lan_view(body)[2] == before[auto][2]
-        wait(lambda: lan.reach_https(host(old, 20)), 30, "the LAN reaching the static IP")
+        wait_for(lambda: lan.reach_https(host(old, 20)), 30, "the LAN reaching the static IP")
         assert lan.neighbour_mac(host(old, 20)) == before[fixed][2]
         assert macvlan_name(lan.parent, new) not in network_ids(docker_client)
         for n in (fixed, auto):
@@ -142,9 +142,9 @@ async def test_killed_in_the_middle_of_a_move(
         start = started_at(docker_client, name)
 
         bridge.change(lan.iface(new))
-        wait(lambda: macvlan_name(lan.parent, old) not in network_ids(docker_client), 20,
+        wait_for(lambda: macvlan_name(lan.parent, old) not in network_ids(docker_client), 20,
              "the old network removed")
-        wait(lambda: journal(executor, name).get("operation") == "rehome", 10,
+        wait_for(lambda: journal(executor, name).get("operation") == "rehome", 10,
              "the move journalled")
         body = await wait_status(bus, name, lambda b: b.get("networks") == {}, 10)
         assert body["rehoming"]["step"] == "disconnecting", body
@@ -158,9 +158,9 @@ async def test_killed_in_the_middle_of_a_move(
         body = await on_network(bus, name, macvlan_name(lan.parent, new))
         network, ip, got_mac = lan_view(body)
         assert got_mac == mac and body["last_rehome"]["outcome"] == "rehomed"
-        wait(lambda: journal(executor, name).get("state") == "success", 10, "journal done")
+        wait_for(lambda: journal(executor, name).get("state") == "success", 10, "journal done")
         assert started_at(docker_client, name) == start
-        wait(lambda: lan.reach_https(ip), 30, "the LAN reaching the runtime")
+        wait_for(lambda: lan.reach_https(ip), 30, "the LAN reaching the runtime")
         assert lan.neighbour_mac(ip) == mac
         assert stored_vnics(executor.state_dir, name)[0]["network"] == network
     finally:
@@ -195,14 +195,14 @@ async def test_reconciled_at_start(
         assert got_mac == mac and ip != host(old, 20)
         event = body["last_rehome"]
         assert event["outcome"] == "rehomed_new_ip" and "engine assigned" in event["note"]
-        wait(lambda: lan.reach_https(ip), 30, "the LAN reaching the runtime")
+        wait_for(lambda: lan.reach_https(ip), 30, "the LAN reaching the runtime")
         assert lan.neighbour_mac(ip) == mac
         # A restart re-creates the interface: the MAC is still the runtime's own (older
         # engines set it only on the network the container was created with, long gone).
         result = await bus.call("restart_device", {"device_id": name}, timeout=30)
         assert result["success"] is True, result
         subprocess.run(["ip", "-n", lan.ns, "neigh", "flush", "all"], check=True)
-        wait(lambda: lan.reach_https(ip), 30, "the LAN reaching the restarted runtime")
+        wait_for(lambda: lan.reach_https(ip), 30, "the LAN reaching the restarted runtime")
         assert lan.neighbour_mac(ip) == mac
         body = await bus.call("device_status", {"device_id": name})
         assert lan_view(body) == (macvlan_name(lan.parent, new), ip, mac)

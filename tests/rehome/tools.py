@@ -13,8 +13,8 @@ import zmq.asyncio
 
 from common.bus import Endpoints, RpcClient, Subscriber
 from common.messages import Alive, parse
-from tests.executor.envtools import wait_status
-from tests.rehome.lan import MovingLan, host
+from testkit.executor import wait_status
+from testkit.movinglan import MovingLan, host
 
 
 def manual(lan: MovingLan, subnet: str, n: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from common import dirs
-from tests.helpers import short_tmpdir
+from testkit.helpers import short_tmpdir
 
 OTHER_UID = 65534  # nobody
 REPO = Path(__file__).resolve().parents[2]

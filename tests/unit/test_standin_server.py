@@ -22,8 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from tests.dockerenv import poll_until
-from tests.helpers import zip_program
+from testkit.helpers import wait_for, zip_program
 from tests.standin import jwt_hs256, multipart
 from tests.standin.server import Config, StandinServer, ensure_certificate
 
@@ -202,10 +201,10 @@ def test_plc_state_machine(api: Api) -> None:
     upload = api.post("upload-file", token, files={"file": ("p.zip", zip_program({"a.st": b"x"}))})
     assert upload.status_code == 200
     assert upload.json() == {"UploadFileFail": "", "CompilationStatus": "COMPILING"}
-    done = poll_until(
+    done = wait_for(
         lambda: (s := api.get("compilation-status", token).json())["status"] == "SUCCESS" and s,
         timeout=10,
-        what="compilation SUCCESS",
+        what="compilation SUCCESS", ignore=(Exception,)
     )
     assert done["exit_code"] == 0 and done["logs"]
     # A successful compile leaves the PLC stopped.
@@ -240,10 +239,10 @@ def test_upload_failures_answer_200(api: Api) -> None:
     assert not_zip.json()["CompilationStatus"] == "FAILED"
     failing = api.post("upload-file", token, files={"file": ("p.zip", zip_program({"FAIL": b""}))})
     assert failing.json() == {"UploadFileFail": "", "CompilationStatus": "COMPILING"}
-    status = poll_until(
+    status = wait_for(
         lambda: (s := api.get("compilation-status", token).json())["status"] == "FAILED" and s,
         timeout=10,
-        what="compilation FAILED",
+        what="compilation FAILED", ignore=(Exception,)
     )
     assert status["exit_code"] == 1
     assert api.get("status", token).json()["status"] == "STATUS:EMPTY"
@@ -329,7 +328,7 @@ def test_stop_does_not_wait_for_hanging_request(api: Api) -> None:
 
     worker = threading.Thread(target=hang)
     worker.start()
-    poll_until(lambda: threading.active_count() > 2, timeout=5, what="request in flight")
+    wait_for(lambda: threading.active_count() > 2, timeout=5, what="request in flight")
     started = time.monotonic()
     api.server.stop()
     assert time.monotonic() - started < 5

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import BIN, ROOT, agent_env, short_tmpdir, wait_for
+from testkit.helpers import BIN, ROOT, agent_env, short_tmpdir, stop_process, wait_for
 
 PROGRAMS = ("gateway", "executor", "metrics", "netbridge")
 
@@ -54,13 +54,7 @@ class Suite:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 30)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -23,7 +23,7 @@ from typing import Any
 
 import docker
 
-from tests.executor.envtools import https_ok_from
+from testkit.executor import engine_subnets, https_ok_from
 
 BLOCKS = [f"198.51.100.{32 * i}/27" for i in range(8)] + \
     [f"203.0.113.{32 * i}/27" for i in range(8)]
@@ -37,11 +37,7 @@ def sh(*args: str, timeout: float = 20, stdin: str | None = None) -> str:
 
 
 def _taken(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
-    used = []
-    for net in dc.api.networks():
-        for cfg in (net.get("IPAM") or {}).get("Config") or []:
-            with contextlib.suppress(ValueError, KeyError):
-                used.append(ipaddress.IPv4Network(cfg["Subnet"], strict=False))
+    used = engine_subnets(dc)
     for route in json.loads(sh("ip", "-j", "-4", "route", "show", "table", "all")):
         dst = route.get("dst")
         if dst and dst != "default":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import os
 import shutil
@@ -11,7 +12,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,28 +21,58 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    """Poll until `condition()` is truthy; return its value or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
+class _Poll:
+    """The bookkeeping of one bounded wait: the deadline, the last error, the message."""
+
+    def __init__(self, timeout: float, what: str,
+                 ignore: tuple[type[BaseException], ...]) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.timeout, self.what, self.ignore = timeout, what, ignore
+        self.last_error: BaseException | None = None
+
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def failure(self) -> AssertionError:
+        detail = f" (last error: {self.last_error!r})" if self.last_error else ""
+        return AssertionError(f"timed out after {self.timeout} s waiting for {self.what}{detail}")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str = "condition", *,
+             interval: float = 0.05, ignore: tuple[type[BaseException], ...] = ()) -> Any:
+    """Poll until `condition()` is truthy and return its value; after `timeout` seconds
+    fail with an AssertionError naming `what`.  Exceptions of the `ignore` types count as
+    "not yet" (the last one is shown on failure); any other propagates at once."""
+    poll = _Poll(timeout, what, ignore)
     while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        try:
+            value = condition()
+            if value:
+                return value
+        except ignore as exc:
+            poll.last_error = exc
+        if poll.expired():
+            raise poll.failure()
         time.sleep(interval)
 
 
-async def async_wait_for(condition: Callable[[], Awaitable[Any]], timeout: float,
-                         interval: float = 0.05, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
+async def async_wait_for(condition: Callable[[], Any], timeout: float, what: str = "condition",
+                         *, interval: float = 0.05,
+                         ignore: tuple[type[BaseException], ...] = ()) -> Any:
+    """`wait_for` in a coroutine: the loop keeps running between polls, and `condition`
+    may be a plain function or return an awaitable."""
+    poll = _Poll(timeout, what, ignore)
     while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        try:
+            value = condition()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+        except ignore as exc:
+            poll.last_error = exc
+        if poll.expired():
+            raise poll.failure()
         await asyncio.sleep(interval)
 
 

@@ -28,7 +28,8 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Counters, Endpoints, RpcClient, RpcServer
-from tests.helpers import ROOT, agent_env, async_wait_for, wait_for
+from testkit import dockerenv
+from testkit.helpers import ROOT, agent_env, async_wait_for
 
 STANDIN_REPO = "orchestrator/openplc-standin"
 STANDIN_TAG = "test"
@@ -62,7 +63,7 @@ class ExecutorProc:
 
     def __init__(self, base: Path, **env: str) -> None:
         self.base = base
-        self.instance = f"t{short_id()}"
+        self.instance = dockerenv.test_instance("x")
         self.run_dir = base / "run"
         self.state_dir = base / "state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -162,11 +163,27 @@ def settled(body: dict[str, Any]) -> bool:
     return body.get("status") not in ("creating", "deleting")
 
 
+def manual_vnic(lan: Lan, host: int, name: str = "eth0", **extra: object) -> dict[str, Any]:
+    """A vNIC on `lan` with the static address `lan.addr(host)`."""
+    vnic: dict[str, Any] = {"name": name, "parent_interface": lan.parent,
+                            "network_mode": "manual", "ip_address": lan.addr(host),
+                            "subnet": lan.subnet, "gateway": lan.gateway}
+    vnic.update(extra)
+    return vnic
+
+
+async def create_runtime(client: RpcClient, name: str, vnics: list[dict[str, Any]]
+                         ) -> dict[str, Any]:
+    """Ask for a stand-in runtime; the `create_runtime` ack (creation goes on behind it)."""
+    result: dict[str, Any] = await client.call("create_runtime", {
+        "container_name": name, "vnic_configs": vnics, "runtime_version": STANDIN_TAG})
+    return result
+
+
 async def create_ok(client: RpcClient, name: str, vnics: list[dict[str, Any]],
                     timeout: float = 60.0) -> dict[str, Any]:
     """Create a stand-in runtime and wait until it is up; its `device_status` body."""
-    ack = await client.call("create_runtime", {"container_name": name, "vnic_configs": vnics,
-                                               "runtime_version": STANDIN_TAG})
+    ack = await create_runtime(client, name, vnics)
     assert ack["status"] == "creating", ack
     body: dict[str, Any] = await wait_status(client, name, settled, timeout)
     assert body["status"] == "success", body
@@ -218,7 +235,8 @@ class Lan:
         return https_ok_from(self.ns, ip, timeout)
 
 
-def _used_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+def engine_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    """The subnets of every network the engine has (any test's, any user's)."""
     used = []
     for net in dc.api.networks():
         for cfg in (net.get("IPAM") or {}).get("Config") or []:
@@ -228,7 +246,7 @@ def _used_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
 
 
 def make_lan(dc: docker.DockerClient, taken: set[str]) -> Lan:
-    used = _used_subnets(dc)
+    used = engine_subnets(dc)
     for block in LAN_BLOCKS:
         net = ipaddress.IPv4Network(block)
         if block in taken or any(net.overlaps(u) for u in used):
@@ -307,7 +325,3 @@ def https_ok_from(ns: str, ip: str, timeout: float = 3.0) -> bool:
     result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code],
                             capture_output=True, timeout=timeout + 10, check=False)
     return result.returncode == 0
-
-def wait(cond: Any, timeout: float, what: str) -> Any:
-    """`wait_for`, polling every 0.1 s (each probe talks to Docker or a namespace)."""
-    return wait_for(cond, timeout, interval=0.1, what=what)

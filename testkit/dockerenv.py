@@ -4,6 +4,12 @@ Importable without pytest. Everything is idempotent and cached: the engine is
 started only when it does not answer, the base image is built only when its tag
 is missing, and the stand-in image is rebuilt only when its sources changed
 (the image carries a hash of tests/standin/ as a label).
+
+What tests create is labelled, never the image: a container made from the stand-in image
+by a person (`make run`) carries no test label and is never swept.  Each test session
+labels its containers, networks and volumes `orchestrator.test=<session>`, and gives the
+agents it starts instance ids beginning `oattest<session>`, so the session's sweep finds
+what the agents made too (their ownership labels carry the instance id).
 """
 
 from __future__ import annotations
@@ -18,10 +24,9 @@ import ssl
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import docker
 import docker.errors
@@ -29,16 +34,24 @@ import docker.models.containers
 import docker.models.networks
 import docker.types
 
+from testkit.helpers import wait_for
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 STANDIN_DIR = REPO / "tests" / "standin"
 BASE_IMAGE = os.environ.get("ORCH_BASE_IMAGE", "orchestrator/base:bookworm")
 STANDIN_IMAGE = "orchestrator/openplc-standin:test"
-# Everything tests create carries this label so leftovers can be found.
+# Everything tests create carries this label, valued with the session, so leftovers can
+# be found; the stand-in image does not carry it (only its sources' hash, under its own key).
 TEST_LABEL = "orchestrator.test"
-TEST_LABELS = {TEST_LABEL: "1"}
+SESSION = uuid.uuid4().hex[:6]
+TEST_LABELS = {TEST_LABEL: SESSION}
 STANDIN_HASH_LABEL = "orchestrator.standin.hash"
+# Agents started by tests get instance ids with this prefix (then the session): what they
+# create carries `orchestrator.instance=<id>` (services/executor/labels.py).
+TEST_INSTANCE_PREFIX = "oattest"
+INSTANCE_LABEL = "orchestrator.instance"
 
 ENGINE_SCRIPT = REPO / "install" / "docker-engine.sh"
 BASE_SCRIPT = REPO / "install" / "build-base-image.sh"
@@ -47,30 +60,8 @@ _LOCK_FILE = REPO / ".build" / "dockerenv.lock"
 TEST_BRIDGE_SUBNETS = [f"203.0.113.{16 * i}/28" for i in range(15, 7, -1)]
 STANDIN_PORT = 8443
 
-T = TypeVar("T")
-
-
 class DockerEnvError(Exception):
     """The Docker test environment could not be prepared."""
-
-
-def poll_until(
-    check: Callable[[], T | None], timeout: float, interval: float = 0.2, what: str = "condition"
-) -> T:
-    """Call `check` until it returns something other than None/False; bounded."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = check()
-            if result is not None and result is not False:
-                return result
-        except Exception as exc:  # the condition may raise until it holds
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error!r})" if last_error else ""
-            raise TimeoutError(f"{what} not reached within {timeout:.0f}s{detail}")
-        time.sleep(interval)
 
 
 @contextlib.contextmanager
@@ -161,7 +152,8 @@ def ensure_standin_image(docker_client: docker.DockerClient | None = None) -> st
         stale_id: str | None = None
         try:
             image = dc.images.get(STANDIN_IMAGE)
-            if image.labels.get(STANDIN_HASH_LABEL) == wanted:
+            # Builds from before the image stopped carrying the test label are rebuilt.
+            if image.labels.get(STANDIN_HASH_LABEL) == wanted and TEST_LABEL not in image.labels:
                 return STANDIN_IMAGE
             stale_id = image.id
         except docker.errors.ImageNotFound:
@@ -171,7 +163,7 @@ def ensure_standin_image(docker_client: docker.DockerClient | None = None) -> st
             dc.images.build(
                 path=str(STANDIN_DIR),
                 tag=STANDIN_IMAGE,
-                labels={**TEST_LABELS, STANDIN_HASH_LABEL: wanted},
+                labels={STANDIN_HASH_LABEL: wanted},
                 pull=False,
                 rm=True,
                 forcerm=True,
@@ -185,19 +177,42 @@ def ensure_standin_image(docker_client: docker.DockerClient | None = None) -> st
     return STANDIN_IMAGE
 
 
-def remove_test_objects(docker_client: docker.DockerClient) -> None:
-    """Remove every container and network labelled as created by tests.
+def test_instance(kind: str = "") -> str:
+    """An agent instance id for a test: found by this session's sweep."""
+    return f"{TEST_INSTANCE_PREFIX}{SESSION}{kind}{uuid.uuid4().hex[:6]}"
 
-    For manual cleanup after an interrupted run; a running session's fixtures
-    clean up after themselves.
+
+def remove_test_objects(docker_client: docker.DockerClient, session: str | None = None) -> None:
+    """Remove what test session `session` created (every session's when None): containers,
+    networks and volumes with the test label, and the containers and networks of agents
+    running under a test instance id.  Nothing else: a container from the stand-in image
+    without the test label (a person's `make run`) stays.
+
+    The session fixture calls it at the end; by hand it cleans up an interrupted run.
     """
-    label = f"{TEST_LABEL}=1"
-    for container in docker_client.containers.list(all=True, filters={"label": label}):
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True, v=True)
-    for network in docker_client.networks.list(filters={"label": label}):
-        with contextlib.suppress(docker.errors.NotFound):
-            network.remove()
+    label = TEST_LABEL if session is None else f"{TEST_LABEL}={session}"
+    prefix = TEST_INSTANCE_PREFIX + (session or "")
+
+    def ours(labels: dict[str, str] | None) -> bool:
+        labels = labels or {}
+        tagged = labels.get(TEST_LABEL) == session if session else TEST_LABEL in labels
+        return tagged or labels.get(INSTANCE_LABEL, "").startswith(prefix)
+
+    containers = docker_client.containers.list(all=True, filters={"label": label}) + \
+        docker_client.containers.list(all=True, filters={"label": INSTANCE_LABEL})
+    for container in containers:
+        if ours(container.labels):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.remove(force=True, v=True)
+    networks = docker_client.networks.list(filters={"label": label}) + \
+        docker_client.networks.list(filters={"label": INSTANCE_LABEL})
+    for network in networks:
+        if ours(network.attrs.get("Labels")):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                network.remove()
+    for volume in docker_client.volumes.list(filters={"label": label}):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            volume.remove(force=True)
 
 
 def create_test_bridge(
@@ -272,9 +287,9 @@ def start_standin(
     )
     standin = StandinContainer(container, network, "")
     try:
-        poll_until(standin.refresh_ip, 15, what="stand-in address")
-        poll_until(lambda: standin_answers(standin.ip), timeout, what="stand-in answering")
-    except TimeoutError:
+        wait_for(standin.refresh_ip, 15, what="stand-in address", ignore=(Exception,))
+        wait_for(lambda: standin_answers(standin.ip), timeout, what="stand-in answering")
+    except AssertionError:
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True, v=True)
         raise
