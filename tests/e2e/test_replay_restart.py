@@ -9,8 +9,8 @@ from typing import Any
 
 from devcloud.errors import AckTimeout, AgentNotConnected
 from services.gateway.replaylog import decode
-from tests.e2e.conftest import RPC_TIMEOUT, Agent
 from testkit.helpers import wait_for
+from tests.e2e.conftest import RPC_TIMEOUT, Agent
 
 
 def runs(agent: Agent, method: str) -> int:
