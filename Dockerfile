@@ -42,6 +42,11 @@ ENV ORCH_STATE_DIR=/var/orchestrator \
     PYTHONUNBUFFERED=1
 # supervisord stops every program on SIGTERM (each has a 5 s shutdown budget); give
 # `docker stop` at least 20 s (`--stop-timeout 20`) so a slow executor is not killed.
+# Healthy only when every supervised program is RUNNING and each agent process has beaten
+# on the bus within the last 6 s (orchestrator-health, services/tap/health.py).  Two
+# failed checks in a row (about 20 s) make it unhealthy; one success makes it healthy.
+HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=2 \
+    CMD ["orchestrator-health", "--window", "6", "--timeout", "3"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/orchestrator-entrypoint"]
 CMD ["supervisord", "-c", "/etc/supervisor/supervisord.conf"]
