@@ -62,7 +62,7 @@ def wait_beats(run_dir: Path, names: Iterable[str], window: float) -> set[str]:
     try:
         while seen != wanted:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sock.poll(remaining * 1000):
+            if remaining <= 0 or not sock.poll(int(remaining * 1000) + 1):
                 break
             try:
                 envelope = wire.decode(sock.recv_multipart())
