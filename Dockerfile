@@ -11,8 +11,10 @@
 ARG BASE_IMAGE=orchestrator/base:bookworm
 
 FROM ${BASE_IMAGE} AS build
+# The wheelhouse of the target platform (build-images.sh --platform sets it).
+ARG WHEELHOUSE=.build/wheelhouse
 # Dependencies first: this layer is reused until requirements.txt or the wheels change.
-COPY .build/wheelhouse /wheels
+COPY ${WHEELHOUSE} /wheels
 COPY requirements.txt /src/requirements.txt
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \

@@ -128,7 +128,8 @@ def test_install_rerun_upgrade_uninstall(docker_client: docker.DockerClient,
     host = agent.attrs["HostConfig"]
     assert host["RestartPolicy"]["Name"] == "unless-stopped"
     assert host["PidMode"] == "host"
-    assert {"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"} <= set(host["CapAdd"])
+    assert {"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_PTRACE"} <= {
+        c if c.startswith("CAP_") else f"CAP_{c}" for c in host["CapAdd"]}
     assert "/var/run/docker.sock:/var/run/docker.sock" in host["Binds"]
     assert netmon.attrs["HostConfig"]["NetworkMode"] == "host"
     assert netmon.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
