@@ -20,7 +20,9 @@
 #
 # State goes to .run/ in the checkout: .run/state (agent state), .run/devcloud (the cloud's
 # CA and registry), .run/mtls (the agent's enrolled credentials, made once).  The bus lives
-# in a private run directory under /tmp (ipc paths must stay short).  With ORCH_CLOUD_URL
+# in a private run directory under /tmp (ipc paths must stay short).
+# ORCH_DEVCLOUD_DIR, ORCH_DEVCLOUD_MTLS_DIR and ORCH_DEVCLOUD_{PORT,PROVISION_PORT,ADMIN_PORT}
+# move these (tests run a second one next to a developer's).  With ORCH_CLOUD_URL
 # already set, no development cloud is started and the agent uses that cloud, with
 # ORCH_MTLS_DIR and ORCH_CA_FILE as given.
 set -euo pipefail
@@ -32,7 +34,7 @@ cloud_dir=${ORCH_DEVCLOUD_DIR:-$top/.run/devcloud}
 cloud_port=${ORCH_DEVCLOUD_PORT:-3001}
 provision_port=${ORCH_DEVCLOUD_PROVISION_PORT:-3000}
 admin_port=${ORCH_DEVCLOUD_ADMIN_PORT:-3002}
-mtls_dir=$top/.run/mtls
+mtls_dir=${ORCH_DEVCLOUD_MTLS_DIR:-$top/.run/mtls}
 
 cloud_cli() {
   local sub=${1:-}
