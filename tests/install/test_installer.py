@@ -249,3 +249,21 @@ def test_agent_that_never_connects_is_rolled_back(docker_client: docker.DockerCl
     assert "cloud link not up" in result.stderr
     assert "rolled back: removed container" in result.stdout
     assert_nothing_left(docker_client, install)
+
+
+def test_failed_upgrade_puts_the_previous_agent_back(docker_client: docker.DockerClient,
+                                                     images: dict[str, str],
+                                                     install: Install) -> None:
+    assert install.run().returncode == 0
+    before = container(docker_client, install.agent)
+    assert before is not None
+    # Every program refuses a negative interval: the new agent never becomes healthy.
+    result = install.run("--upgrade", "--agent-env", "ORCH_METRICS_INTERVAL=-1",
+                         "--wait", "20", timeout=180)
+    assert result.returncode == 1
+    assert 'FAILED at step "waiting for the agent' in result.stderr
+    assert "runs its previous container again" in result.stdout
+    after = container(docker_client, install.agent)
+    assert after is not None and after.id == before.id and after.status == "running"
+    assert container(docker_client, f"{install.agent}.previous") is None
+    assert volume_exists(docker_client, install.volume)
