@@ -5,9 +5,8 @@
 # .build/wheelhouse (install/build-wheelhouse.sh).  install/build-images.sh does both.
 # Works with the classic builder (DOCKER_BUILDKIT=0): no BuildKit-only syntax.
 #
-#   docker run -d --name orchestrator_agent --restart unless-stopped \
-#     -v /var/run/docker.sock:/var/run/docker.sock -v ~/.mtls:/root/.mtls:ro \
-#     -v orchestrator-shared:/var/orchestrator orchestrator/agent:local
+# install/install.sh runs it with the flags it needs (each one explained there and in
+# docs/install.md).
 ARG BASE_IMAGE=orchestrator/base:bookworm
 
 FROM ${BASE_IMAGE} AS build
