@@ -5,14 +5,15 @@
 # .build/wheelhouse (install/build-wheelhouse.sh).  install/build-images.sh does both.
 # Works with the classic builder (DOCKER_BUILDKIT=0): no BuildKit-only syntax.
 #
-#   docker run -d --name orchestrator_agent --restart unless-stopped \
-#     -v /var/run/docker.sock:/var/run/docker.sock -v ~/.mtls:/root/.mtls:ro \
-#     -v orchestrator-shared:/var/orchestrator orchestrator/agent:local
+# install/install.sh runs it with the flags it needs (each one explained there and in
+# docs/install.md).
 ARG BASE_IMAGE=orchestrator/base:bookworm
 
 FROM ${BASE_IMAGE} AS build
+# The wheelhouse of the target platform (build-images.sh --platform sets it).
+ARG WHEELHOUSE=.build/wheelhouse
 # Dependencies first: this layer is reused until requirements.txt or the wheels change.
-COPY .build/wheelhouse /wheels
+COPY ${WHEELHOUSE} /wheels
 # Every wheel is checked against the lock's hashes, not only its name and version.
 COPY requirements.txt /src/requirements.txt
 RUN python3 -m venv /opt/venv \
@@ -43,6 +44,11 @@ ENV ORCH_STATE_DIR=/var/orchestrator \
     PYTHONUNBUFFERED=1
 # supervisord stops every program on SIGTERM (each has a 5 s shutdown budget); give
 # `docker stop` at least 20 s (`--stop-timeout 20`) so a slow executor is not killed.
+# Healthy only when every supervised program is RUNNING and each agent process has beaten
+# on the bus within the last 6 s (orchestrator-health, services/tap/health.py).  Two
+# failed checks in a row (about 20 s) make it unhealthy; one success makes it healthy.
+HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=2 \
+    CMD ["orchestrator-health", "--window", "6", "--timeout", "3"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/orchestrator-entrypoint"]
 CMD ["supervisord", "-c", "/etc/supervisor/supervisord.conf"]

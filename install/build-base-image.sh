@@ -6,13 +6,33 @@
 # (set ORCH_REBUILD_BASE=1 to rebuild). Run as root with the engine up
 # (install/docker-engine.sh).
 #
+# Usage: install/build-base-image.sh [--platform linux/amd64|linux/arm64]
+#   Another platform than the host's needs qemu-user-static with binfmt_misc registered
+#   (debootstrap's second stage and the Python check run the target's binaries).
+#
 # Environment:
-#   ORCH_BASE_IMAGE      tag to build (default orchestrator/base:bookworm)
+#   ORCH_BASE_IMAGE      tag to build (default orchestrator/base:bookworm; for another
+#                        platform than the host's, orchestrator/base:bookworm-<arch>)
 #   ORCH_DEBIAN_MIRROR   Debian mirror URL; default: taken from the host's apt sources
 #   ORCH_REBUILD_BASE    1 to rebuild even when the tag exists
 set -euo pipefail
 
-TAG="${ORCH_BASE_IMAGE:-orchestrator/base:bookworm}"
+HOST_ARCH="$(dpkg --print-architecture 2>/dev/null || uname -m)"
+case "$HOST_ARCH" in x86_64) HOST_ARCH=amd64 ;; aarch64) HOST_ARCH=arm64 ;; esac
+ARCH="$HOST_ARCH"
+if [ "${1:-}" = --platform ]; then
+    case "${2:-}" in
+        linux/amd64) ARCH=amd64 ;;
+        linux/arm64) ARCH=arm64 ;;
+        *) printf 'build-base-image: ERROR: unsupported platform %s (linux/amd64 or linux/arm64)\n' "${2:-}" >&2; exit 2 ;;
+    esac
+    shift 2
+fi
+if [ "$ARCH" = "$HOST_ARCH" ]; then
+    TAG="${ORCH_BASE_IMAGE:-orchestrator/base:bookworm}"
+else
+    TAG="${ORCH_BASE_IMAGE:-orchestrator/base:bookworm-$ARCH}"
+fi
 SUITE=bookworm
 # What the images built on this base need: Python 3.11 with venv/ensurepip
 # (agent images install wheels into a venv from a host-built wheelhouse), TLS
@@ -79,6 +99,11 @@ if ! command -v debootstrap >/dev/null 2>&1; then
         || die "cannot install debootstrap"
 fi
 
+if [ "$ARCH" != "$HOST_ARCH" ]; then
+    qemu=/proc/sys/fs/binfmt_misc/qemu-$([ "$ARCH" = arm64 ] && echo aarch64 || echo x86_64)
+    [ -e "$qemu" ] || die "building for linux/$ARCH on $HOST_ARCH needs qemu-user-static with binfmt_misc ($qemu missing): apt-get install qemu-user-static binfmt-support"
+fi
+
 WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/orch-base.XXXXXX")"
 cleanup() {
     # A failed debootstrap can leave proc/sys mounted inside the target.
@@ -92,8 +117,8 @@ trap cleanup EXIT
 ROOTFS="$WORK/rootfs"
 
 start=$SECONDS
-say "debootstrap $SUITE (minbase) from $MIRROR"
-debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" "$MIRROR" \
+say "debootstrap $SUITE (minbase, $ARCH) from $MIRROR"
+debootstrap --arch="$ARCH" --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" "$MIRROR" \
     >"$WORK/debootstrap.log" 2>&1 || { tail -n 40 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
 say "debootstrap took $((SECONDS - start))s"
 
@@ -128,10 +153,15 @@ python_version="$(chroot "$ROOTFS" python3 -c 'import sys; print("%d.%d" % sys.v
 [ "$python_version" = 3.11 ] || die "expected Python 3.11 in the rootfs, got $python_version"
 
 say "importing as $TAG"
-tar --numeric-owner -C "$ROOTFS" -c . | docker import \
+tar --numeric-owner -C "$ROOTFS" -c . | docker import --platform "linux/$ARCH" \
     -c 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c 'CMD ["/bin/bash"]' \
     -c "LABEL orchestrator.base=1 orchestrator.base.suite=$SUITE orchestrator.base.python=$python_version" \
     -m "Debian $SUITE minbase with Python $python_version" \
     - "$TAG" >/dev/null
+built_arch="$(docker image inspect -f '{{.Architecture}}' "$TAG")"
+if [ "$built_arch" != "$ARCH" ]; then
+    docker rmi "$TAG" >/dev/null 2>&1 || true
+    die "the engine imported the image as $built_arch, not $ARCH: it ignores --platform (set \"experimental\": true in /etc/docker/daemon.json, or build on an $ARCH machine)"
+fi
 say "built $TAG in $((SECONDS - start))s, $(docker image inspect -f '{{.Size}}' "$TAG") bytes"

@@ -6,19 +6,36 @@
 # host's pip. The wheels target CPython 3.11 on glibc (manylinux) for the host
 # architecture, which matches the Debian bookworm base image.
 #
-# Usage: install/build-wheelhouse.sh [requirements-file...]   (default requirements.txt)
+# Usage: install/build-wheelhouse.sh [--platform linux/amd64|linux/arm64] [requirements-file...]
+#        (default: the host's platform, requirements.txt)
 # Environment:
-#   ORCH_WHEELHOUSE   output directory (default <repo>/.build/wheelhouse)
+#   ORCH_WHEELHOUSE   output directory (default <repo>/.build/wheelhouse for the host's
+#                     platform, <repo>/.build/wheelhouse-<arch> for another one)
 #   PYTHON            host Python used to run pip (default python3)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-OUT="${ORCH_WHEELHOUSE:-$REPO/.build/wheelhouse}"
 PYTHON="${PYTHON:-python3}"
-ARCH="$(uname -m)"
+HOST_ARCH="$(uname -m)"
+ARCH="$HOST_ARCH"
 
 say() { printf 'build-wheelhouse: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
+
+if [ "${1:-}" = --platform ]; then
+    case "${2:-}" in
+        linux/amd64) ARCH=x86_64 ;;
+        linux/arm64) ARCH=aarch64 ;;
+        *) die "unsupported platform '${2:-}' (linux/amd64 or linux/arm64)" ;;
+    esac
+    shift 2
+fi
+# The host's own platform keeps the path the Dockerfiles copy by default.
+if [ "$ARCH" = "$HOST_ARCH" ]; then
+    OUT="${ORCH_WHEELHOUSE:-$REPO/.build/wheelhouse}"
+else
+    OUT="${ORCH_WHEELHOUSE:-$REPO/.build/wheelhouse-$ARCH}"
+fi
 
 if [ "$#" -eq 0 ]; then set -- "$REPO/requirements.txt"; fi
 for req in "$@"; do [ -f "$req" ] || die "no such requirements file: $req"; done
@@ -49,7 +66,8 @@ if ! "$PYTHON" -m pip download --disable-pip-version-check -q --require-hashes \
         --abi cp311 --abi abi3 --abi none "${platforms[@]}" \
         -d "$OUT" "${req_args[@]}"; then
     # Some project published no wheel for this target: let the host build it.
-    # Only valid when the host itself runs CPython 3.11.
+    # Only valid when the host itself runs CPython 3.11 on the target's architecture.
+    [ "$ARCH" = "$HOST_ARCH" ] || die "a requirement has no cp311 $ARCH wheel; build the wheelhouse on an $ARCH machine"
     host_py="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
     [ "$host_py" = 3.11 ] || die "a requirement has no cp311 wheel and host Python is $host_py, not 3.11"
     say "some requirement has no wheel for the target; building with the host pip"

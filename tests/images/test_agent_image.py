@@ -110,3 +110,36 @@ def test_fatal_program_makes_the_container_exit(images: dict[str, str], containe
     logs = agent.logs().decode(errors="replace")
     assert "is FATAL; stopping supervisord" in logs, logs[-3000:]
     assert "metrics_interval must be positive" in logs
+
+
+def test_health_follows_the_supervised_programs(images: dict[str, str], containers: Run,
+                                                volume: str) -> None:
+    # The image's own health command, checked every 2 s instead of every 10 s.
+    config = dockerenv.client().images.get(images["agent"]).attrs["Config"]["Healthcheck"]
+    assert config["Test"][:2] == ["CMD", "orchestrator-health"]
+    agent = containers(images["agent"], healthcheck={"interval": 2 * 10**9, "retries": 1},
+                       **agent_kwargs(volume))
+
+    def status() -> str:
+        agent.reload()
+        return str(agent.attrs["State"]["Health"]["Status"])
+
+    def last_output() -> str:
+        return str(agent.attrs["State"]["Health"]["Log"][-1]["Output"])
+
+    dockerenv.poll_until(lambda: status() == "healthy", 60, interval=0.5, what="healthy")
+    code, out = exec_out(agent, "orchestrator-health")
+    assert code == 0 and out.startswith("healthy"), out
+
+    code, out = exec_out(agent, "supervisorctl", "stop", "metrics")
+    assert code == 0, out
+    code, out = exec_out(agent, "orchestrator-health")
+    assert code == 1 and "not RUNNING: metrics STOPPED" in out, out
+    dockerenv.poll_until(lambda: status() == "unhealthy", 30, interval=0.5, what="unhealthy")
+    # The check that turned it may have begun just before the stop: then it is the
+    # missing beat that names metrics.
+    assert "metrics" in last_output(), last_output()
+
+    code, out = exec_out(agent, "supervisorctl", "start", "metrics")
+    assert code == 0, out
+    dockerenv.poll_until(lambda: status() == "healthy", 30, interval=0.5, what="healthy again")
