@@ -12,6 +12,7 @@ import docker.models.containers
 import pytest
 
 from common.version import __version__
+from testkit import dockerenv
 from testkit.helpers import wait_for
 from testkit.suite import PROGRAMS
 from tests.images.conftest import build_images
@@ -127,7 +128,7 @@ def test_health_follows_the_supervised_programs(images: dict[str, str], containe
     def last_output() -> str:
         return str(agent.attrs["State"]["Health"]["Log"][-1]["Output"])
 
-    dockerenv.poll_until(lambda: status() == "healthy", 60, interval=0.5, what="healthy")
+    wait_for(lambda: status() == "healthy", 60, interval=0.5, what="healthy")
     code, out = exec_out(agent, "orchestrator-health")
     assert code == 0 and out.startswith("healthy"), out
 
@@ -135,11 +136,11 @@ def test_health_follows_the_supervised_programs(images: dict[str, str], containe
     assert code == 0, out
     code, out = exec_out(agent, "orchestrator-health")
     assert code == 1 and "not RUNNING: metrics STOPPED" in out, out
-    dockerenv.poll_until(lambda: status() == "unhealthy", 30, interval=0.5, what="unhealthy")
+    wait_for(lambda: status() == "unhealthy", 30, interval=0.5, what="unhealthy")
     # The check that turned it may have begun just before the stop: then it is the
     # missing beat that names metrics.
     assert "metrics" in last_output(), last_output()
 
     code, out = exec_out(agent, "supervisorctl", "start", "metrics")
     assert code == 0, out
-    dockerenv.poll_until(lambda: status() == "healthy", 30, interval=0.5, what="healthy again")
+    wait_for(lambda: status() == "healthy", 30, interval=0.5, what="healthy again")

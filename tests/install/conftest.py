@@ -28,8 +28,8 @@ import docker.errors
 import pytest
 
 from testkit import dockerenv
-from tests.docker_fixtures import docker_client, standin_image
 from testkit.helpers import wait_for
+from tests.docker_fixtures import docker_client, standin_image
 from tests.images.conftest import images
 
 __all__ = ["docker_client", "images", "standin_image"]
