@@ -48,36 +48,33 @@ def program_states(run_dir: Path, timeout: float) -> dict[str, str]:
     return {str(info["name"]): str(info["statename"]) for info in infos}
 
 
-def wait_beats(run_dir: Path, names: Iterable[str], window: float) -> set[str]:
-    """The names among `names` whose alive beat arrives within `window` seconds."""
+def wait_beats(sock: zmq.Socket[bytes], run_dir: Path, names: Iterable[str],
+               window: float) -> set[str]:
+    """The names among `names` whose alive beat arrives on `sock` (a SUB socket made by
+    `main()`) within `window` seconds."""
     wanted = set(names)
     seen: set[str] = set()
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SUBSCRIBE, b"svc.")
     for endpoint in Endpoints(run_dir).all_pubs(sorted(wanted)):
         sock.connect(endpoint)
     deadline = time.monotonic() + window
-    try:
-        while seen != wanted:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sock.poll(int(remaining * 1000) + 1):
-                break
-            try:
-                envelope = wire.decode(sock.recv_multipart())
-            except wire.WireError:
-                continue
-            source = envelope.header.source
-            if source in wanted and envelope.topic == f"svc.{source}.alive":
-                seen.add(source)
-    finally:
-        sock.close()
-        ctx.term()
+    while seen != wanted:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not sock.poll(int(remaining * 1000) + 1):
+            break
+        try:
+            envelope = wire.decode(sock.recv_multipart())
+        except wire.WireError:
+            continue
+        source = envelope.header.source
+        if source in wanted and envelope.topic == f"svc.{source}.alive":
+            seen.add(source)
     return seen
 
 
-def check(run_dir: Path, window: float, timeout: float) -> tuple[bool, str]:
+def check(sock: zmq.Socket[bytes], run_dir: Path, window: float,
+          timeout: float) -> tuple[bool, str]:
     """(healthy, why)."""
     try:
         states = program_states(run_dir, timeout)
@@ -89,7 +86,7 @@ def check(run_dir: Path, window: float, timeout: float) -> tuple[bool, str]:
     down = sorted(f"{name} {state}" for name, state in states.items() if state != "RUNNING")
     if down:
         return False, f"not RUNNING: {', '.join(down)}"
-    seen = wait_beats(run_dir, SERVICES, window)
+    seen = wait_beats(sock, run_dir, SERVICES, window)
     silent = [name for name in SERVICES if name not in seen]
     if silent:
         return False, f"no alive beat within {window:g} s from: {', '.join(silent)}"
@@ -109,7 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"orchestrator-health: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    healthy, why = check(config.run_dir, args.window, args.timeout)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    try:
+        healthy, why = check(sock, config.run_dir, args.window, args.timeout)
+    finally:
+        sock.close(linger=0)
+        ctx.term()
     print(why)
     return EXIT_HEALTHY if healthy else EXIT_UNHEALTHY
 

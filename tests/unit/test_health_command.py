@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import zmq
 
 from services.tap import health
 
@@ -17,7 +18,13 @@ def test_no_supervisord_is_unhealthy(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_silent_processes_are_named(tmp_path: Path) -> None:
     # Nothing publishes on this bus: every agent process is reported silent.
-    assert health.wait_beats(tmp_path, ["gateway", "executor"], 0.3) == set()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    try:
+        assert health.wait_beats(sock, tmp_path, ["gateway", "executor"], 0.3) == set()
+    finally:
+        sock.close(linger=0)
+        ctx.term()
 
 
 def test_bad_setting_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
