@@ -19,6 +19,7 @@ import itertools
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,9 @@ class DhcpLan:
     tag: str
     tmp: Path
     lease_time: str = "2m"
+    # dnsmasq probes a new address with a ping before offering it, one address at a
+    # time (3 s each, the server answering nothing meanwhile); `ping=False` skips it.
+    ping: bool = True
     options: list[str] = field(default_factory=list)
     reservations: dict[str, str] = field(default_factory=dict)
     runtimes: list[Runtime] = field(default_factory=list)
@@ -116,6 +120,8 @@ class DhcpLan:
                 f"--log-facility={self.tmp / 'dnsmasq.log'}"]
         args += [f"--dhcp-host={mac},{ip}" for mac, ip in self.reservations.items()]
         args += [f"--dhcp-option={opt}" for opt in self.options]
+        if not self.ping:
+            args.append("--no-ping")
         self.server = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -170,10 +176,31 @@ class DhcpLan:
             sh("ip", "-n", rt.ns, "route", "add", "default", "via", ROUTER, "dev", rt.link)
         return rt
 
-    def ping_from_lan(self, ip: str) -> bool:
-        result = subprocess.run(["ip", "netns", "exec", self.ns, "ping", "-c1", "-W1", ip],
-                                capture_output=True, check=False, timeout=10)
-        return result.returncode == 0
+    def reach_from_lan(self, rt: Runtime, ip: str, timeout: float = 10.0) -> bool:
+        """A TCP connection from the LAN namespace to `ip`:8080, answered by a listener in
+        the runtime's namespace (so the reply comes from the leased address there)."""
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", rt.ns, sys.executable, "-c",
+             "import socket\n"
+             f"s=socket.create_server(('{ip}',8080));s.settimeout({timeout})\n"
+             "c,_=s.accept();c.sendall(b'ok');c.close()\n"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            probe = ("import socket,sys,time\n"
+                     f"end=time.time()+{timeout}\n"
+                     "while time.time()<end:\n"
+                     "  try:\n"
+                     f"    c=socket.create_connection(('{ip}',8080),1)\n"
+                     "    sys.exit(0 if c.recv(2)==b'ok' else 1)\n"
+                     "  except OSError: time.sleep(0.1)\n"
+                     "sys.exit(1)\n")
+            result = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c",
+                                     probe], capture_output=True, check=False,
+                                    timeout=timeout + 10)
+            return result.returncode == 0
+        finally:
+            listener.kill()
+            listener.wait(5)
 
     def close(self) -> None:
         self.stop_server()

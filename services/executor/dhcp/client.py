@@ -198,11 +198,14 @@ class Client:
             log.info("%s: sending %s failed: %s", self.name, packet.TYPE_NAMES[kind], exc)
 
     def _discover(self, now: float, retry: bool = False) -> None:
+        # Retransmissions keep the transaction id: a slow server (dnsmasq probes an
+        # address with a ping before offering it) answers an earlier copy.
         if not retry:
             self.state, self.tries = SELECTING, 0
         else:
             self.tries += 1
-        self.xid = random.getrandbits(32)
+        if not retry or not self.xid:
+            self.xid = random.getrandbits(32) or 1
         self._send(packet.DISCOVER, now, broadcast=True, requested_ip=self.previous_ip)
         wait = self._backoff()
         if self.no_offer or self.lost:
@@ -238,15 +241,14 @@ class Client:
         assert lease is not None
         if now >= lease.rebind_at:
             if self.state != REBINDING:
-                self.state = REBINDING
+                self.state, self.xid = REBINDING, random.getrandbits(32)
                 self.effects.changed()
             dest, until = BROADCAST, lease.expires_at
         else:
             if self.state != RENEWING:
-                self.state = RENEWING
+                self.state, self.xid = RENEWING, random.getrandbits(32)
                 self.effects.changed()
             dest, until = lease.server, lease.rebind_at
-        self.xid = random.getrandbits(32)
         self._send(packet.REQUEST, now, dest=dest, ciaddr=lease.ip_address,
                    broadcast=False)
         # RFC 2131 4.4.5: wait half the time left, but not less than renew_min.
