@@ -15,8 +15,10 @@ namespaces (the host end of the veth carries none), so they collide with nothing
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +30,7 @@ SUBNET = "198.51.100.0/24"
 ROUTER = "198.51.100.1"
 DNS = "198.51.100.53"
 RANGE = ("198.51.100.100", "198.51.100.150")
-DNSMASQ = "/usr/sbin/dnsmasq"
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"  # dnsmasq-base: /usr/sbin
 _counter = itertools.count()
 
 
@@ -74,6 +76,10 @@ class DhcpLan:
     tag: str
     tmp: Path
     lease_time: str = "2m"
+    router: str = ROUTER
+    dns: str = DNS
+    pool: tuple[str, str] = RANGE
+    prefixlen: int = 24
     # dnsmasq probes a new address with a ping before offering it, one address at a
     # time (3 s each, the server answering nothing meanwhile); `ping=False` skips it.
     ping: bool = True
@@ -95,6 +101,10 @@ class DhcpLan:
         return f"oatdl{self.tag}"
 
     @property
+    def mask(self) -> str:
+        return str(ipaddress.IPv4Network(f"0.0.0.0/{self.prefixlen}").netmask)
+
+    @property
     def leasefile(self) -> Path:
         return self.tmp / "dnsmasq.leases"
 
@@ -103,7 +113,8 @@ class DhcpLan:
         sh("ip", "link", "add", self.parent, "type", "veth", "peer", "name", self.peer)
         sh("ip", "link", "set", self.peer, "netns", self.ns)
         sh("ip", "-n", self.ns, "link", "set", "lo", "up")
-        sh("ip", "-n", self.ns, "addr", "add", f"{ROUTER}/24", "dev", self.peer)
+        sh("ip", "-n", self.ns, "addr", "add", f"{self.router}/{self.prefixlen}", "dev",
+           self.peer)
         sh("ip", "-n", self.ns, "link", "set", self.peer, "up")
         sh("ip", "link", "set", self.parent, "up")
         return self
@@ -113,10 +124,10 @@ class DhcpLan:
         args = ["ip", "netns", "exec", self.ns, DNSMASQ, "--keep-in-foreground",
                 "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0",
                 "--user=root", f"--interface={self.peer}", "--bind-interfaces",
-                f"--dhcp-range={RANGE[0]},{RANGE[1]},255.255.255.0,{self.lease_time}",
+                f"--dhcp-range={self.pool[0]},{self.pool[1]},{self.mask},{self.lease_time}",
                 f"--dhcp-leasefile={self.leasefile}", f"--pid-file={self.tmp / 'pid'}",
-                f"--dhcp-option=option:router,{ROUTER}",
-                f"--dhcp-option=option:dns-server,{DNS}", "--log-dhcp",
+                f"--dhcp-option=option:router,{self.router}",
+                f"--dhcp-option=option:dns-server,{self.dns}", "--log-dhcp",
                 f"--log-facility={self.tmp / 'dnsmasq.log'}"]
         args += [f"--dhcp-host={mac},{ip}" for mac, ip in self.reservations.items()]
         args += [f"--dhcp-option={opt}" for opt in self.options]
@@ -173,7 +184,7 @@ class DhcpLan:
         sh("ip", "-n", rt.ns, "link", "set", rt.link, "up")
         if ipam_address:
             sh("ip", "-n", rt.ns, "addr", "add", ipam_address, "dev", rt.link)
-            sh("ip", "-n", rt.ns, "route", "add", "default", "via", ROUTER, "dev", rt.link)
+            sh("ip", "-n", rt.ns, "route", "add", "default", "via", self.router, "dev", rt.link)
         return rt
 
     def reach_from_lan(self, rt: Runtime, ip: str, timeout: float = 10.0) -> bool:
