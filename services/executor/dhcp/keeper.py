@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 30.0
 MAX_SLEEP = 30.0
+RETRY_AFTER_FAILURE = 5.0
 T = TypeVar("T")
 Key = tuple[str, str]
 
@@ -348,3 +349,7 @@ class LeaseKeeper:
             work(*args)
         except Exception:
             log.exception("%s/%s: DHCP client failed", entry.target.device, entry.target.vnic)
+            # A timer that keeps failing must not spin the loop: try again later.
+            entry.client.retransmit_at = max(entry.client.retransmit_at,
+                                             time.time() + RETRY_AFTER_FAILURE)
+            entry.client.no_offer = True  # so the no_offer bound is no timer any more
