@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.executor.dhcp import packet
+from services.executor.dhcp import DhcpError, LeaseKeeper, VnicTarget, packet
 from services.executor.dhcp.lease import Lease, LeaseStore, file_name
 from tests.dhcp.fakes import read, reply
 
@@ -58,3 +58,21 @@ def test_store_round_trip_and_listing(tmp_path: Path) -> None:
     assert store.load("plc-2", "eth0") is None  # unreadable: start afresh, no crash
     store.remove("plc-1", "eth0")
     assert store.load("plc-1", "eth0") is None
+
+
+def test_keeper_refuses_bad_names_and_missing_namespaces(tmp_path: Path) -> None:
+    keeper = LeaseKeeper(tmp_path).start()
+    try:
+        with pytest.raises(ValueError):
+            keeper.attach(VnicTarget("../etc", "eth0", "02:00:00:00:00:01", "/nonexistent"))
+        with pytest.raises(DhcpError, match="not visible"):
+            keeper.attach(VnicTarget("plc-1", "eth0", "02:00:00:00:00:01",
+                                     str(tmp_path / "no-such-netns")))
+        assert keeper.managed() == [] and keeper.known() == []
+        assert not (tmp_path / "dhcp").exists()
+        assert keeper.status("plc-1", "eth0") is None
+        assert keeper.release("plc-1", "eth0") is False
+    finally:
+        keeper.stop()
+    with pytest.raises(DhcpError, match="not running"):
+        keeper.attach(VnicTarget("plc-1", "eth0", "02:00:00:00:00:01", "/nonexistent"))
