@@ -137,7 +137,9 @@ def test_keeper_restart_resumes_and_a_runtime_restart_asks_for_its_address(
     sh(*rt_ns_cmd, "addr", "flush", "dev", rt.link)
     sh(*rt_ns_cmd, "addr", "add", lan_ipam, "dev", rt.link)
     status = keeper2.attach(target(rt, "plc-k"))
-    assert status["state"] == "requesting" and rt.addresses() == []
+    assert status["state"] == "requesting"
+    # The engine's address went at attach; the ACK may already have put the lease back.
+    assert rt.addresses() in ([], [f"{first['ip_address']}/24"])
     again = keeper2.wait("plc-k", "eth0", state_is("bound"), 20)
     assert again["ip_address"] == first["ip_address"]
     assert again["lease_start"] > first["lease_start"]

@@ -40,6 +40,7 @@ MAX_SLEEP = 30.0
 RETRY_AFTER_FAILURE = 5.0
 T = TypeVar("T")
 Key = tuple[str, str]
+_NOTHING = object()
 
 
 class DhcpError(Exception):
@@ -70,6 +71,7 @@ class _Vnic:
     ifname: str
     client: Client = field(init=False)
     error: str | None = None
+    applied: object = _NOTHING  # what the last successful apply put there
 
     def send(self, data: bytes, dest: str) -> None:
         self.sock.sendto(data, (dest, packet.SERVER_PORT))
@@ -77,12 +79,16 @@ class _Vnic:
     def apply(self, lease: Lease | None) -> None:
         want = None if lease is None else netns.Addressing(
             lease.ip_address, lease.prefixlen, lease.gateway, self.target.route_metric)
+        if self.applied is not _NOTHING and self.applied == (want, self.dns(lease)) \
+                and not self.error:
+            return  # a renewal that changes nothing: no namespace work
         try:
             for change in netns.apply(self.target.netns, self.target.mac, want):
                 log.info("%s/%s: %s", self.target.device, self.target.vnic, change)
             if lease is not None and self.target.resolv_conf:
                 netns.write_resolv(self.target.resolv_conf, self.dns(lease), lease.domain)
             self.error = None
+            self.applied = (want, self.dns(lease))
         except (netns.NetnsError, OSError) as exc:
             self.error = str(exc)
             log.warning("%s/%s: applying the lease failed: %s", self.target.device,
