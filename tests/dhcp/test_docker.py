@@ -3,7 +3,7 @@ whose parent is the test LAN's veth, dnsmasq serving that LAN.  The engine gives
 container an IPAM address; the keeper replaces it with the lease, from the host, with
 nothing inside the image.
 
-Run under the shared lock: `flock /tmp/oat-docker.lock pytest tests/dhcp`.
+Needs root (namespaces, veth, MACVLAN) and dnsmasq, which `install/test-env.sh` installs.
 """
 
 from __future__ import annotations

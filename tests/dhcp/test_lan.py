@@ -2,7 +2,7 @@
 stand-ins in namespaces of their own with a MACVLAN on the LAN's veth (as the engine
 makes them), each first carrying an address of its own like the engine's IPAM one.
 
-Run under the shared lock: `flock /tmp/oat-docker.lock pytest tests/dhcp`.
+Needs root (namespaces, veth, MACVLAN) and dnsmasq, which `install/test-env.sh` installs.
 """
 
 from __future__ import annotations
