@@ -1,0 +1,212 @@
+"""Work inside a runtime's network namespace, from the host, with nothing in its image.
+
+`setns(2)` moves only the calling thread, so each piece of work runs in a short thread of
+its own that enters the namespace and ends with it: no other thread ever runs in a
+foreign namespace, nothing forks.  A socket keeps the namespace it was created in, so the
+DHCP socket made here is then used from the keeper's loop like any other socket.
+
+The interface is found by its MAC (the vNIC's stable MAC), never by name or index: the
+engine re-creates it at every start and may name it differently after a re-homing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from services.executor.dhcp import packet
+
+log = logging.getLogger(__name__)
+
+CLONE_NEWNET = 0x40000000
+AF_INET = 2
+JOIN_TIMEOUT = 10.0
+RESOLV_HEADER = "# Written by the orchestrator agent from the vNIC's DHCP lease.\n"
+T = TypeVar("T")
+
+
+class NetnsError(Exception):
+    """The namespace or the interface could not be reached or changed."""
+
+
+def _iproute() -> Any:
+    # pyroute2 resets its logger's level on import; keep the configured one.
+    logger = logging.getLogger("pyroute2")
+    level = logger.level
+    from pyroute2 import IPRoute
+
+    logger.setLevel(level)
+    return IPRoute
+
+
+def run_in_netns(netns: str, work: Callable[[], T], timeout: float = JOIN_TIMEOUT) -> T:
+    """Run `work()` in a thread that has entered the namespace at path `netns`."""
+    if not os.path.exists(netns):
+        raise NetnsError(f"network namespace {netns} is not visible here")
+    outcome: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(netns, os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise NetnsError(f"cannot enter {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=worker, name="dhcp-netns", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise NetnsError(f"work in {netns} did not finish in {timeout:g} s")
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, NetnsError):
+            raise error
+        raise NetnsError(f"in {netns}: {error}") from error
+    value: T = outcome["value"]
+    return value
+
+
+def _link(ipr: Any, mac: str) -> tuple[int, str]:
+    for link in ipr.get_links():
+        if str(link.get_attr("IFLA_ADDRESS") or "").lower() == mac.lower():
+            return int(link["index"]), str(link.get_attr("IFLA_IFNAME"))
+    raise NetnsError(f"no interface with MAC {mac}")
+
+
+def open_socket(netns: str, mac: str) -> tuple[socket.socket, str]:
+    """A non-blocking UDP socket on port 68 bound to the interface with `mac` inside
+    `netns` (with SO_BINDTODEVICE, so several vNICs of one namespace never see each
+    other's replies), and the interface's name."""
+
+    def work() -> tuple[socket.socket, str]:
+        with _iproute()() as ipr:
+            _index, name = _link(ipr, mac)
+            ipr.link("set", index=_index, state="up")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, name.encode() + b"\0")
+            sock.bind(("0.0.0.0", packet.CLIENT_PORT))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock, name
+
+    return run_in_netns(netns, work)
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """What a lease puts on an interface."""
+
+    ip: str
+    prefixlen: int
+    router: str | None
+    metric: int = 0
+
+
+def _v4_addrs(ipr: Any, index: int) -> list[tuple[str, int]]:
+    return [(str(a.get_attr("IFA_ADDRESS")), int(a["prefixlen"]))
+            for a in ipr.get_addr(family=AF_INET, index=index)]
+
+
+def _default_routes(ipr: Any, index: int) -> list[Any]:
+    return [r for r in ipr.get_routes(family=AF_INET, table=254)
+            if r["dst_len"] == 0 and r.get_attr("RTA_OIF") == index]
+
+
+def current(netns: str, mac: str) -> list[tuple[str, int]]:
+    """The IPv4 addresses (ip, prefixlen) the interface with `mac` carries now."""
+
+    def work() -> list[tuple[str, int]]:
+        with _iproute()() as ipr:
+            index, _name = _link(ipr, mac)
+            return _v4_addrs(ipr, index)
+
+    return run_in_netns(netns, work)
+
+
+def apply(netns: str, mac: str, want: Addressing | None) -> list[str]:
+    """Make the interface carry exactly `want` (or no IPv4 address at all when None).
+
+    Every other IPv4 address on it goes — the engine's IPAM address first of all — and
+    with it every default route through it; then the leased address is added and the
+    default route set via the leased router.  Returns what was changed, for the log.
+    """
+
+    def work() -> list[str]:
+        changed: list[str] = []
+        with _iproute()() as ipr:
+            index, name = _link(ipr, mac)
+            keep = (want.ip, want.prefixlen) if want else None
+            for route in _default_routes(ipr, index):
+                gateway = route.get_attr("RTA_GATEWAY")
+                if want is None or gateway != want.router:
+                    with contextlib.suppress(Exception):
+                        ipr.route("del", dst="0.0.0.0/0", gateway=gateway, oif=index,
+                                  priority=route.get_attr("RTA_PRIORITY") or 0)
+                        changed.append(f"route default via {gateway} removed")
+            for ip, plen in _v4_addrs(ipr, index):
+                if (ip, plen) != keep:
+                    ipr.addr("del", index=index, address=ip, prefixlen=plen)
+                    changed.append(f"{ip}/{plen} removed from {name}")
+            if want is None:
+                return changed
+            if keep not in _v4_addrs(ipr, index):
+                net = ipaddress.IPv4Network(f"{want.ip}/{want.prefixlen}", strict=False)
+                ipr.addr("add", index=index, address=want.ip, prefixlen=want.prefixlen,
+                         broadcast=str(net.broadcast_address))
+                changed.append(f"{want.ip}/{want.prefixlen} added to {name}")
+            if want.router and not any(r.get_attr("RTA_GATEWAY") == want.router
+                                       for r in _default_routes(ipr, index)):
+                try:
+                    ipr.route("add", dst="0.0.0.0/0", gateway=want.router, oif=index,
+                              priority=want.metric)
+                    changed.append(f"route default via {want.router} dev {name}")
+                except Exception as exc:  # another interface holds the default route
+                    log.warning("no default route via %s on %s: %s", want.router, name, exc)
+        return changed
+
+    return run_in_netns(netns, work)
+
+
+def write_resolv(path: str, servers: list[str], search: str | None = None) -> bool:
+    """Rewrite the runtime's resolv.conf with `servers`; False when there is nothing to
+    write or the file is not there.
+
+    Written in place (truncate and write), not by rename: the engine bind-mounts the
+    file into the container, and a rename would only replace the host's directory entry.
+    """
+    if not servers or not os.path.isfile(path):
+        return False
+    lines = [RESOLV_HEADER]
+    if search:
+        lines.append(f"search {search}\n")
+    lines.extend(f"nameserver {s}\n" for s in servers[:3])  # the resolver reads three
+    text = "".join(lines)
+    with open(path, "r+", encoding="utf-8") as handle:
+        if handle.read() == text:
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
