@@ -65,5 +65,5 @@ async def test_latest_falls_back_to_the_local_image_when_the_pull_fails() -> Non
 @pytest.mark.parametrize("policy", ["auto", "never"])
 async def test_missing_image_that_cannot_be_had_is_a_clear_error(policy: str) -> None:
     engine = FakeEngine(set(), pull_works=False)
-    with pytest.raises(OperationFailed, match="rt:v4.1.0"):
+    with pytest.raises(OperationFailed, match=r"rt:v4\.1\.0"):
         await ensure_image(ctx(policy, engine), "v4.1.0")
