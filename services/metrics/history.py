@@ -73,6 +73,9 @@ class History:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Queries read a few thousand rows at most: 1 MiB of page cache (2 MiB by default)
+        # is plenty, and it is resident memory of a long-lived process.
+        self.db.execute("PRAGMA cache_size=-1024")
         fresh = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'minutes'"
                                 ).fetchone() is None
         for statement in _SCHEMA:
