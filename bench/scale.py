@@ -314,16 +314,17 @@ async def levels_run(bench: Bench, levels: list[int], args: argparse.Namespace
 def rehome(size: int) -> dict[str, Any]:
     """bench/rehome.py with `size` runtimes: the agent's share beside the engine's time."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "rehome.py"), "--sizes",
-                             str(size), "--idle", "0"], stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+                             str(size), "--idle", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
-        stdout, _ = proc.communicate(timeout=600)
+        stdout, stderr = proc.communicate(timeout=600)
     except BaseException:
         proc.send_signal(signal.SIGINT)  # its own cleanup runs on KeyboardInterrupt
         proc.wait(120)
         raise
     if proc.returncode != 0:
-        return {"error": f"bench/rehome.py exited {proc.returncode}"}
+        last = (stderr.strip().splitlines() or [""])[-1]
+        return {"error": f"bench/rehome.py exited {proc.returncode}: {last[:500]}"}
     figures = json.loads(stdout)
     move, floor = figures["moves"][-1], figures["engine_floor"]
     return {"runtimes": move["runtimes"], "rehomed_after_event_s": move["rehomed_after_event_s"],
