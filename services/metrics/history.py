@@ -128,7 +128,9 @@ class History:
         if column not in COLUMNS:
             raise ValueError(column)
         step = resolution(start, end, max_points, self.interval)
-        last = max(1, math.ceil((end - start) / step)) - 1
+        # [start, end] holds span/step + 1 sample times when both ends are samples: one
+        # bucket more than the span needs, as long as the bound allows it.
+        last = min(max(1, max_points), int((end - start) // step) + 1) - 1
         if step >= 60 and step % 60 == 0:
             total = "cpu_sum" if column == "cpu" else "mem_sum"
             rows = self.db.execute(

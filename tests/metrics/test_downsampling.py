@@ -59,11 +59,11 @@ def test_fine_series_are_the_samples(tmp_path: Path) -> None:
 
 
 def reference(samples: list[tuple[float, float]], start: float, end: float,
-              step: float) -> list[tuple[int, float]]:
+              step: float, max_points: int = MAX_POINTS) -> list[tuple[int, float]]:
     """The documented rule, computed naively: minute buckets counted back from the current
     minute for steps of a minute or more (a minute cut by `start` left out), else buckets
     counted back from `end`; each point the mean of its samples, at its first sample."""
-    last = max(1, math.ceil((end - start) / step)) - 1
+    last = min(max_points, int((end - start) // step) + 1) - 1
     buckets: dict[int, list[tuple[float, float]]] = {}
     for ts, value in samples:
         if step % 60 == 0:
