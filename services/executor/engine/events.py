@@ -43,6 +43,15 @@ WINDOW = 5.0
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 5.0
 
 
+def event_filters(instance: str) -> dict[str, list[str]]:
+    """What the watcher asks the engine for: our containers' and networks' events, only
+    the actions the live view acts on."""
+    filters: dict[str, list[str]] = labels.filters(instance)
+    filters["type"] = ["container", "network"]
+    filters["event"] = list(WATCHED_ACTIONS)
+    return filters
+
+
 class Watcher(threading.Thread):
     def __init__(self, docker_api: DockerApi, instance: str, loop: asyncio.AbstractEventLoop,
                  on_event: Callable[[dict[str, Any]], None],
@@ -90,9 +99,7 @@ class Watcher(threading.Thread):
 
     def _window(self, since: int) -> int:
         until = int(time.time() + self.window)
-        filters = labels.filters(self.instance)
-        filters["type"] = ["container", "network"]
-        filters["event"] = list(WATCHED_ACTIONS)
+        filters = event_filters(self.instance)
         try:
             api = self.docker.client()
             for event in api.events(since=since, until=until, filters=filters, decode=True):
