@@ -176,14 +176,18 @@ class Bench:
                 found[name] = psutil.Process(pid)
         return found
 
-    async def idle(self) -> dict[str, Any]:
-        """CPU per program over `--idle-seconds` of nothing asked; then PSS/USS."""
+    async def idle(self, profile: str = "") -> dict[str, Any]:
+        """CPU per program over `--idle-seconds` of nothing asked; then PSS/USS.  With
+        `profile` (and `--profile-dir`), py-spy samples the agent's programs meanwhile."""
         await asyncio.sleep(5)  # past the commands just sent
         procs = self.processes()
+        spies = self.spy(procs, profile)
         before = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}
         started = time.monotonic()
         await asyncio.sleep(self.args.idle_seconds)
         elapsed = time.monotonic() - started
+        for spy in spies:
+            spy.wait(30)
         per: dict[str, Any] = {}
         for name, proc in procs.items():
             mem = proc.memory_full_info()
@@ -195,6 +199,21 @@ class Bench:
                 "agent_cpu_percent_of_one_core": round(agent_cpu, 3),
                 "total_pss_mb": round(sum(p["pss_mb"] for p in per.values()), 1),
                 "total_uss_mb": round(sum(p["uss_mb"] for p in per.values()), 1)}
+
+    def spy(self, procs: dict[str, psutil.Process], label: str) -> list[subprocess.Popen[bytes]]:
+        """py-spy (when installed) over the idle window: collapsed stacks per program.
+        Its own sampling costs the target little (no pausing: --nonblocking)."""
+        if not (label and self.args.profile_dir):
+            return []
+        out = Path(self.args.profile_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        spy_bin = Path(sys.executable).parent / "py-spy"
+        return [subprocess.Popen(
+            [str(spy_bin), "record", "--nonblocking", "--format", "raw", "--rate", "1000",
+             "--duration", str(int(self.args.idle_seconds)), "--pid", str(procs[name].pid),
+             "--output", str(out / f"{label}-{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name in AGENT if name in procs and spy_bin.exists()]
 
     def pss(self) -> dict[str, float]:
         out = {n: round(p.memory_full_info().pss / MB, 1) for n, p in self.processes().items()}
@@ -301,7 +320,7 @@ async def levels_run(bench: Bench, levels: list[int], args: argparse.Namespace
         if level in (levels[0], levels[-1]) and args.timed:
             figures["create_to_running"] = await bench.timed_creates()
         figures.update(await bench.commands())
-        figures["idle"] = await bench.idle()
+        figures["idle"] = await bench.idle(f"idle{level}" if level == levels[-1] else "")
         out["levels"][str(level)] = figures
     if bench.devices:
         out["consumption_48h"] = await bench.history_48h()
@@ -374,6 +393,9 @@ def main() -> int:
     parser.add_argument("--soak-seconds", type=float, default=0.0,
                         help="mixed commands and churn at the top level, PSS sampled")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--profile-dir", default="",
+                        help="py-spy collapsed stacks of the idle window at the top level "
+                             "(needs py-spy in the environment)")
     args = parser.parse_args()
     # SIGTERM unwinds like ^C, so every `finally` below removes what was made.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
