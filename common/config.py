@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-PULL_POLICIES = ("always", "missing", "never")
+PULL_POLICIES = ("auto", "always", "missing", "never")
 RT_LIMIT_MODES = ("auto", "require", "off")
 CONTAINER_STATS_MODES = ("auto", "cgroup", "api")
 STATIC_MISFIT_MODES = ("assign", "detach")
@@ -52,7 +52,7 @@ class Config:
     docker_host: str = "unix:///var/run/docker.sock"
     docker_timeout: float = 15.0  # seconds per engine API call (streams excepted)
     docker_workers: int = 8  # bounded thread pool for blocking engine calls
-    pull_policy: str = "always"  # always | missing | never
+    pull_policy: str = "auto"  # auto (pinned tags local-first) | always | missing | never
     pull_timeout: float = 120.0
     runtime_rt_limits: str = "auto"  # auto (fall back when refused) | require | off
     stop_grace: float = 10.0

@@ -40,14 +40,17 @@ from common.service import Runtime
 from services.metrics import containers
 from services.metrics.access import EngineAccess
 from services.metrics.devices import Collected, DeviceCollector
-from services.metrics.history import History
+from services.metrics.history import MAX_POINTS, History
 from services.metrics.periods import parse_period
 from services.metrics.streams import StreamSource
 
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "consumption.sqlite3"
-DEFAULT_MAX_POINTS = 2880
+# Points per series the cloud receives unless it asks for fewer (or, up to MAX_POINTS_LIMIT,
+# for more): see history.resolution and docs/metrics.md.
+DEFAULT_MAX_POINTS = MAX_POINTS
+MAX_POINTS_LIMIT = 2880
 TRIM_EVERY = 60  # samples between trims
 DOCKER_WORKERS = 2  # one for the collection cycle, one for queries
 QUERY_BUDGET = 5.0  # seconds of engine time a consumption query may spend
@@ -63,7 +66,7 @@ class MetricsService:
         cfg = runtime.config
         self.interval = cfg.metrics_interval
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-io")
-        self.history = History(cfg.state_dir / HISTORY_FILE)
+        self.history = History(cfg.state_dir / HISTORY_FILE, interval=self.interval)
         self.sampler = HostSampler()
         self.latest: HostMetrics | None = None
         self._facts: dict[str, Any] | None = None
@@ -239,7 +242,7 @@ def _max_points(params: dict[str, Any]) -> int:
     value = params.get("max_points", DEFAULT_MAX_POINTS)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         return DEFAULT_MAX_POINTS
-    return value
+    return min(value, MAX_POINTS_LIMIT)
 
 
 def _usage(cpu: list[tuple[int, float]], mem: list[tuple[int, float]]) -> dict[str, Any]:

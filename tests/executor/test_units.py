@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -78,6 +79,26 @@ def test_pick_subnet_skips_overlaps_and_fills_fifty() -> None:
     assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
     with pytest.raises(OperationFailed):
         ipam.pick_subnet("172.30.0.0/27", 28, ["172.30.0.0/27"])
+
+
+def test_pick_subnet_matches_the_block_by_block_search() -> None:
+    """The one-pass allocator picks what checking every block in turn would pick."""
+    rng = random.Random(13)
+    pool = ipaddress.IPv4Network("172.30.0.0/20")
+    for _ in range(200):
+        used = [str(ipaddress.IPv4Network((int(pool.network_address) + rng.randrange(4096),
+                                           rng.choice((24, 26, 28, 29, 30, 32))),
+                                          strict=False)) for _ in range(rng.randrange(12))]
+        if rng.random() < 0.2:
+            used.append("172.16.0.0/12")  # covers the whole pool
+        taken = [ipaddress.IPv4Network(u) for u in used]
+        expected = next((str(b) for b in pool.subnets(new_prefix=28)
+                         if not any(b.overlaps(t) for t in taken)), None)
+        if expected is None:
+            with pytest.raises(OperationFailed):
+                ipam.pick_subnet(str(pool), 28, used)
+        else:
+            assert ipam.pick_subnet(str(pool), 28, used) == expected
 
 
 # --- validation ----------------------------------------------------------------------------------

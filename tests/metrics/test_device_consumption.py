@@ -34,7 +34,8 @@ from testkit.helpers import agent_env, async_wait_for, short_tmpdir, start_modul
 pytestmark = [pytest.mark.docker]
 
 INTERVAL = "0.5"
-PERIODS = {"cpuPeriod": "1h", "memoryPeriod": "1h"}
+# Ten minutes of 0.5 s samples fit in 2880 points: every sample is a point of its own.
+PERIODS = {"cpuPeriod": "10m", "memoryPeriod": "10m", "max_points": 2880}
 
 
 @dataclass

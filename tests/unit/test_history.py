@@ -32,7 +32,7 @@ def test_trim_keeps_exactly_48_hours(tmp_path: Path) -> None:
 
 
 def test_series_window_and_bucketing(tmp_path: Path) -> None:
-    store = History(tmp_path / "h.sqlite3")
+    store = History(tmp_path / "h.sqlite3", interval=1.0)  # one sample a second
     for i in range(100):
         store.add(float(i), float(i), float(2 * i))
     assert [ts for ts, _ in store.series("cpu", 10, 19, 100)] == list(range(10, 20))

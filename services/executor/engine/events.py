@@ -26,8 +26,30 @@ from services.executor.errors import DockerUnavailable
 
 log = logging.getLogger(__name__)
 
+# The actions the live view acts on, filtered at the engine: a runtime's health probe is an
+# exec every 30 s, which the engine reports as exec_create, exec_start and exec_die — with
+# a hundred runtimes ten events a second that the view would only drop (and the engine,
+# this thread and the loop would carry for nothing).  `health_status` comes only when the
+# health changes; listing it makes the engine match this list by prefix, which none of the
+# exec_* actions share.
+WATCHED_ACTIONS = (
+    # containers
+    "create", "start", "restart", "stop", "die", "kill", "oom", "pause", "unpause",
+    "rename", "update", "destroy", "health_status",
+    # networks (a container's endpoint coming or going)
+    "connect", "disconnect", "remove",
+)
 WINDOW = 5.0
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 5.0
+
+
+def event_filters(instance: str) -> dict[str, list[str]]:
+    """What the watcher asks the engine for: our containers' and networks' events, only
+    the actions the live view acts on."""
+    filters: dict[str, list[str]] = labels.filters(instance)
+    filters["type"] = ["container", "network"]
+    filters["event"] = list(WATCHED_ACTIONS)
+    return filters
 
 
 class Watcher(threading.Thread):
@@ -77,8 +99,7 @@ class Watcher(threading.Thread):
 
     def _window(self, since: int) -> int:
         until = int(time.time() + self.window)
-        filters = labels.filters(self.instance)
-        filters["type"] = ["container", "network"]
+        filters = event_filters(self.instance)
         try:
             api = self.docker.client()
             for event in api.events(since=since, until=until, filters=filters, decode=True):

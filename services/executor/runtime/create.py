@@ -7,7 +7,8 @@ The request is checked at once (`validate.py`, the name on the engine); the ack 
 1. `validating_config` — detect subnets and gateways from the network monitor's cache,
    settle every MAC (given, stored from an earlier create of this device, or generated
    once: locally administered, unicast);
-2. `pulling_image` — pull `<runtime_image>:<tag>` (bounded), or use the local image;
+2. `pulling_image` — pull `<runtime_image>:<tag>` (bounded), or use the local image
+   (`pull_policy`: by default a pinned tag already present is not pulled again);
 3. `creating_networks` — `<name>_internal` on our own subnet pool, then each MACVLAN
    network (get or create);
 4. `creating_container` — create and connect the container, start it, set any MAC the
@@ -50,6 +51,9 @@ from services.executor.runtime.validate import (
 )
 
 log = logging.getLogger(__name__)
+
+# Tags that name whatever build was pushed last; every other tag is taken as pinned.
+MOVING_TAGS = frozenset({"latest"})
 
 STEPS = ("validating_config", "pulling_image", "creating_networks", "creating_container")
 
@@ -255,6 +259,11 @@ async def ensure_image(ctx: Context, tag: str) -> str:
     ref = f"{repository}:{tag}"
     policy = ctx.config.pull_policy
     present = await ctx.docker.call(containers.image_present, ref)
+    if policy == "auto":
+        # A pinned tag names one build: once it is here, asking the registry again only
+        # costs time (seconds per create when the registry is slow or unreachable).  A
+        # moving tag (`latest`) is still checked, so it means the newest build.
+        policy = "always" if tag in MOVING_TAGS else "missing"
     if policy == "never" or (policy == "missing" and present):
         if not present:
             raise OperationFailed(f"Image {ref} is not available locally and pulling is "
