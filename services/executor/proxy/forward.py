@@ -125,7 +125,17 @@ class TargetRefused(Exception):
     """The target address is not one the proxy may reach."""
 
 
-def _local_addresses() -> set[ipaddress.IPv4Address]:
+# The agent's container has one interface per internal network: listing them costs about
+# 15 µs each, so the list is reused for a moment.
+LOCAL_ADDRESSES_TTL = 2.0
+_local_cache: tuple[float, frozenset[ipaddress.IPv4Address]] = (-LOCAL_ADDRESSES_TTL, frozenset())
+
+
+def _local_addresses() -> frozenset[ipaddress.IPv4Address]:
+    global _local_cache
+    taken_at, cached = _local_cache
+    if time.monotonic() - taken_at < LOCAL_ADDRESSES_TTL:
+        return cached
     found = set()
     for addrs in psutil.net_if_addrs().values():
         for addr in addrs:
@@ -134,7 +144,8 @@ def _local_addresses() -> set[ipaddress.IPv4Address]:
                     found.add(ipaddress.IPv4Address(addr.address))
                 except ValueError:
                     continue
-    return found
+    _local_cache = (time.monotonic(), frozenset(found))
+    return _local_cache[1]
 
 
 def check_target(target_ip: Any, limits: ProxyLimits = DEFAULT) -> ipaddress.IPv4Address:
