@@ -194,6 +194,9 @@ def _attempt(guard: _Guard, method: str, url: Url, payload: bytes | None,
     guard.sock = conn.sock
     response = conn.getresponse()
     raw = _read_capped(response, limits.max_response_bytes, deadline, abandoned)
+    if guard.expired.is_set():
+        # A cut close-delimited reply reads like a complete one.
+        raise _DeadlineExceeded("deadline passed")
     if raw is None:
         return http.error_ack(
             500,
