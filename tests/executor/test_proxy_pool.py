@@ -80,6 +80,8 @@ def counting() -> Iterator[Counting]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    # Connections cut by the tests end handlers with errors; they are expected.
+    server.handle_error = lambda request, address: None  # type: ignore[method-assign]
     state = Counting(server)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

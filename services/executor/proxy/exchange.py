@@ -229,8 +229,9 @@ def exchange(
     headers = _request_headers(body, multipart_type)
     key: Key = (runtime, str(url.host), int(url.port or 0), url.scheme == "https")
     retry = method in IDEMPOTENT
+    reuse = limits.reuse_connections
     while True:
-        pooled = POOL.take(key) if limits.reuse_connections else None
+        pooled = POOL.take(key) if reuse else None
         guard = _Guard(pooled or _new_connection(url, limits, _remaining(deadline)))
         timer = WATCHDOG.call_at(deadline, guard.on_deadline)
         keep = False
@@ -243,7 +244,7 @@ def exchange(
                 raise _DeadlineExceeded("deadline passed") from None
             if pooled is None or not retry:
                 raise
-            retry = False  # once, on a new connection
+            retry = reuse = False  # once, on a new connection
             log.info("kept-alive connection to %s:%s was closed; sending again", url.host,
                      url.port)
         except TRANSPORT_ERRORS as exc:

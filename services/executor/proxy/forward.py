@@ -21,8 +21,8 @@ Safety, defence in depth behind the executor's own device lookup:
 * the URL is built from that address, the port and the ``api`` path only, and checked
   again after parsing;
 * certificate verification is off only for this connection (the runtime's certificate
-  is self-signed); proxy variables and ``.netrc`` are never read (a bare urllib3
-  connection pool has no environment lookup) and there is no cookie store;
+  is self-signed); proxy variables and ``.netrc`` are never read (a bare
+  http.client connection has no environment lookup) and there is no cookie store;
 * redirects are returned as they are, never followed;
 * every request is bounded by a connect timeout and one overall deadline across the wait
   for its turn, connect, TLS handshake, sending, the reply's headers and its body (a
