@@ -262,3 +262,18 @@ async def test_one_runtime_gets_a_bounded_number_of_turns(counting: Counting) ->
     # The waiting ones got no turn, or got it at their deadline when the first ones ended.
     assert any(isinstance(o, forward.RuntimeBusy) for o in outcomes)
     assert 1.5 <= time.monotonic() - started < 2.2
+
+
+def test_a_kept_connection_does_not_wait_for_delayed_acknowledgements(
+    counting: Counting,
+) -> None:
+    # The server writes headers and body separately (as http.server does): without an
+    # immediate acknowledgement each kept-alive call stalls ~40 ms on Nagle's algorithm.
+    _call(counting.port)
+    samples = []
+    for _ in range(21):
+        started = time.monotonic()
+        _call(counting.port)
+        samples.append(time.monotonic() - started)
+    assert len(counting.connections) == 1
+    assert sorted(samples)[10] < 0.030, samples

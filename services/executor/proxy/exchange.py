@@ -41,6 +41,8 @@ IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError,
           http_client.RemoteDisconnected)
 
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
 WATCHDOG = Watchdog()
 POOL = ConnectionPool(WATCHDOG)
 
@@ -134,13 +136,25 @@ def _new_connection(url: Url, limits: ProxyLimits, left: float) -> http_client.H
 def _connect(conn: http_client.HTTPConnection) -> None:
     """TCP and, for HTTPS, the TLS handshake, under the connect timeout (and the watchdog)."""
     try:
-        conn.connect()
+        conn.connect()  # sets TCP_NODELAY
     except (ssl.SSLError, TimeoutError):
         raise
     except OSError as exc:
         if conn.sock is not None:  # connected; the TLS layer failed
             raise
         raise ConnectFailed(exc.errno, exc.strerror or str(exc)) from exc
+
+
+def _ack_at_once(sock: socket.socket | None) -> None:
+    """Acknowledge the reply's first segment at once.
+
+    Servers commonly write a reply's headers and body separately; with Nagle's algorithm
+    on their side the body then waits for our acknowledgement, which a kept-alive
+    connection delays by some 40 ms.  Linux only; elsewhere the delay stays.
+    """
+    if sock is not None and _QUICKACK is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
 def _send(conn: http_client.HTTPConnection, method: str, url: Url, payload: bytes | None,
@@ -192,6 +206,7 @@ def _attempt(guard: _Guard, method: str, url: Url, payload: bytes | None,
     conn = guard.conn
     _send(conn, method, url, payload, headers, deadline)
     guard.sock = conn.sock
+    _ack_at_once(conn.sock)
     response = conn.getresponse()
     raw = _read_capped(response, limits.max_response_bytes, deadline, abandoned)
     if guard.expired.is_set():
