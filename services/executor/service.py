@@ -44,7 +44,7 @@ from services.executor.net.hostnets import HostNetworks
 from services.executor.net.netevents import NetEvents
 from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
-from services.executor.proxy.forward import proxy
+from services.executor.proxy.forward import internal_limits, proxy
 from services.executor.rehome.watch import TOPICS, NetWatch
 from services.executor.runtime import create, lifecycle, selfdestruct, status
 from services.executor.runtime.journal import Journal
@@ -284,4 +284,5 @@ class ExecutorService:
         if not view.running or not view.internal_ip:
             return {"status": "error", "device_id": device,
                     "error": f"Device {device} is not running"}
-        return await proxy(view.internal_ip, params)
+        limits = internal_limits(self.ctx.config.internal_pool, view.internal_gateway)
+        return await proxy(view.internal_ip, params, limits=limits, runtime=view.id)

@@ -89,6 +89,8 @@ class Env:
     standin: dockerenv.StandinContainer
     helper_ip: str
     gateway_ip: str
+    # A second stand-in, for hostile replies that must not disturb the first.
+    hostile: dockerenv.StandinContainer
 
     @property
     def ip(self) -> str:
@@ -121,6 +123,13 @@ def env(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Env]
             {"STANDIN_COMPILE_SECONDS": "0.2", "STANDIN_DISCOVERY_PORT": "off"},
         )
         created.append(standin.container)
+        hostile = dockerenv.start_standin(
+            docker_client,
+            network.name,
+            standin_image,
+            {"STANDIN_COMPILE_SECONDS": "0.2", "STANDIN_DISCOVERY_PORT": "off"},
+        )
+        created.append(hostile.container)
         helper = docker_client.containers.run(
             dockerenv.BASE_IMAGE,
             ["python3", "-c", HELPER_SCRIPT],
@@ -140,7 +149,7 @@ def env(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Env]
         network.reload()
         # The host's own address on the bridge, as the containers see it.
         gateway = helper.attrs["NetworkSettings"]["Networks"][network.name]["Gateway"]
-        yield Env(network, standin, ip, gateway)
+        yield Env(network, standin, ip, gateway, hostile)
     finally:
         for container in created:
             with contextlib.suppress(docker.errors.NotFound):
@@ -483,9 +492,9 @@ async def test_trickling_replies_end_at_the_overall_deadline(env: Env) -> None:
     assert _response(await after)["status_code"] == 200
 
 
-async def test_calls_beyond_the_pool_wait_within_their_own_deadline(env: Env) -> None:
+async def test_calls_beyond_a_runtimes_turns_wait_within_their_own_deadline(env: Env) -> None:
     hang_limits = ProxyLimits(total_timeout=3.0, connect_timeout=2.0)
-    # Every proxy thread is taken by a hung runtime request...
+    # The runtime's turns are taken by hung requests (the rest of them wait)...
     hangs = [
         asyncio.create_task(
             proxy(env.ip, _cmd("GET", "/api/test/hang?seconds=5"), limits=hang_limits)
@@ -493,7 +502,7 @@ async def test_calls_beyond_the_pool_wait_within_their_own_deadline(env: Env) ->
         for _ in range(PROXY_WORKERS)
     ]
     started = time.monotonic()
-    # ...so these queue; one gives up before a thread frees, one outlasts the hung calls.
+    # ...so these queue; one gives up before a turn frees, one outlasts the hung calls.
     marker = uuid.uuid4().hex
     short = asyncio.create_task(
         proxy(
@@ -509,13 +518,66 @@ async def test_calls_beyond_the_pool_wait_within_their_own_deadline(env: Env) ->
     short_elapsed = time.monotonic() - started
     assert "timed out" in _response(short_ack)["body"]["error"]
     assert 1.0 <= short_elapsed < 2.5
-    assert not patient.done(), "no thread is free before the hung calls time out"
+    assert not patient.done(), "no turn is free before the hung calls time out"
     patient_ack = await patient
     assert _response(patient_ack)["status_code"] == 200
     assert time.monotonic() - started >= 2.0
     for hang in hangs:
         assert "timed out" in _response(await hang)["body"]["error"]
     await _assert_never_arrived(env, marker)
+
+
+async def test_a_slow_header_runtime_blocks_neither_other_runtimes_nor_past_its_deadline(
+    env: Env,
+) -> None:
+    # A runtime sending its reply headers a byte at a time: every receive succeeds, so
+    # only one deadline over the whole exchange ends these calls.
+    limits = ProxyLimits(total_timeout=3.0, connect_timeout=2.0)
+
+    async def slow() -> tuple[dict[str, Any], float]:
+        started = time.monotonic()
+        ack = await proxy(
+            env.hostile.ip, _cmd("GET", "/api/test/slow-headers?interval=0.5"), limits=limits
+        )
+        return ack, time.monotonic() - started
+
+    slow_calls = [asyncio.create_task(slow()) for _ in range(PROXY_WORKERS)]
+    await asyncio.sleep(1.0)
+    # Meanwhile another runtime answers in its normal time, several times over.
+    for _ in range(3):
+        started = time.monotonic()
+        quick = _response(await proxy(env.ip, _cmd("GET", "/api/version")))
+        assert quick["status_code"] == 200
+        assert time.monotonic() - started < 0.5
+    assert not any(call.done() for call in slow_calls)
+    for call in slow_calls:
+        ack, elapsed = await call
+        response = _response(ack)
+        assert response["status_code"] == 500
+        assert "timed out" in response["body"]["error"]
+        assert 3.0 <= elapsed < 3.6, elapsed
+    # No worker is left behind: a full set of calls to the healthy runtime runs at once.
+    started = time.monotonic()
+    acks = await asyncio.gather(
+        *(proxy(env.ip, _cmd("GET", "/api/test/hang?seconds=0.5")) for _ in range(2)),
+        *(proxy(env.helper_ip, _cmd("GET", "/latin1", port=HELPER_PORT)) for _ in range(2)),
+    )
+    assert all(_response(ack)["status_code"] == 200 for ack in acks)
+    assert time.monotonic() - started < 1.5
+
+
+async def test_connections_to_a_runtime_are_kept_and_reused(env: Env) -> None:
+    async def counts() -> dict[str, int]:
+        reply = _response(await proxy(env.ip, _cmd("GET", "/api/test/connections")))
+        return dict(reply["body"])
+
+    before = await counts()
+    for _ in range(10):
+        assert _response(await proxy(env.ip, _cmd("GET", "/api/version")))["status_code"] == 200
+    after = await counts()
+    assert after["requests"] - before["requests"] == 11
+    # One TLS handshake at most (none when a kept connection was already there).
+    assert after["handshakes"] - before["handshakes"] <= 1, (before, after)
 
 
 async def test_big_declared_response_is_capped(env: Env) -> None:

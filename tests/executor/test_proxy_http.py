@@ -18,6 +18,7 @@ from services.executor.proxy.forward import (
     TargetRefused,
     _build_url,
     check_target,
+    internal_limits,
     proxy,
 )
 from services.executor.proxy.http import RequestBuildError
@@ -349,6 +350,18 @@ def test_check_target_refuses_this_hosts_own_addresses() -> None:
     check_target(address, ProxyLimits(refuse_local_addresses=False))
 
 
+def test_internal_limits_keep_targets_in_the_pool_and_off_the_gateway() -> None:
+    limits = internal_limits("172.30.0.0/16", "172.30.0.1")
+    check_target("172.30.0.2", limits)
+    with pytest.raises(TargetRefused, match="denied"):
+        check_target("172.30.0.1", limits)
+    for outside in ("172.17.0.2", "198.51.100.7", "10.0.0.1"):
+        with pytest.raises(TargetRefused, match="outside the internal networks"):
+            check_target(outside, limits)
+    assert limits.refuse_local_addresses
+    assert internal_limits("172.30.0.0/16").denied_addresses == frozenset()
+
+
 # -- proxy() without a runtime -------------------------------------------------------
 
 
@@ -402,3 +415,39 @@ async def test_proxy_unbuildable_body_is_400() -> None:
     ack = await proxy("192.0.2.10", params)
     assert ack["http_response"]["status_code"] == 400
     assert "cannot be sent" in ack["http_response"]["body"]["error"]
+
+
+# -- text that becomes part of a header line --------------------------------------------
+
+
+def _hostile_file(**entry: object) -> dict[str, object]:
+    return {"filename": "p.zip", "content_base64": "AA==", **entry}
+
+
+@pytest.mark.parametrize(
+    ("files", "headers", "data", "words"),
+    [
+        ({"file": _hostile_file(content_type="a/b\r\nX-Injected: 1")}, {}, None, "content_type"),
+        ({"file": _hostile_file(content_type="text/plain\nX: 1")}, {}, None, "content_type"),
+        ({"file": _hostile_file(filename="a\r\n.zip")}, {}, None, "filename"),
+        ({"fi\r\neld": _hostile_file()}, {}, None, "field name"),
+        ({"file": _hostile_file()}, {}, {"na\rme": "v"}, "field name"),
+        (None, {"X-A": "v\r\nX-Injected: 1"}, None, "header 'X-A'"),
+        (None, {"X-A": "v\x00"}, None, "header 'X-A'"),
+        (None, {"X-A\r\nX-B": "v"}, None, "not a valid token"),
+        (None, {"X A": "v"}, None, "not a valid token"),
+        (None, {"X-A": ["v"]}, None, "string value"),
+        (None, ["X-A"], None, "headers must be an object"),
+    ],
+)
+def test_control_characters_in_header_lines_are_refused(
+    files: object, headers: object, data: object, words: str
+) -> None:
+    with pytest.raises(RequestBuildError) as caught:
+        http.build_body(data, files, headers)  # type: ignore[arg-type]
+    assert words in str(caught.value)
+
+
+def test_tabs_in_header_values_and_numbers_are_fine() -> None:
+    body = http.build_body(None, None, {"X-A": "a\tb", "X-N": 3})
+    assert body.headers == {"X-A": "a\tb", "X-N": "3"}

@@ -128,15 +128,29 @@ class _HTTPSServer(ThreadingHTTPServer):
         self.runtime = runtime
         self.version = version
         self.stopping = stopping
+        # Test-only counters behind /api/test/connections: kept-alive connections show
+        # as requests outnumbering connections.
+        self._count_lock = threading.Lock()
+        self._counts = {"connections": 0, "handshakes": 0, "requests": 0}
         super().__init__(address, _Handler)
 
+    def count(self, what: str) -> None:
+        with self._count_lock:
+            self._counts[what] += 1
+
+    def counts(self) -> dict[str, int]:
+        with self._count_lock:
+            return dict(self._counts)
+
     def finish_request(self, request: Any, client_address: Any) -> None:
+        self.count("connections")
         request.settimeout(HANDSHAKE_TIMEOUT)
         try:
             tls = self.ssl_context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             log.debug("TLS handshake with %s failed: %s", client_address, exc)
             return
+        self.count("handshakes")
         try:
             tls.settimeout(IDLE_TIMEOUT)
             _Handler(tls, client_address, self)
@@ -249,6 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing ------------------------------------------------------------
 
     def _dispatch(self, method: str) -> None:
+        self.server.count("requests")
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
         if not url.path.startswith("/api/"):
@@ -417,8 +432,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(code, {"redirect": target}, {"Location": target})
         elif name == "echo":
             self._echo(method, query, body)
+        elif name == "slow-headers":
+            self._slow_headers(min(max(number("interval", 2.0), 0.01), 60.0))
+        elif name == "connections":
+            self._json(200, self.server.counts())
         else:
             self._json(404, {"error": "Unknown test route"})
+
+    def _slow_headers(self, interval: float) -> None:
+        """A reply whose status line and headers arrive one byte per ``interval``."""
+        self.close_connection = True
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"X-Slow: " + (
+            b"s" * 4000
+        )
+        for byte in head:
+            if self.server.stopping.wait(interval):
+                return
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
 
     def _send_big(self, size: int) -> None:
         self.send_response(200)

@@ -62,6 +62,8 @@ class ContainerView:
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     seen_at: float = field(default_factory=time.monotonic)
+    # The host's side of the internal network: never a run_command target.
+    internal_gateway: str | None = None
 
 
 def parse_inspect(attrs: dict[str, Any], instance: str) -> ContainerView | None:
@@ -73,10 +75,11 @@ def parse_inspect(attrs: dict[str, Any], instance: str) -> ContainerView | None:
     name = str(attrs.get("Name", "")).lstrip("/")
     state = attrs.get("State") or {}
     networks: dict[str, dict[str, Any]] = {}
-    internal_ip = None
+    internal_ip = internal_gateway = None
     for net_name, ep in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).items():
         if net_name == names.internal_network(name):
             internal_ip = ep.get("IPAddress") or None
+            internal_gateway = ep.get("Gateway") or None
             continue
         if names.is_internal_network(net_name):
             continue
@@ -97,6 +100,7 @@ def parse_inspect(attrs: dict[str, Any], instance: str) -> ContainerView | None:
         restart_count=int(attrs.get("RestartCount") or 0),
         health=health,
         internal_ip=internal_ip,
+        internal_gateway=internal_gateway,
         networks=networks,
         labels=dict(container_labels),
     )

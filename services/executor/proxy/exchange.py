@@ -1,45 +1,50 @@
-"""One exchange with a runtime on a worker thread: the request on its own unverified-TLS or
-plain connection, the reply read under the deadline and the size cap, and the words for a
-transport failure.  The rules around it live in `forward.py`."""
+"""One exchange with a runtime on a worker thread: the request on a kept-alive or new
+unverified-TLS or plain connection, the reply read under the deadline and the size cap,
+and the words for a transport failure.  The rules around it live in `forward.py`,
+connection keeping and the deadline watchdog in `pool.py`."""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import logging
+import socket
 import ssl
 import threading
 import time
-import warnings
 from http import client as http_client
 from typing import TYPE_CHECKING, Any
 
-import urllib3.exceptions
-from urllib3 import (
-    BaseHTTPResponse,
-    HTTPConnectionPool,
-    HTTPSConnectionPool,
-    Timeout,
-    encode_multipart_formdata,
-)
+from urllib3 import encode_multipart_formdata
 from urllib3.util import Url
 
 from common.version import __version__
 from services.executor.proxy import http
 from services.executor.proxy.http import RequestBuildError
+from services.executor.proxy.pool import ConnectionPool, Key, Watchdog, cut
 
 if TYPE_CHECKING:
     from services.executor.proxy.forward import ProxyLimits
 
+log = logging.getLogger(__name__)
+
 READ_CHUNK = 64 * 1024
 USER_AGENT = f"orchestrator-agent/{__version__}"
-# Runtimes present self-signed certificates, so their connections are unverified by
-# design; this process makes no other unverified HTTPS request worth a warning.
-warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
 TRANSPORT_ERRORS = (
-    urllib3.exceptions.HTTPError,
     http_client.HTTPException,
     TimeoutError,
     OSError,
 )
+# RFC 9110 §9.2.2: repeating these changes nothing more than sending them once, so one
+# that failed on a kept-alive connection before any reply is sent again on a new one.
+IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
+# How a kept-alive connection the runtime already closed shows up when it is used.
+_STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError,
+          http_client.RemoteDisconnected)
+
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+WATCHDOG = Watchdog()
+POOL = ConnectionPool(WATCHDOG)
 
 
 _TLS_CONTEXT: ssl.SSLContext | None = None
@@ -71,8 +76,12 @@ def _payload(body: http.Body) -> tuple[bytes | None, str | None]:
     return encode_multipart_formdata(fields)
 
 
+class ConnectFailed(OSError):
+    """The TCP connection could not be made (refused, unreachable)."""
+
+
 class _DeadlineExceeded(TimeoutError):
-    """The call's overall deadline passed (connect, send, wait or read)."""
+    """The call's overall deadline passed (connect, handshake, send, wait or read)."""
 
 
 def _remaining(deadline: float) -> float:
@@ -83,25 +92,17 @@ def _remaining(deadline: float) -> float:
 
 
 def _read_capped(
-    response: BaseHTTPResponse, cap: int, deadline: float, abandoned: threading.Event
+    response: http_client.HTTPResponse, cap: int, deadline: float, abandoned: threading.Event
 ) -> bytes | None:
-    """The reply body, or None as soon as it is known to exceed ``cap`` bytes.
-
-    Each read is one receive bounded by what is left of the deadline, so a runtime that
-    trickles bytes cannot stretch the call past it.
-    """
-    declared = response.length_remaining
+    """The reply body, or None as soon as it is known to exceed ``cap`` bytes."""
+    declared = response.length
     if declared is not None and declared > cap:
         return None
     buffer = bytearray()
     while True:
-        left = _remaining(deadline)
+        _remaining(deadline)
         if abandoned.is_set():
             raise _DeadlineExceeded("abandoned by the caller")
-        # The socket's timeout was the whole budget when the request went out.
-        sock = getattr(response.connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(left)
         chunk = response.read1(READ_CHUNK)
         if not chunk:
             return bytes(buffer)
@@ -123,43 +124,103 @@ def _request_headers(body: http.Body, multipart_type: str | None) -> dict[str, s
     return headers
 
 
-def _connection_pool(url: Url, timeout: Timeout) -> HTTPConnectionPool:
-    """A bare connection pool: no proxy variables, .netrc or cookies are consulted, ever."""
+def _new_connection(url: Url, limits: ProxyLimits, left: float) -> http_client.HTTPConnection:
+    """An unconnected connection: no proxy variables, .netrc or cookies, ever."""
     host, port = str(url.host), int(url.port or 0)
+    timeout = min(limits.connect_timeout, left)
     if url.scheme == "https":
-        return HTTPSConnectionPool(
-            host,
-            port,
-            timeout=timeout,
-            maxsize=1,
-            retries=False,
-            cert_reqs=ssl.CERT_NONE,
-            assert_hostname=False,
-            ssl_minimum_version=ssl.TLSVersion.TLSv1_2,
-            ssl_context=_tls_context(),
-        )
-    return HTTPConnectionPool(host, port, timeout=timeout, maxsize=1, retries=False)
+        return http_client.HTTPSConnection(host, port, timeout=timeout, context=_tls_context())
+    return http_client.HTTPConnection(host, port, timeout=timeout)
 
 
-def _open(pool: HTTPConnectionPool, method: str, url: Url, payload: bytes | None,
-          headers: dict[str, str]) -> BaseHTTPResponse:
+def _connect(conn: http_client.HTTPConnection) -> None:
+    """TCP and, for HTTPS, the TLS handshake, under the connect timeout (and the watchdog)."""
     try:
-        return pool.urlopen(
-            method,
-            url.request_uri,
-            body=payload,
-            headers=headers,
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            preload_content=False,
-            decode_content=True,
-        )
+        conn.connect()  # sets TCP_NODELAY
+    except (ssl.SSLError, TimeoutError):
+        raise
+    except OSError as exc:
+        if conn.sock is not None:  # connected; the TLS layer failed
+            raise
+        raise ConnectFailed(exc.errno, exc.strerror or str(exc)) from exc
+
+
+def _ack_at_once(sock: socket.socket | None) -> None:
+    """Acknowledge the reply's first segment at once.
+
+    Servers commonly write a reply's headers and body separately; with Nagle's algorithm
+    on their side the body then waits for our acknowledgement, which a kept-alive
+    connection delays by some 40 ms.  Linux only; elsewhere the delay stays.
+    """
+    if sock is not None and _QUICKACK is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+
+def _send(conn: http_client.HTTPConnection, method: str, url: Url, payload: bytes | None,
+          headers: dict[str, str], deadline: float) -> None:
+    if conn.sock is None:
+        _connect(conn)
+    assert conn.sock is not None
+    conn.sock.settimeout(_remaining(deadline))
+    try:
+        conn.request(method, url.request_uri, body=payload, headers=headers)
     except ValueError as exc:
         # http.client refuses a bad header name or value before anything is sent.
-        if isinstance(exc, urllib3.exceptions.HTTPError):
+        if isinstance(exc, ssl.SSLError | OSError):
             raise
         raise RequestBuildError(f"request cannot be sent: {exc}") from None
+
+
+def _reply(response: http_client.HTTPResponse, raw: bytes) -> dict[str, Any]:
+    reply_type = response.headers.get("Content-Type", "")
+    return http.response_ack(
+        response.status,
+        http.response_headers(response.headers.items()),
+        http.decode_body(raw, reply_type),
+        reply_type,
+    )
+
+
+class _Guard:
+    """What the watchdog cuts at the deadline: the connection's socket, also after
+    http.client handed it over to a close-delimited reply."""
+
+    def __init__(self, conn: http_client.HTTPConnection) -> None:
+        self.conn = conn
+        self.sock: socket.socket | None = None
+        self.expired = threading.Event()
+
+    def on_deadline(self) -> None:
+        self.expired.set()
+        cut(self.conn)
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+
+def _attempt(guard: _Guard, method: str, url: Url, payload: bytes | None,
+             headers: dict[str, str], limits: ProxyLimits, deadline: float,
+             abandoned: threading.Event) -> tuple[dict[str, Any], bool]:
+    """One request and its reply; whether the connection may be kept afterwards."""
+    conn = guard.conn
+    _send(conn, method, url, payload, headers, deadline)
+    guard.sock = conn.sock
+    _ack_at_once(conn.sock)
+    response = conn.getresponse()
+    raw = _read_capped(response, limits.max_response_bytes, deadline, abandoned)
+    if guard.expired.is_set():
+        # A cut close-delimited reply reads like a complete one.
+        raise _DeadlineExceeded("deadline passed")
+    if raw is None:
+        return http.error_ack(
+            500,
+            f"response from the runtime is larger than {limits.max_response_bytes} bytes",
+            upstream_status=response.status,
+        ), False
+    keep = limits.reuse_connections and not response.will_close and conn.sock is not None
+    response.close()
+    return _reply(response, raw), keep
 
 
 def exchange(
@@ -169,66 +230,63 @@ def exchange(
     limits: ProxyLimits,
     deadline: float,
     abandoned: threading.Event,
+    runtime: str,
 ) -> dict[str, Any]:
-    """One request on one fresh connection (a worker thread); closed before returning."""
-    left = _remaining(deadline)
+    """One request to a runtime (a worker thread), ended by the watchdog at ``deadline``.
+
+    A kept-alive connection is used when one is free; if the runtime had closed it and
+    the method is idempotent, the request goes once more on a new connection.
+    """
+    _remaining(deadline)
     if abandoned.is_set():
         raise _DeadlineExceeded("abandoned by the caller")
     payload, multipart_type = _payload(body)
     headers = _request_headers(body, multipart_type)
-    timeout = Timeout(connect=min(limits.connect_timeout, left), read=left)
-    pool = _connection_pool(url, timeout)
-    response: BaseHTTPResponse | None = None
-    try:
-        response = _open(pool, method, url, payload, headers)
-        raw = _read_capped(response, limits.max_response_bytes, deadline, abandoned)
-        if raw is None:
-            return http.error_ack(
-                500,
-                f"response from the runtime is larger than {limits.max_response_bytes} bytes",
-                upstream_status=response.status,
-            )
-        reply_type = response.headers.get("Content-Type", "")
-        return http.response_ack(
-            response.status,
-            http.response_headers(response.headers.items()),
-            http.decode_body(raw, reply_type),
-            reply_type,
-        )
-    finally:
-        # Close, never pool: nothing outlives the call.
-        if response is not None:
-            response.close()
-        pool.close()
-
-
-def _errno_text(exc: BaseException) -> str | None:
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, OSError) and cause.errno:
-        return os.strerror(cause.errno)
-    return None
+    key: Key = (runtime, str(url.host), int(url.port or 0), url.scheme == "https")
+    retry = method in IDEMPOTENT
+    reuse = limits.reuse_connections
+    while True:
+        pooled = POOL.take(key) if reuse else None
+        guard = _Guard(pooled or _new_connection(url, limits, _remaining(deadline)))
+        timer = WATCHDOG.call_at(deadline, guard.on_deadline)
+        keep = False
+        try:
+            ack, keep = _attempt(guard, method, url, payload, headers, limits, deadline,
+                                 abandoned)
+            return ack
+        except _STALE:
+            if guard.expired.is_set():
+                raise _DeadlineExceeded("deadline passed") from None
+            if pooled is None or not retry:
+                raise
+            retry = reuse = False  # once, on a new connection
+            log.info("kept-alive connection to %s:%s was closed; sending again", url.host,
+                     url.port)
+        except TRANSPORT_ERRORS as exc:
+            if guard.expired.is_set() and not isinstance(exc, _DeadlineExceeded):
+                raise _DeadlineExceeded("deadline passed") from None
+            raise
+        finally:
+            # Cancelled before the connection can serve another call.
+            WATCHDOG.cancel(timer)
+            if keep and not guard.expired.is_set():
+                POOL.put(key, guard.conn)
+            else:
+                guard.conn.close()
 
 
 def transport_error(exc: BaseException, limits: ProxyLimits) -> str:
-    errors = urllib3.exceptions
-    if isinstance(exc, errors.NewConnectionError):
-        return f"cannot connect to the runtime: {_errno_text(exc) or exc}"
-    if isinstance(exc, TimeoutError | errors.TimeoutError):
+    if isinstance(exc, ConnectFailed):
+        return f"cannot connect to the runtime: {exc.strerror or exc}"
+    if isinstance(exc, TimeoutError):
         return f"request to the runtime timed out (limit {limits.total_timeout:g} s)"
-    if isinstance(exc, errors.SSLError | ssl.SSLError | ssl.CertificateError):
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return f"TLS error: {exc}"
-    if isinstance(exc, errors.ProtocolError):
-        cause = exc.args[1] if len(exc.args) > 1 else exc.__cause__
-        if isinstance(cause, http_client.RemoteDisconnected):
-            return "the runtime closed the connection without a reply"
-        if isinstance(cause, http_client.IncompleteRead | errors.IncompleteRead):
-            return f"incomplete reply from the runtime: {cause!r}"
-        if isinstance(cause, http_client.HTTPException):
-            return f"invalid reply from the runtime: {cause!r}"
-        if isinstance(cause, OSError):
-            return f"connection to the runtime failed: {cause.strerror or cause}"
-        return f"connection to the runtime failed: {exc}"
-    if isinstance(exc, http_client.HTTPException | errors.DecodeError | errors.InvalidHeader):
+    if isinstance(exc, http_client.RemoteDisconnected):
+        return "the runtime closed the connection without a reply"
+    if isinstance(exc, http_client.IncompleteRead):
+        return f"incomplete reply from the runtime: {exc!r}"
+    if isinstance(exc, http_client.HTTPException):
         return f"invalid reply from the runtime: {exc!r}"
     if isinstance(exc, OSError):
         return f"connection to the runtime failed: {exc.strerror or exc}"

@@ -5,12 +5,13 @@ which returns the ``run_command`` ack body (without ``action`` / ``correlation_i
 Message shaping lives in :mod:`services.executor.proxy.http`; this module owns the
 safety rules and the transport.
 
-Transport: urllib3 (already loaded with the Docker SDK), one blocking exchange per call on
-the proxy's own small thread pool (:data:`PROXY_WORKERS`), apart from the Docker calls and
-never on the event loop.  Every call has its own connection pool holding one connection,
-closed afterwards, so a hung runtime costs only its own request and its thread, no
-connection is shared between calls, and nothing outlives the call.  A call that finds
-every thread busy waits for one within its own deadline.
+Transport: http.client (standard library), one blocking exchange per call on the proxy's
+own small thread pool (:data:`PROXY_WORKERS`), apart from the Docker calls and never on
+the event loop.  Connections are kept alive per runtime and reused (`pool.py`): a small
+request costs a round trip, not a TLS handshake.  A runtime has at most
+:data:`PER_RUNTIME_CALLS` requests in progress, so a hung or trickling runtime holds at
+most that many threads; further calls for it wait for their turn (without a thread)
+within their own deadline, and a call that finds every thread busy does the same.
 
 Safety, defence in depth behind the executor's own device lookup:
 
@@ -20,27 +21,32 @@ Safety, defence in depth behind the executor's own device lookup:
 * the URL is built from that address, the port and the ``api`` path only, and checked
   again after parsing;
 * certificate verification is off only for this connection (the runtime's certificate
-  is self-signed); proxy variables and ``.netrc`` are never read (a bare urllib3
-  connection pool has no environment lookup) and there is no cookie store;
+  is self-signed); proxy variables and ``.netrc`` are never read (a bare
+  http.client connection has no environment lookup) and there is no cookie store;
 * redirects are returned as they are, never followed;
-* every request is bounded by a connect timeout and an overall deadline (each receive
-  waits at most what is left of it), and the reply by a size cap read incrementally
-  (never buffered past the cap).
+* every request is bounded by a connect timeout and one overall deadline across the wait
+  for its turn, connect, TLS handshake, sending, the reply's headers and its body (a
+  watchdog shuts the socket down when it passes), and the reply by a size cap read
+  incrementally (never buffered past the cap).
 
 Outcomes: a reply → its status and body; an unsupported method or a request that
 cannot be built → 400 made here, nothing sent; a transport failure (refused, reset,
-timeout, TLS) or an oversized reply → 500 with ``{"error": ...}``; a refused target →
+timeout, TLS), a runtime still busy with earlier calls at the deadline or an oversized
+reply → 500 with ``{"error": ...}``; a refused target →
 ``{"status": "error", "error": ...}`` without ``http_response``, like an unknown device.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import ipaddress
 import logging
 import threading
 import time
 import urllib.parse
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,10 +61,12 @@ from services.executor.proxy.http import RequestBuildError
 __all__ = [
     "DEFAULT",
     "DEFAULT_HTTPS_PORT",
+    "PER_RUNTIME_CALLS",
     "PROXY_WORKERS",
     "ProxyLimits",
     "TargetRefused",
     "check_target",
+    "internal_limits",
     "proxy",
 ]
 
@@ -69,6 +77,8 @@ MiB = 1024 * 1024
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 # Concurrent runtime requests; more wait for a thread within their own deadline.
 PROXY_WORKERS = 8
+# Requests in progress to one runtime: a slow runtime holds at most this many threads.
+PER_RUNTIME_CALLS = 2
 # How long past its deadline a call waits for its worker to report the outcome itself.
 DEADLINE_GRACE = 0.25
 
@@ -88,6 +98,8 @@ class ProxyLimits:
     refuse_local_addresses: bool = True
     # The port spoken over HTTPS; any other port is plain HTTP.
     https_port: int = DEFAULT_HTTPS_PORT
+    # Keep connections alive for the next call (off: one connection per call).
+    reuse_connections: bool = True
 
     def __post_init__(self) -> None:
         if self.total_timeout <= 0 or self.connect_timeout <= 0:
@@ -113,7 +125,17 @@ class TargetRefused(Exception):
     """The target address is not one the proxy may reach."""
 
 
-def _local_addresses() -> set[ipaddress.IPv4Address]:
+# The agent's container has one interface per internal network: listing them costs about
+# 15 µs each, so the list is reused for a moment.
+LOCAL_ADDRESSES_TTL = 2.0
+_local_cache: tuple[float, frozenset[ipaddress.IPv4Address]] = (-LOCAL_ADDRESSES_TTL, frozenset())
+
+
+def _local_addresses() -> frozenset[ipaddress.IPv4Address]:
+    global _local_cache
+    taken_at, cached = _local_cache
+    if time.monotonic() - taken_at < LOCAL_ADDRESSES_TTL:
+        return cached
     found = set()
     for addrs in psutil.net_if_addrs().values():
         for addr in addrs:
@@ -122,7 +144,8 @@ def _local_addresses() -> set[ipaddress.IPv4Address]:
                     found.add(ipaddress.IPv4Address(addr.address))
                 except ValueError:
                     continue
-    return found
+    _local_cache = (time.monotonic(), frozenset(found))
+    return _local_cache[1]
 
 
 def check_target(target_ip: Any, limits: ProxyLimits = DEFAULT) -> ipaddress.IPv4Address:
@@ -189,30 +212,99 @@ def _build_url(
     return url
 
 
-async def _send(method: str, url: Url, body: http.Body, limits: ProxyLimits) -> dict[str, Any]:
+class RuntimeBusy(TimeoutError):
+    """The call's deadline passed while earlier calls to the same runtime ran."""
+
+
+class _Turns:
+    """At most ``per_runtime`` calls in progress per runtime; the others wait, threadless.
+
+    Entries live only while a call for the runtime is running or waiting.
+    """
+
+    def __init__(self, per_runtime: int) -> None:
+        self.per_runtime = per_runtime
+        self._gates: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, runtime: str, timeout: float) -> AsyncIterator[None]:
+        gate, users = self._gates.setdefault(
+            runtime, (asyncio.Semaphore(self.per_runtime), [0])
+        )
+        users[0] += 1
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    await gate.acquire()
+            except TimeoutError:
+                raise RuntimeBusy(
+                    f"request to the runtime timed out waiting for its turn: "
+                    f"{self.per_runtime} earlier requests to it are still in progress"
+                ) from None
+            try:
+                yield
+            finally:
+                gate.release()
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._gates[runtime]
+
+
+_TURNS = _Turns(PER_RUNTIME_CALLS)
+
+
+async def _send(method: str, url: Url, body: http.Body, limits: ProxyLimits,
+                runtime: str) -> dict[str, Any]:
     """Run :func:`exchange.exchange` on the proxy's threads, bounded by the call's own deadline.
 
-    A call that finds every thread busy waits in the queue within that deadline; once
-    the caller gives up, the worker stops at its next read.
+    The call first waits for its runtime's turn, then for a thread, both within that
+    deadline; once the caller gives up, the worker stops at its next read, and the
+    watchdog cuts the connection at the deadline whatever the runtime does.
     """
     deadline = time.monotonic() + limits.total_timeout
     abandoned = threading.Event()
     loop = asyncio.get_running_loop()
-    job = loop.run_in_executor(
-        _workers(), exchange, method, url, body, limits, deadline, abandoned
+    async with _TURNS.hold(runtime, limits.total_timeout):
+        job = loop.run_in_executor(
+            _workers(), exchange, method, url, body, limits, deadline, abandoned, runtime
+        )
+        try:
+            # The worker keeps the deadline itself; this bound covers the wait for a thread.
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE):
+                return await job
+        finally:
+            abandoned.set()
+
+
+def internal_limits(
+    internal_pool: str, runtime_gateway: str | None = None, base: ProxyLimits = DEFAULT
+) -> ProxyLimits:
+    """The limits for a managed runtime: inside the internal pool, never its network's
+    gateway (the host's side of the bridge), never this host's own addresses."""
+    denied = set(base.denied_addresses)
+    if runtime_gateway:
+        denied.add(ipaddress.IPv4Address(runtime_gateway))
+    return dataclasses.replace(
+        base,
+        allowed_networks=(ipaddress.IPv4Network(internal_pool, strict=False),),
+        denied_addresses=frozenset(denied),
+        refuse_local_addresses=True,
     )
-    try:
-        # The worker keeps the deadline itself; this bound covers the wait for a thread.
-        async with asyncio.timeout(limits.total_timeout + DEADLINE_GRACE):
-            return await job
-    finally:
-        abandoned.set()
 
 
 async def proxy(
-    target_ip: str, params: dict[str, Any], *, limits: ProxyLimits = DEFAULT
+    target_ip: str,
+    params: dict[str, Any],
+    *,
+    limits: ProxyLimits = DEFAULT,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
-    """Forward one ``run_command`` to ``target_ip``; returns the ack body."""
+    """Forward one ``run_command`` to ``target_ip``; returns the ack body.
+
+    ``runtime`` names the runtime (the container id) for its turns and its kept-alive
+    connections; without it the address does.
+    """
     try:
         address = check_target(target_ip, limits)
     except TargetRefused as exc:
@@ -234,9 +326,12 @@ async def proxy(
         return http.error_ack(400, str(exc))
     started = time.monotonic()
     try:
-        ack = await _send(method, url, body, limits)
+        ack = await _send(method, url, body, limits, runtime or str(address))
     except RequestBuildError as exc:
         return http.error_ack(400, str(exc))
+    except RuntimeBusy as exc:
+        log.warning("run_command %s %s:%d%s: %s", method, address, port, url.path, exc)
+        return http.error_ack(500, str(exc))
     except TRANSPORT_ERRORS as exc:
         message = transport_error(exc, limits)
         log.warning("run_command %s %s:%d%s failed: %s", method, address, port, url.path, message)

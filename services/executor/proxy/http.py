@@ -14,6 +14,11 @@ Decisions:
   numbers their JSON text, lists repeat the key, objects are sent as JSON text.
 * With ``files``, ``data`` (an object) supplies extra form fields; the caller's
   ``Content-Type`` is dropped because the boundary must be ours.
+* Every text that becomes part of a header line — the caller's header names and
+  values, multipart field names, file names and content types — is checked here and
+  refused with 400 when it holds a control character (CR and LF above all: they would
+  start a header of the caller's choosing).  Header names must be RFC 9110 tokens.
+  The gateway checks the same; the executor does not rely on it.
 * Reply ``body``: parsed JSON whenever a textual reply parses as JSON (the runtime
   answers JSON, sometimes a bare JSON string), else text decoded with the declared
   charset (UTF-8 by default, undecodable bytes replaced). A binary reply becomes
@@ -29,6 +34,7 @@ import base64
 import binascii
 import codecs
 import json
+import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ __all__ = [
     "FormPart",
     "RequestBuildError",
     "build_body",
+    "checked_headers",
     "decode_body",
     "error_ack",
     "forward_headers",
@@ -92,6 +99,33 @@ _TEXTUAL_APPLICATION = frozenset(
 
 class RequestBuildError(ValueError):
     """The command's fields cannot be turned into an HTTP request (answered with 400)."""
+
+
+# RFC 9110 §5.6.2 token; a field value may hold visible characters, spaces and tabs.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_TAB = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _line_text(what: str, value: str, *, tab: bool = False) -> str:
+    """``value`` when it can sit in a header line, else :class:`RequestBuildError`."""
+    if (_CONTROL_BUT_TAB if tab else _CONTROL).search(value):
+        raise RequestBuildError(f"{what} must not contain control characters (CR, LF, ...)")
+    return value
+
+
+def checked_headers(headers: Any) -> dict[str, str]:
+    """The caller's headers as ``{name: value}`` strings, or :class:`RequestBuildError`."""
+    if not isinstance(headers, Mapping):
+        raise RequestBuildError("headers must be an object")
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise RequestBuildError(f"header name {str(name)[:64]!r} is not a valid token")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise RequestBuildError(f"header {name!r} must have a string value")
+        out[name] = _line_text(f"header {name!r}", str(value), tab=True)
+    return out
 
 
 @dataclass(frozen=True)
@@ -222,12 +256,24 @@ def _decode_files(files: Mapping[str, Any]) -> list[FormPart]:
         except (binascii.Error, ValueError):
             raise RequestBuildError(f"content_base64 of {name!r} is not valid base64") from None
         ctype = entry.get("content_type") or "application/octet-stream"
-        parts.append(FormPart(str(name), raw, filename=filename, content_type=str(ctype)))
+        if not isinstance(ctype, str):
+            raise RequestBuildError(f"content_type of file {name!r} must be a string")
+        parts.append(
+            FormPart(
+                _line_text("file field name", str(name)),
+                raw,
+                filename=_line_text(f"filename of {name!r}", filename),
+                content_type=_line_text(f"content_type of {name!r}", ctype),
+            )
+        )
     return parts
 
 
-def build_body(data: Any, files: Mapping[str, Any] | None, headers: Mapping[str, str]) -> Body:
+def build_body(data: Any, files: Mapping[str, Any] | None, headers: Any) -> Body:
     """The request body for ``data`` / ``files``, with the headers to forward."""
+    headers = checked_headers(headers)
+    if files is not None and not isinstance(files, Mapping):
+        raise RequestBuildError("files must be an object")
     caller_type = _header(headers, "content-type")
     mime, _ = parse_content_type(caller_type)
     if files:
@@ -258,7 +304,7 @@ def _multipart(data: Any, file_parts: list[FormPart], headers: Mapping[str, str]
         pairs = _pairs(data)
         if pairs is None:
             raise RequestBuildError("with files, data must be an object of form fields")
-        fields = [FormPart(key, value) for key, value in pairs]
+        fields = [FormPart(_line_text("form field name", key), value) for key, value in pairs]
     return Body(
         parts=tuple(fields + file_parts),
         multipart=True,
