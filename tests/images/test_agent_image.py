@@ -73,8 +73,9 @@ def test_agent_runs_the_suite_and_the_tap_sees_the_bus(images: dict[str, str], c
     assert {r["source"] for r in records} <= set(PROGRAMS)
     assert all(r["topic"].count(".") >= 1 and isinstance(r["body"], dict) for r in records)
 
-    code, out = exec_out(agent, "stat", "-c", "%a", "/run/orchestrator")
-    assert out.strip() == "700"
+    # Root's, shared with the agent group only (setgid: sockets inherit the group).
+    code, out = exec_out(agent, "stat", "-c", "%a %U %G", "/run/orchestrator")
+    assert out.strip() == "2770 root orchestrator"
     # Logs land in the state volume.
     code, out = exec_out(agent, "sh", "-c", "cat /var/orchestrator/logs/orchestrator-logs-*.log")
     assert code == 0 and "netbridge 0" in out and "started" in out
@@ -110,3 +111,48 @@ def test_fatal_program_makes_the_container_exit(images: dict[str, str], containe
     logs = agent.logs().decode(errors="replace")
     assert "is FATAL; stopping supervisord" in logs, logs[-3000:]
     assert "metrics_interval must be positive" in logs
+
+
+PROCESS_USERS = ("sh", "-c", "for p in /proc/[0-9]*; do "
+                 "echo \"$(stat -c %U $p) $(tr '\\0' ' ' < $p/cmdline)\"; done 2>/dev/null; true")
+
+
+def program_users(container: docker.models.containers.Container) -> dict[str, str]:
+    """Program name -> the user its process runs as."""
+    code, out = exec_out(container, *PROCESS_USERS)
+    assert code == 0, out
+    users: dict[str, str] = {}
+    for line in out.splitlines():
+        user, _, command = line.partition(" ")
+        for program in PROGRAMS:
+            if f"orchestrator-{program}" in command:
+                users[program] = user
+    return users
+
+
+def test_gateway_and_netbridge_run_unprivileged(images: dict[str, str], containers: Run,
+                                                volume: str) -> None:
+    """Only the programs that need the Docker socket (executor, metrics) run as root;
+    the bus still works across the two users and the key check holds for the copy."""
+    agent = containers(images["agent"], **agent_kwargs(volume))
+    wait_all_running(agent)
+    assert program_users(agent) == {"gateway": "orchestrator", "netbridge": "orchestrator",
+                                    "executor": "root", "metrics": "root"}
+    # The unprivileged user cannot reach the engine's socket.
+    code, out = exec_out(agent, "su", "-s", "/bin/sh", "orchestrator", "-c",
+                         "test -w /var/run/docker.sock && echo writable || echo refused")
+    assert out.strip() == "refused", out
+    # Every program reports on the bus, the unprivileged ones included.
+    code, out = exec_out(agent, "orchestrator-tap", "--json", "--seconds", "10", "--count",
+                         "40", "svc.")
+    assert code == 0, out
+    sources = {json.loads(line)["source"] for line in out.splitlines()}
+    assert sources == set(PROGRAMS), out[-2000:]
+    code, out = exec_out(agent, "stat", "-c", "%U %a", "/var/orchestrator/gateway",
+                         "/run/orchestrator/mtls")
+    assert out.split() == ["orchestrator", "700", "orchestrator", "700"], out
+    # Still RUNNING, not restarting: nothing failed on a permission after its start.
+    status = wait_all_running(agent)
+    assert "FATAL" not in status and "BACKOFF" not in status
+    logs = agent.logs().decode(errors="replace")
+    assert "Permission denied" not in logs and "refusing to start" not in logs, logs[-3000:]
