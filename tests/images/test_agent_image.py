@@ -9,6 +9,7 @@ from typing import Any
 
 import docker
 import docker.models.containers
+import docker.models.networks
 import pytest
 
 from common.version import __version__
@@ -156,3 +157,26 @@ def test_gateway_and_netbridge_run_unprivileged(images: dict[str, str], containe
     assert "FATAL" not in status and "BACKOFF" not in status
     logs = agent.logs().decode(errors="replace")
     assert "Permission denied" not in logs and "refusing to start" not in logs, logs[-3000:]
+
+
+def test_unprivileged_netbridge_reads_the_sidecar_socket(
+        images: dict[str, str], containers: Run, volume: str,
+        test_bridge: docker.models.networks.Network) -> None:
+    """The sidecar's socket is 0660 with gid 10001; the agent's netbridge, running as
+    `orchestrator` (gid 10001), connects and receives the discovery."""
+    containers(images["netmon"], network=test_bridge.name,
+               volumes={volume: {"bind": "/var/orchestrator", "mode": "rw"}})
+    agent = containers(images["agent"], **agent_kwargs(volume))
+    wait_all_running(agent)
+
+    def connected() -> dict[str, Any] | None:
+        code, out = exec_out(agent, "orchestrator-tap", "--json", "--seconds", "3",
+                             "--count", "1", "svc.netbridge.alive")
+        if code != 0 or not out.strip():
+            return None
+        counters = json.loads(out.splitlines()[0])["body"]["counters"]
+        return counters if counters.get("netmon_discoveries", 0) >= 1 else None
+    counters = wait_for(connected, 60, interval=1, what="netbridge holding a discovery",
+                        ignore=(Exception,))
+    assert counters["netmon_connects"] >= 1
+    assert program_users(agent)["netbridge"] == "orchestrator"

@@ -15,6 +15,7 @@ import zmq.asyncio
 from common import wire
 from common.bus import Endpoints, RpcClient, RpcError, RpcTimeout
 from testkit.helpers import async_wait_for
+from testkit.suite import running_suite
 from tests.netbridge.bridge import BridgeProcess, Bus, ScriptedNetmon
 
 pytestmark = pytest.mark.timeout(120)
@@ -219,3 +220,24 @@ async def test_flood_of_interface_names_is_bounded(
         assert bridge.alive()
     finally:
         server.stop()
+
+
+async def test_hostile_line_under_supervisord(zctx: zmq.asyncio.Context) -> None:
+    """The reported failure: under supervisord the bridge died on the nested line and was
+    restarted into FATAL.  Now the same process serves on, and the change after it."""
+    with running_suite(ORCH_BEAT_INTERVAL="0.3", ORCH_RECONNECT_MAX="0.5") as suite:
+        pid = suite.status()["netbridge"][1]
+        server = ScriptedNetmon(suite.base / "state" / "netmon.sock",
+                                [discovery(iface("oat5", "203.0.113.5")), HOSTILE[0][0],
+                                 change(iface("oat5", "203.0.113.6"))])
+        probe = Bus(zctx, suite.base / "run")
+        try:
+            await probe.wait_call("interfaces", lambda r: [
+                i["ipv4_addresses"][0]["address"] for i in r["interfaces"]] == ["203.0.113.6"],
+                20)
+            counters = await probe.beat(lambda c: c.get("netmon_dropped_too_deep", 0) >= 1, 10)
+            assert counters["netmon_dropped_too_deep"] == 1
+            assert suite.status()["netbridge"] == ("RUNNING", pid), suite.output()[-3000:]
+        finally:
+            probe.close()
+            server.stop()
