@@ -35,10 +35,18 @@ LABEL org.opencontainers.image.title="orchestrator-agent" \
       org.opencontainers.image.version="${VERSION}" \
       orchestrator.component="agent"
 COPY --from=build /opt/venv /opt/venv
+# Gateway and netbridge run as this user (supervisord.conf); its group shares the bus run
+# directory, logs and the netmon socket with the root programs (docs/images.md).  The ids
+# are fixed because the netmon sidecar, another image, names the group by number.
+RUN groupadd --system --gid 10001 orchestrator \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin orchestrator
 COPY supervisord.conf /etc/supervisor/supervisord.conf
 COPY install/agent-entrypoint.sh /usr/local/bin/orchestrator-entrypoint
 ENV ORCH_STATE_DIR=/var/orchestrator \
     ORCH_RUN_DIR=/run/orchestrator \
+    ORCH_AGENT_GROUP=orchestrator \
+    ORCH_PROGRAM_USER=orchestrator \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1

@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import json
 import os
+import pwd
 import shutil
 import statistics
 import subprocess
@@ -72,7 +73,8 @@ class Agent:
         self.base = base
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                     "PYTHONPATH": str(ROOT), "ORCH_STATE_DIR": str(base / "state"),
-                    "ORCH_RUN_DIR": str(base / "run"), **env}
+                    "ORCH_RUN_DIR": str(base / "run"),
+                    "ORCH_PROGRAM_USER": pwd.getpwuid(os.geteuid()).pw_name, **env}
         (base / "run").mkdir(mode=0o700)
         self.log = open(base / "supervisord.out", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([str(BIN / "supervisord"), "-c",

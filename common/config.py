@@ -10,6 +10,7 @@ CLI flags override the environment; the environment overrides the defaults.
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -59,6 +60,10 @@ class Config:
     instance_id: str = ""  # empty: generated once and kept under the state directory
     agent_container: str = ""  # empty: detected (cgroup, mountinfo, hostname)
     sidecar_container: str = "autonomy_netmon"
+    # The group shared by the agent's processes (a name, or a numeric gid for containers
+    # that lack the name): owns the netmon socket (0660) and the run directory when the
+    # programs run as different users.  Empty: the process's own group, nothing shared.
+    agent_group: str = ""
     # --- metrics: where per-container usage comes from (docs/metrics.md) ---
     container_stats: str = "auto"  # auto (cgroup files when visible) | cgroup | api
     cgroup_root: Path = Path("/sys/fs/cgroup")
@@ -129,6 +134,7 @@ class Config:
         if not 16 <= self.internal_prefix <= 30:
             raise ConfigError("internal_prefix must be between 16 and 30")
         self._check_cloud_url()
+        self.agent_gid()
         # A unix socket path is limited to 107 bytes; leave room for the endpoint names.
         if len(str(self.run_dir)) > 80:
             raise ConfigError(f"run directory path is too long for ipc endpoints: {self.run_dir}")
@@ -145,6 +151,19 @@ class Config:
                 "travel unencrypted and unauthenticated; use https://, or for development "
                 "only set ORCH_ALLOW_INSECURE_CLOUD=1 (--allow-insecure-cloud)")
         raise ConfigError(f"cloud URL {self.cloud_url} must start with https://")
+
+    def agent_gid(self) -> int | None:
+        """The gid of `agent_group`, or None when no group is configured."""
+        name = self.agent_group.strip()
+        if not name:
+            return None
+        if name.isdigit():
+            return int(name)
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            raise ConfigError(f"agent_group {name!r} is not a known group; "
+                              "give a numeric gid") from None
 
     def log_dir(self) -> Path:
         return self.state_dir / "logs"

@@ -62,6 +62,11 @@ def filters(instance: str, kind: str | None = None) -> dict[str, list[str]]:
     return {"label": wanted}
 
 
+# The component label the agent's own images carry (Dockerfile, Dockerfile.netmon): the
+# sidecar is removed by self-destruct only when its container says it is the netmon.
+COMPONENT = "orchestrator.component"
+NETMON_COMPONENT = "netmon"
+
 # The generated instance id is kept in this file under the state directory; the executor
 # writes it once, other processes (metrics) only read it.
 INSTANCE_FILE = "instance_id"

@@ -38,8 +38,12 @@ class DailyFileHandler(logging.Handler):
         retention_days: int,
         max_bytes: int,
         level: int = logging.NOTSET,
+        shared: bool = False,
     ) -> None:
         super().__init__(level)
+        # Processes of several users append to the same daily file (the agent group's
+        # directory, docs/images.md): whoever creates it opens it to the group.
+        self.shared = shared
         self.directory = directory
         self.prefix = prefix
         self.retention_days = retention_days
@@ -74,6 +78,8 @@ class DailyFileHandler(logging.Handler):
             self._close_fd()
             self.directory.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path_for(today), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            if self.shared and os.fstat(self._fd).st_uid == os.geteuid():
+                os.fchmod(self._fd, 0o660)
             self._day = today
             self._full = False
             self.prune(today)
@@ -122,11 +128,13 @@ def setup_logging(config: Config, process_name: str, files: bool = True) -> None
 
     if files:
         cap = config.log_max_file_mb * 1024 * 1024
+        shared = config.agent_gid() is not None
         main_file = DailyFileHandler(
-            config.log_dir(), "orchestrator-logs", config.log_retention_days, cap, level
+            config.log_dir(), "orchestrator-logs", config.log_retention_days, cap, level, shared
         )
         debug_file = DailyFileHandler(
-            config.debug_log_dir(), "orchestrator-debug", config.log_retention_days, cap
+            config.debug_log_dir(), "orchestrator-debug", config.log_retention_days, cap,
+            shared=shared
         )
         for handler in (main_file, debug_file):
             handler.setFormatter(formatter)

@@ -18,6 +18,7 @@ for themselves.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 SOCKET_NAME = "netmon.sock"
@@ -80,29 +81,109 @@ class BadLine(Exception):
         self.reason = reason
 
 
+# --- bounds on what a peer may send --------------------------------------------------------
+# A real IFACE nests five levels deep (line, data, interfaces, IFACE, address list, address);
+# anything far deeper is hostile and would exhaust the interpreter's recursion in the JSON
+# decoder or in whatever walks the value later (copies, the bus encoder).
+MAX_DEPTH = 16
+# Addresses per interface: real hosts carry a handful; this keeps one cache entry small.
+MAX_ADDRESSES = 64
+# Every string field (names, addresses, MACs, ISO times) is short; this bounds an entry.
+MAX_STRING = 64
+IFNAME_MAX = 15  # IFNAMSIZ - 1 in the Linux kernel
+
+# Strings are blanked after dropping the escapes that matter to quoting (backslash pairs
+# first, as a decoder reads them, then escaped quotes): plain replaces and a pattern that
+# cannot backtrack keep this linear whatever the input.
+_JSON_STRING = re.compile(rb'"[^"]*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+# The kernel refuses "/", whitespace and ":" is reserved for aliases; bound like IFNAMSIZ.
+_IFNAME = re.compile(rf"[^/:\s\x00-\x1f]{{1,{IFNAME_MAX}}}")
+
+# Scalar fields of IFACE and of one address, with the types they may carry (None allowed
+# where netmon sends null).  Unknown keys are left out of the parsed value.
+_IFACE_FIELDS: dict[str, tuple[type, ...]] = {
+    "index": (int, type(None)), "operstate": (str, type(None)),
+    "gateway": (str, type(None)), "timestamp": (str, type(None)),
+    "mac_address": (str, type(None)), "active": (bool, type(None)),
+}
+_ADDRESS_FIELDS: dict[str, tuple[type, ...]] = {
+    "address": (str,), "prefixlen": (int,), "subnet": (str, type(None)),
+    "network_address": (str, type(None)),
+}
+
+
+def nesting_depth_exceeds(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True when the JSON text in ``raw`` nests arrays/objects deeper than ``limit``.
+
+    Cheap and recursion-free: strings are blanked, everything but brackets removed, and
+    innermost empty pairs stripped ``limit`` times with C-speed regex passes; brackets left
+    over then mean deeper nesting (or unbalanced text, which the decoder refuses anyway)."""
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = _JSON_STRING.sub(b"", unescaped).translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= limit:
+        return False
+    for _ in range(limit):
+        reduced = _EMPTY_PAIR.sub(b"", brackets)
+        if reduced == brackets:
+            return False  # unbalanced: the decoder reports it as not JSON
+        brackets = reduced
+    return bool(_EMPTY_PAIR.search(brackets))
+
+
+def _check_fields(value: dict[str, Any], fields: dict[str, tuple[type, ...]],
+                  out: dict[str, Any]) -> None:
+    for key, types in fields.items():
+        if key not in value:
+            continue
+        field = value[key]
+        # bool is an int subclass: an "index": true is as wrong as a string.
+        if not isinstance(field, types) or (isinstance(field, bool) and bool not in types):
+            raise BadLine("dropped_bad_shape")
+        if isinstance(field, str) and len(field) > MAX_STRING:
+            raise BadLine("dropped_bad_shape")
+        if isinstance(field, int) and not isinstance(field, bool) and not 0 <= field < 1 << 32:
+            raise BadLine("dropped_bad_shape")
+        out[key] = field
+
+
 def _check_iface(value: Any) -> Interface:
+    """A copy of ``value`` holding only the known IFACE fields, each of its type and bounded."""
     if not isinstance(value, dict):
         raise BadLine("dropped_bad_shape")
     name = value.get("interface")
     addrs = value.get("ipv4_addresses")
-    if not isinstance(name, str) or not name or not isinstance(addrs, list):
+    if not isinstance(name, str) or not _IFNAME.fullmatch(name) or not isinstance(addrs, list):
         raise BadLine("dropped_bad_shape")
+    if len(addrs) > MAX_ADDRESSES:
+        raise BadLine("dropped_too_many_addresses")
+    iface: Interface = {"interface": name}
+    _check_fields(value, _IFACE_FIELDS, iface)
+    checked: list[dict[str, Any]] = []
     for addr in addrs:
         if not isinstance(addr, dict) or not isinstance(addr.get("address"), str):
             raise BadLine("dropped_bad_shape")
-    return value
+        entry: dict[str, Any] = {}
+        _check_fields(addr, _ADDRESS_FIELDS, entry)
+        checked.append(entry)
+    iface["ipv4_addresses"] = checked
+    return iface
 
 
 def parse_line(raw: bytes) -> tuple[str, Any]:
     """Decode one line into ``(DISCOVERY, [iface...])`` or ``(CHANGE, iface)``; raise
-    ``BadLine`` otherwise."""
+    ``BadLine`` otherwise.  The caller bounds the line's length."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadLine("dropped_invalid_utf8") from None
+    if nesting_depth_exceeds(raw):
+        raise BadLine("dropped_too_deep")
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # ValueError also covers integers past Python's digit limit.
         raise BadLine("dropped_not_json") from None
     if not isinstance(message, dict):
         raise BadLine("dropped_not_object")

@@ -152,7 +152,7 @@ def run_service(name: str, factory: ServiceFactory, argv: Sequence[str] | None =
         print(f"orchestrator-{name}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        dirs.prepare(config.run_dir, config.state_dir)
+        dirs.prepare(config.run_dir, config.state_dir, config.agent_gid())
     except dirs.UnsafeDirectory as exc:
         print(f"orchestrator-{name}: refusing to start: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -163,7 +163,7 @@ def run_service(name: str, factory: ServiceFactory, argv: Sequence[str] | None =
 async def serve(name: str, config: Config, factory: ServiceFactory,
                 peers: Peers = NO_PEERS) -> int:
     try:
-        prepare_run_dir(config.run_dir)
+        prepare_run_dir(config.run_dir, shared=config.agent_gid() is not None)
     except OSError as exc:
         log.error("cannot prepare run directory %s: %s", config.run_dir, exc)
         return EXIT_STARTUP

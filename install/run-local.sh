@@ -30,6 +30,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$top/.venv/bin:$PATH"
 export ORCH_STATE_DIR=${ORCH_STATE_DIR:-$top/.run/state}
+# supervisord.conf runs gateway and netbridge as this user (unprivileged in the image).
+export ORCH_PROGRAM_USER=${ORCH_PROGRAM_USER:-$(id -un)}
 # The bus: $XDG_RUNTIME_DIR (private to the user by design) when there is one, else a
 # directory under /tmp that is refused at start-up if another user created it first.
 if [ -z "${ORCH_RUN_DIR:-}" ] && [ -n "${XDG_RUNTIME_DIR:-}" ] && [ -d "$XDG_RUNTIME_DIR" ]; then

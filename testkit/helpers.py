@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import io
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,9 @@ def agent_env(base: Path, **extra: str) -> dict[str, str]:
         # unless a test points the gateway at its own development cloud.
         "ORCH_CLOUD_URL": "https://127.0.0.1:9",
         "ORCH_MTLS_DIR": str(base / "mtls"),
+        # supervisord.conf runs gateway and netbridge as this user (the image's is
+        # unprivileged; here it is whoever runs the tests).
+        "ORCH_PROGRAM_USER": pwd.getpwuid(os.geteuid()).pw_name,
     })
     env.update(extra)
     return env

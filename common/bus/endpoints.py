@@ -29,7 +29,10 @@ class Endpoints:
         return [self.pub(name) for name in names]
 
 
-def prepare_run_dir(path: Path) -> None:
-    """Create the private run directory (0700) that holds the ipc files."""
+def prepare_run_dir(path: Path, shared: bool = False) -> None:
+    """Create the private run directory (0700) that holds the ipc files.  A directory
+    shared with the agent group is set up by the entry point and left as it is."""
+    if shared:
+        return
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)

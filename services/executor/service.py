@@ -30,10 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import labels
+from common import labels, vnic_rules
 from common.atomicfile import atomic_write
 from common.bus import RemoteError
 from common.service import Peers, Runtime
+from common.statepath import within
 from services.executor.context import Context
 from services.executor.engine import selfinfo
 from services.executor.engine.docker_api import DockerApi
@@ -66,7 +67,7 @@ def instance_id(configured: str, state_dir: Path) -> str:
     """The agent instance id on our labels: configured, or generated once and kept."""
     if configured:
         return configured
-    path = state_dir / INSTANCE_FILE
+    path = within(state_dir, INSTANCE_FILE)
     try:
         text = path.read_text().strip()
         if text:
@@ -224,10 +225,15 @@ class ExecutorService:
 
     @staticmethod
     def _device(params: dict[str, Any]) -> str:
+        """The request's device id, checked with the gateway's rule: the executor does not
+        rely on the gateway, and ids end up in state file names."""
         device = params.get("device_id")
         if not isinstance(device, str) or not device:
             raise RemoteError("invalid", "device_id must be a non-empty string")
-        return device
+        try:
+            return vnic_rules.device_id_or_orchestrator(device, {})
+        except vnic_rules.Invalid as exc:
+            raise RemoteError("invalid", f"device_id: {exc.reason}") from None
 
     @staticmethod
     async def _answer(work: Awaitable[dict[str, Any]], **ids: Any) -> dict[str, Any]:

@@ -9,7 +9,10 @@ active (``active`` not false and at least one IPv4 address) and removes it other
 While disconnected the cache keeps its last contents and ``stale`` is true.
 
 Every malformed line is dropped and counted in ``counters`` under a ``dropped_*`` key;
-nothing a peer sends can end the task. Callbacks may be plain functions or coroutines.
+nothing a peer sends can end the task.  The cache is bounded: past ``max_interfaces``
+entries a discovery keeps the first ones and a change naming a new interface is refused,
+both counted under ``refused_cache_full`` (so a flood of names costs a counter, not memory).
+Callbacks may be plain functions or coroutines.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from common.netmon_proto import DISCOVERY, BadLine, Interface, is_virtual, parse
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1 << 20
+# The cache holds at most this many interfaces (a host has a few dozen at most); one entry
+# is bounded by the protocol's per-field limits (common/netmon_proto.py).
+MAX_INTERFACES = 1024
 _CHUNK = 65536
 _CONNECT_TIMEOUT = 2.0
 
@@ -43,6 +49,10 @@ COUNTER_NAMES = (
     "dropped_unknown_type",
     "dropped_bad_shape",
     "dropped_too_long",
+    "dropped_too_deep",
+    "dropped_too_many_addresses",
+    "dropped_error",
+    "refused_cache_full",
     "callback_errors",
 )
 
@@ -106,6 +116,7 @@ class NetmonClient:
         on_change: ChangeCallback | None = None,
         *,
         max_line: int = MAX_LINE,
+        max_interfaces: int = MAX_INTERFACES,
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
     ) -> None:
@@ -113,6 +124,7 @@ class NetmonClient:
         self._on_discovery = on_discovery
         self._on_change = on_change
         self._max_line = max_line
+        self._max_interfaces = max_interfaces
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self.interfaces: dict[str, Interface] = {}
@@ -175,8 +187,14 @@ class NetmonClient:
             if not chunk:
                 return got_discovery
             for line in splitter.feed(chunk):
-                if await self._handle(line):
-                    got_discovery = True
+                try:
+                    if await self._handle(line):
+                        got_discovery = True
+                except Exception:
+                    # A parser gap must cost one line, never the process.
+                    self.counters["dropped_error"] += 1
+                    log.exception("netmon line could not be handled: %r",
+                                  line[:120] if line else line)
 
     async def _handle(self, line: bytes | None) -> bool:
         if line is None:
@@ -190,18 +208,38 @@ class NetmonClient:
             self._drop(bad.reason, line[:120])
             return False
         if kind == DISCOVERY:
-            self.interfaces = {i["interface"]: i for i in data if is_active(i)}
+            self.interfaces = self._bounded({i["interface"]: i for i in data if is_active(i)})
             self.stale = False
             self.counters["discoveries"] += 1
             await self._call(self._on_discovery, list(self.interfaces.values()))
             return True
         if is_active(data):
-            self.interfaces[data["interface"]] = data
+            name = data["interface"]
+            if name not in self.interfaces and len(self.interfaces) >= self._max_interfaces:
+                self._refuse(f"change for new interface {name!r}")
+                return False
+            self.interfaces[name] = data
         else:
             self.interfaces.pop(data["interface"], None)
         self.counters["changes"] += 1
         await self._call(self._on_change, data)
         return False
+
+    def _bounded(self, cache: dict[str, Interface]) -> dict[str, Interface]:
+        if len(cache) <= self._max_interfaces:
+            return cache
+        self._refuse(f"discovery of {len(cache)} interfaces")
+        return dict(list(cache.items())[: self._max_interfaces])
+
+    def _refuse(self, what: str) -> None:
+        self.counters["refused_cache_full"] += 1
+        # A flood must not become a flood of log lines: the first refusal and every
+        # thousandth are logged; the counter has the rest.
+        if self.counters["refused_cache_full"] % 1000 != 1:
+            return
+        log.warning("netmon %s refused: the interface cache holds its maximum of %d "
+                    "(%d refusal(s) so far)", what, self._max_interfaces,
+                    self.counters["refused_cache_full"])
 
     def _drop(self, reason: str, sample: object) -> None:
         self.counters[reason] += 1

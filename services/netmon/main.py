@@ -98,14 +98,14 @@ def check(path: Path, timeout: float) -> int:
     return 0
 
 
-async def serve(state_dir: Path, debounce: float) -> int:
+async def serve(state_dir: Path, debounce: float, group: int | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     state_dir.mkdir(parents=True, exist_ok=True)
     # The lambda binds late: the server asks the monitor for its state only once serving.
-    server = Server(state_dir / SOCKET_NAME, lambda: monitor.interfaces())
+    server = Server(state_dir / SOCKET_NAME, lambda: monitor.interfaces(), group=group)
     monitor = Monitor(server.broadcast, debounce=debounce)
     try:
         await server.bind()
@@ -140,4 +140,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(config, "netmon", files=False)
         return check(path, args.check_timeout)
     setup_logging(config, "netmon")
-    return asyncio.run(serve(config.state_dir, args.debounce))
+    return asyncio.run(serve(config.state_dir, args.debounce, config.agent_gid()))

@@ -1,4 +1,4 @@
-"""Unix stream socket server: JSON lines to any number of clients.
+"""Unix stream socket server: JSON lines to a bounded number of clients.
 
 Each client gets the discovery line first, then every change line, in order (the
 snapshot is queued in the same loop turn the client is registered, so no change can
@@ -27,6 +27,11 @@ from services.netmon.model import Iface, utc_now_iso
 log = logging.getLogger(__name__)
 
 DEFAULT_CLIENT_QUEUE = 256
+# Real clients: the agent's netbridge, a healthcheck, an operator's probe.  More at once
+# is a flood; each extra connection is closed at once (counted, logged).
+DEFAULT_MAX_CLIENTS = 8
+# Owner and group only: the agent's processes reach it through the group (docs/netmon.md).
+SOCKET_MODE = 0o660
 _PROBE_TIMEOUT = 1.0
 _READ_CHUNK = 4096
 
@@ -91,10 +96,14 @@ class Server:
         interfaces: InterfacesProvider,
         *,
         client_queue: int = DEFAULT_CLIENT_QUEUE,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        group: int | None = None,
     ) -> None:
         self.path = path
         self._interfaces = interfaces
         self._client_queue = client_queue
+        self._max_clients = max_clients
+        self._group = group
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[_Client] = set()
         self._inode: int | None = None
@@ -102,6 +111,7 @@ class Server:
         self.counters: dict[str, int] = {
             "connected": 0,
             "dropped_slow": 0,
+            "refused_full": 0,
             "lines_queued": 0,
         }
 
@@ -117,8 +127,10 @@ class Server:
         self._server = await asyncio.start_unix_server(
             self._on_connect, path=str(self.path), start_serving=False
         )
-        # Clients run as other users (the agent container); 0666 is the documented mode.
-        os.chmod(self.path, 0o666)
+        # The original used 0666; ours is open to the agent's group only (docs/netmon.md).
+        if self._group is not None:
+            os.chown(self.path, -1, self._group)
+        os.chmod(self.path, SOCKET_MODE)
         self._inode = self.path.stat().st_ino
 
     async def serve(self) -> None:
@@ -157,6 +169,12 @@ class Server:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self._seq += 1
+        if len(self._clients) >= self._max_clients:
+            self.counters["refused_full"] += 1
+            log.warning("refusing netmon client #%d: %d clients already connected (the "
+                        "maximum)", self._seq, len(self._clients))
+            writer.transport.abort()
+            return
         client = _Client(writer, self._client_queue, f"#{self._seq}")
         self._clients.add(client)
         self.counters["connected"] += 1

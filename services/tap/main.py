@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         # Sockets in a directory another user controls could be anyone's bus.
-        dirs.check_run_dir(config.run_dir)
+        dirs.check_run_dir(config.run_dir, config.agent_gid())
     except dirs.UnsafeDirectory as exc:
         print(f"orchestrator-tap: refused: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -12,6 +12,7 @@ import docker
 import docker.errors
 import pytest
 
+from common import labels
 from common.bus import RpcClient
 from testkit.dockerenv import TEST_LABELS
 from testkit.executor import (
@@ -28,6 +29,7 @@ from testkit.executor import (
 pytestmark = [pytest.mark.docker]
 
 ORCH = "__orchestrator__"
+NETMON_LABELS = {**TEST_LABELS, labels.COMPONENT: labels.NETMON_COMPONENT}
 
 
 async def test_self_destruct_removes_only_what_is_ours(
@@ -45,7 +47,7 @@ async def test_self_destruct_removes_only_what_is_ours(
         assert (await wait_status(bus, name, settled))["status"] == "success"
     sidecar = docker_client.containers.run(
         "orchestrator/openplc-standin:test", detach=True,
-        name=executor.env["ORCH_SIDECAR_CONTAINER"], labels=TEST_LABELS)
+        name=executor.env["ORCH_SIDECAR_CONTAINER"], labels=NETMON_LABELS)
     user = docker_client.containers.run("orchestrator/openplc-standin:test", detach=True,
                                         name=f"oat-user-{short_id()}", labels=TEST_LABELS)
     user_net = docker_client.networks.create(f"oat-user-net-{short_id()}", internal=True,
@@ -92,3 +94,25 @@ async def test_self_destruct_removes_only_what_is_ours(
                 container.remove(force=True)
         with contextlib.suppress(docker.errors.NotFound):
             user_net.remove()
+
+
+async def test_foreign_container_with_the_sidecar_name_is_left_alone(
+        bus: RpcClient, executor: ExecutorProc, docker_client: docker.DockerClient) -> None:
+    """A container that merely has the configured sidecar name (no netmon component label,
+    on itself or its image) is not ours: self-destruct leaves it running and says so."""
+    name = executor.env["ORCH_SIDECAR_CONTAINER"]
+    foreign = docker_client.containers.run("orchestrator/openplc-standin:test", detach=True,
+                                           name=name, labels=TEST_LABELS)
+    try:
+        assert (await bus.call("delete_orchestrator", {}))["status"] == "accepted"
+        body = await wait_status(bus, ORCH, lambda b: b["status"] in ("success", "error"),
+                                 timeout=60)
+        assert body["status"] == "success", body
+        assert body["progress"]["sidecar_removed"] is False
+        assert body["progress"]["sidecar_foreign"] is True
+        assert f"container {name} was left in place" in json.dumps(body), body
+        foreign.reload()
+        assert foreign.status == "running"
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            foreign.remove(force=True)

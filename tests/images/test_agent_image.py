@@ -9,6 +9,7 @@ from typing import Any
 
 import docker
 import docker.models.containers
+import docker.models.networks
 import pytest
 
 from common.version import __version__
@@ -74,8 +75,9 @@ def test_agent_runs_the_suite_and_the_tap_sees_the_bus(images: dict[str, str], c
     assert {r["source"] for r in records} <= set(PROGRAMS)
     assert all(r["topic"].count(".") >= 1 and isinstance(r["body"], dict) for r in records)
 
-    code, out = exec_out(agent, "stat", "-c", "%a", "/run/orchestrator")
-    assert out.strip() == "700"
+    # Root's, shared with the agent group only (setgid: sockets inherit the group).
+    code, out = exec_out(agent, "stat", "-c", "%a %U %G", "/run/orchestrator")
+    assert out.strip() == "2770 root orchestrator"
     # Logs land in the state volume.
     code, out = exec_out(agent, "sh", "-c", "cat /var/orchestrator/logs/orchestrator-logs-*.log")
     assert code == 0 and "netbridge 0" in out and "started" in out
@@ -144,3 +146,71 @@ def test_health_follows_the_supervised_programs(images: dict[str, str], containe
     code, out = exec_out(agent, "supervisorctl", "start", "metrics")
     assert code == 0, out
     wait_for(lambda: status() == "healthy", 30, interval=0.5, what="healthy again")
+
+PROCESS_USERS = ("sh", "-c", "for p in /proc/[0-9]*; do "
+                 "echo \"$(stat -c %U $p) $(tr '\\0' ' ' < $p/cmdline)\"; done 2>/dev/null; true")
+
+
+def program_users(container: docker.models.containers.Container) -> dict[str, str]:
+    """Program name -> the user its process runs as."""
+    code, out = exec_out(container, *PROCESS_USERS)
+    assert code == 0, out
+    users: dict[str, str] = {}
+    for line in out.splitlines():
+        user, _, command = line.partition(" ")
+        for program in PROGRAMS:
+            if f"orchestrator-{program}" in command:
+                users[program] = user
+    return users
+
+
+def test_gateway_and_netbridge_run_unprivileged(images: dict[str, str], containers: Run,
+                                                volume: str) -> None:
+    """Only the programs that need the Docker socket (executor, metrics) run as root;
+    the bus still works across the two users and the key check holds for the copy."""
+    agent = containers(images["agent"], **agent_kwargs(volume))
+    wait_all_running(agent)
+    assert program_users(agent) == {"gateway": "orchestrator", "netbridge": "orchestrator",
+                                    "executor": "root", "metrics": "root"}
+    # The unprivileged user cannot reach the engine's socket.
+    code, out = exec_out(agent, "su", "-s", "/bin/sh", "orchestrator", "-c",
+                         "test -w /var/run/docker.sock && echo writable || echo refused")
+    assert out.strip() == "refused", out
+    # Every program reports on the bus, the unprivileged ones included.
+    code, out = exec_out(agent, "orchestrator-tap", "--json", "--seconds", "10", "--count",
+                         "40", "svc.")
+    assert code == 0, out
+    sources = {json.loads(line)["source"] for line in out.splitlines()}
+    assert sources == set(PROGRAMS), out[-2000:]
+    code, out = exec_out(agent, "stat", "-c", "%U %a", "/var/orchestrator/gateway",
+                         "/run/orchestrator/mtls")
+    # (the copy inherits the run directory's setgid bit, harmless on a 0700 directory)
+    assert out.split() == ["orchestrator", "700", "orchestrator", "2700"], out
+    # Still RUNNING, not restarting: nothing failed on a permission after its start.
+    status = wait_all_running(agent)
+    assert "FATAL" not in status and "BACKOFF" not in status
+    logs = agent.logs().decode(errors="replace")
+    assert "Permission denied" not in logs and "refusing to start" not in logs, logs[-3000:]
+
+
+def test_unprivileged_netbridge_reads_the_sidecar_socket(
+        images: dict[str, str], containers: Run, volume: str,
+        test_bridge: docker.models.networks.Network) -> None:
+    """The sidecar's socket is 0660 with gid 10001; the agent's netbridge, running as
+    `orchestrator` (gid 10001), connects and receives the discovery."""
+    containers(images["netmon"], network=test_bridge.name,
+               volumes={volume: {"bind": "/var/orchestrator", "mode": "rw"}})
+    agent = containers(images["agent"], **agent_kwargs(volume))
+    wait_all_running(agent)
+
+    def connected() -> dict[str, Any] | None:
+        code, out = exec_out(agent, "orchestrator-tap", "--json", "--seconds", "3",
+                             "--count", "1", "svc.netbridge.alive")
+        if code != 0 or not out.strip():
+            return None
+        counters = json.loads(out.splitlines()[0])["body"]["counters"]
+        return counters if counters.get("netmon_discoveries", 0) >= 1 else None
+    counters = wait_for(connected, 60, interval=1, what="netbridge holding a discovery",
+                        ignore=(Exception,))
+    assert counters["netmon_connects"] >= 1
+    assert program_users(agent)["netbridge"] == "orchestrator"

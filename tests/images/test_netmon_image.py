@@ -57,6 +57,9 @@ def test_netmon_image_healthy_and_reports_its_eth0(
     wait_for(health, 60, interval=0.5, what="netmon healthy", ignore=(Exception,))
     assert netmon.attrs["HostConfig"]["NetworkMode"] == test_bridge.name
 
+    # Open to the agent image's group (gid 10001) only, not to everyone (docs/netmon.md).
+    info = (shared_dir / "netmon.sock").stat()
+    assert (info.st_mode & 0o777, info.st_gid) == (0o660, 10001)
     cache = asyncio.run(read_cache(shared_dir / "netmon.sock", 10))
     assert "eth0" in cache, cache
     eth0 = cache["eth0"]

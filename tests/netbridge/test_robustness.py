@@ -15,6 +15,7 @@ import zmq.asyncio
 from common import wire
 from common.bus import Endpoints, RpcClient, RpcError, RpcTimeout
 from testkit.helpers import async_wait_for
+from testkit.suite import running_suite
 from tests.netbridge.bridge import BridgeProcess, Bus, ScriptedNetmon
 
 pytestmark = pytest.mark.timeout(120)
@@ -154,3 +155,89 @@ async def test_restart_under_load(
     logs = bridges[0].log()  # every process appended to the same file
     assert "Traceback" not in logs, logs[-3000:]
     assert logs.count("netbridge stopped (signal)") == 2
+
+
+# Lines a hostile or broken peer can send, each with the counter it must land in.  The first
+# one killed the process before: the JSON decoder recursed until RecursionError.
+HOSTILE = [
+    (b'{"type":"network_change","data":' + b"[" * 200_000 + b"]" * 200_000 + b"}\n",
+     "too_deep"),
+    (b'{"type":"network_change","data":{"interface":"oat6","ipv4_addresses":[],"x":'
+     + b"[" * 30 + b"]" * 30 + b"}}\n", "too_deep"),
+    (b'{"type":"network_change","data":"oat6"}\n', "bad_shape"),
+    (change({**iface("oat6", "203.0.113.9"), "index": "seven"}), "bad_shape"),
+    (change({**iface("oat6", "203.0.113.9"), "gateway": ["203.0.113.1"]}), "bad_shape"),
+    (change({**iface("oat6", "203.0.113.9"), "index": 10 ** 30}), "bad_shape"),
+    (change({**iface("oat6", "203.0.113.9"), "interface": "x" * 5000}), "bad_shape"),
+    (b'{"type":"network_change","data":{"interface":"oat6","index":' + b"9" * 5000
+     + b',"ipv4_addresses":[]}}\n', "not_json"),
+    (b'{"type":"network_change","data":{"interface":"oat6\xc3\x28"}}\n', "invalid_utf8"),
+    (change({**iface("oat6", "203.0.113.9"),
+             "ipv4_addresses": [{"address": "203.0.113.9"}] * 500}), "too_many_addresses"),
+]
+
+
+async def test_hostile_lines_never_stop_the_bridge(
+        bus: Bus, bridge_factory: Callable[[], BridgeProcess], state_dir: Path) -> None:
+    script = [discovery(iface("oat5", "203.0.113.5")), *(raw for raw, _ in HOSTILE),
+              change(iface("oat5", "203.0.113.6"))]
+    server = ScriptedNetmon(state_dir / "netmon.sock", script)
+    try:
+        bridge = bridge_factory()
+        counters = await bus.beat(lambda c: c.get("netmon_changes", 0) >= 1, 20)
+        expected = Counter(reason for _, reason in HOSTILE)
+        assert {r: counters[f"netmon_dropped_{r}"] for r in expected} == dict(expected)
+        assert counters["netmon_dropped_error"] == 0
+        listing = await bus.call("interfaces")
+        assert [i["interface"] for i in listing["interfaces"]] == ["oat5"]
+        assert listing["interfaces"][0]["ipv4_addresses"][0]["address"] == "203.0.113.6"
+        assert bridge.alive()
+        assert "Traceback" not in bridge.log()
+    finally:
+        server.stop()
+
+
+async def test_flood_of_interface_names_is_bounded(
+        bus: Bus, bridge_factory: Callable[[], BridgeProcess], state_dir: Path) -> None:
+    flood = b"".join(change(iface(f"f{n}", "203.0.113.7")) for n in range(1100))
+    server = ScriptedNetmon(state_dir / "netmon.sock",
+                            [discovery(iface("oat5", "203.0.113.5")), flood])
+    try:
+        bridge = bridge_factory()
+        # oat5 plus 1023 new names fill the cache; the other 77 names are refused.
+        counters = await bus.beat(lambda c: c.get("netmon_refused_cache_full", 0) >= 77, 30)
+        assert counters["netmon_refused_cache_full"] == 77
+        assert counters["netmon_changes"] == 1023
+        listing = await bus.call("interfaces")
+        assert len(listing["interfaces"]) == 1024
+        assert "oat5" in {i["interface"] for i in listing["interfaces"]}, "kept, not evicted"
+        # A change of a known interface still applies when the cache is full.
+        server.send(change(iface("oat5", "203.0.113.8")))
+        await bus.wait_call("interfaces", lambda r: any(
+            i["ipv4_addresses"][0]["address"] == "203.0.113.8"
+            for i in r["interfaces"] if i["interface"] == "oat5"), 10)
+        assert bridge.log().count("interface cache holds its maximum") == 1
+        assert bridge.alive()
+    finally:
+        server.stop()
+
+
+async def test_hostile_line_under_supervisord(zctx: zmq.asyncio.Context) -> None:
+    """The reported failure: under supervisord the bridge died on the nested line and was
+    restarted into FATAL.  Now the same process serves on, and the change after it."""
+    with running_suite(ORCH_BEAT_INTERVAL="0.3", ORCH_RECONNECT_MAX="0.5") as suite:
+        pid = suite.status()["netbridge"][1]
+        server = ScriptedNetmon(suite.base / "state" / "netmon.sock",
+                                [discovery(iface("oat5", "203.0.113.5")), HOSTILE[0][0],
+                                 change(iface("oat5", "203.0.113.6"))])
+        probe = Bus(zctx, suite.base / "run")
+        try:
+            await probe.wait_call("interfaces", lambda r: [
+                i["ipv4_addresses"][0]["address"] for i in r["interfaces"]] == ["203.0.113.6"],
+                20)
+            counters = await probe.beat(lambda c: c.get("netmon_dropped_too_deep", 0) >= 1, 10)
+            assert counters["netmon_dropped_too_deep"] == 1
+            assert suite.status()["netbridge"] == ("RUNNING", pid), suite.output()[-3000:]
+        finally:
+            probe.close()
+            server.stop()

@@ -120,3 +120,38 @@ def test_the_shell_entry_point_reports_like_the_services(base: Path) -> None:
     usage = subprocess.run([*cli, "bus", str(bad)], capture_output=True, text=True,
                            timeout=60, check=False, cwd=REPO)
     assert usage.returncode == 2
+
+
+AGENT_GID = 64123  # the agent group of the shared layout; unused on the test host
+
+
+def _shared(path: Path, mode: int, uid: int = 0, gid: int = AGENT_GID) -> Path:
+    path.mkdir()
+    os.chown(path, uid, gid)
+    path.chmod(mode)
+    return path
+
+
+@needs_root
+def test_shared_run_dir_rule(base: Path) -> None:
+    """With the agent group: root- or self-owned, that group, nothing for others."""
+    dirs.check_run_dir(_shared(base / "ok", 0o2770), AGENT_GID)
+    for name, mode, uid, gid, words in [
+        ("open", 0o2775, 0, AGENT_GID, "open to others"),
+        ("group", 0o2770, 0, AGENT_GID + 1, "not the agent group"),
+        ("owner", 0o2770, OTHER_UID, AGENT_GID, "neither root nor"),
+    ]:
+        with pytest.raises(dirs.UnsafeDirectory, match=words):
+            dirs.check_run_dir(_shared(base / name, mode, uid, gid), AGENT_GID)
+    # Without a group the strict rule stays: a group-shared directory is refused.
+    with pytest.raises(dirs.UnsafeDirectory, match="open to group"):
+        dirs.check_run_dir(base / "ok")
+
+
+@needs_root
+def test_shared_state_dir_rule(base: Path) -> None:
+    dirs.check_state_dir(_shared(base / "ok", 0o750), AGENT_GID)
+    with pytest.raises(dirs.UnsafeDirectory, match="writable by everyone"):
+        dirs.check_state_dir(_shared(base / "open", 0o777), AGENT_GID)
+    with pytest.raises(dirs.UnsafeDirectory, match="not the agent group"):
+        dirs.check_state_dir(_shared(base / "group", 0o750, gid=0), AGENT_GID)

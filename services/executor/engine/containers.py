@@ -129,6 +129,20 @@ def remove(api: Any, ident: str, grace: float | None) -> bool:
         return False
 
 
+def remove_labelled(api: Any, name: str, label: str, value: str, grace: float | None) -> str:
+    """Remove the container called `name` only when it carries `label=value` (its own or
+    its image's labels): "removed", "absent", or "foreign" when left alone.  Removal goes
+    by the id that was checked, so a container renamed in between is never the one hit."""
+    try:
+        attrs = api.inspect_container(name)
+    except docker.errors.NotFound:
+        return "absent"
+    found = (attrs.get("Config") or {}).get("Labels") or {}
+    if found.get(label) != value:
+        return "foreign"
+    return "removed" if remove(api, str(attrs["Id"]), grace) else "absent"
+
+
 def connect_agent(api: Any, agent: str, network: str) -> None:
     try:
         api.connect_container_to_network(agent, network)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomicfile import atomic_write_json
+from common.statepath import within
 from services.executor.runtime.devicefile import read_state
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def gateway_in(iface: dict[str, Any], subnet: str) -> str | None:
 
 class HostNetworks:
     def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / FILE_NAME
+        self.path = within(Path(state_dir), FILE_NAME)
         self.table: dict[str, dict[str, Any]] = {}
         self.known = False  # a discovery or a snapshot has filled the table
         self._seen: dict[str, list[str]] = {}

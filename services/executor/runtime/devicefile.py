@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomicfile import atomic_write_json, read_json, remove_stale_temps
+from common.statepath import within
 
 
 def read_state(path: Path, log: logging.Logger, fallback: str) -> Any | None:
@@ -39,7 +40,7 @@ class DeviceFile:
     log: logging.Logger
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / self.FILE_NAME
+        self.path = within(Path(state_dir), self.FILE_NAME)
         self._data: dict[str, list[dict[str, Any]]] = {}
 
     def load(self) -> None:

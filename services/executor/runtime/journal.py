@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomicfile import atomic_write_json, read_json, remove_durably
+from common.statepath import within
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class Journal:
         self._ops.pop(device, None)
 
     def path(self, device: str) -> Path:
-        return self.dir / f"{device}.json"
+        return within(self.dir, device, ".json")
 
     def write(self, device: str, snapshot: dict[str, Any] | None) -> None:
         """Blocking: persist a snapshot, or remove the entry when `snapshot` is None."""

@@ -4,8 +4,9 @@ Progress is journalled under device `__orchestrator__` (steps `waiting_for_opera
 `removing_runtimes`, `removing_networks`, `removing_sidecar`, `removing_agent`, with
 counts), so `get_device_status` can follow it and a restarted executor resumes it.
 Only objects with our labels are removed, plus the sidecar container by its configured
-name and the agent's own container; a user's containers and networks stay.  Running it
-again is harmless: it finds nothing left to remove.
+name when it carries the netmon's component label (a foreign container of that name is
+left and the final status says so), and the agent's own container; a user's containers and
+networks stay.  Running it again is harmless: it finds nothing left to remove.
 """
 
 from __future__ import annotations
@@ -59,6 +60,24 @@ async def _step(ctx: Context, op: Operation, name: str) -> None:
     await ctx.save_op(op)
 
 
+async def _remove_sidecar(ctx: Context, op: Operation) -> str:
+    """Remove the sidecar when the container of that name is our netmon; otherwise leave
+    it and return the sentence the final status carries about it."""
+    sidecar = ctx.config.sidecar_container
+    if not sidecar:
+        return ""
+    outcome: str = await ctx.docker.call(containers.remove_labelled, sidecar, labels.COMPONENT,
+                                         labels.NETMON_COMPONENT, ctx.config.stop_grace)
+    op.progress["sidecar_removed"] = outcome == "removed"
+    if outcome != "foreign":
+        return ""
+    op.progress["sidecar_foreign"] = True
+    log.warning("container %s is not the agent's network monitor (no label %s=%s); left alone",
+                sidecar, labels.COMPONENT, labels.NETMON_COMPONENT)
+    return (f"; container {sidecar} was left in place: it does not carry the network "
+            f"monitor's label {labels.COMPONENT}={labels.NETMON_COMPONENT}")
+
+
 async def run_self_destruct(ctx: Context, op: Operation) -> None:
     ctx.destroying = True
     try:
@@ -87,14 +106,12 @@ async def run_self_destruct(ctx: Context, op: Operation) -> None:
                 log.warning("network %s kept: %s", net.get("Name"), exc.explanation or exc)
         op.progress["networks_removed"] = removed
         await _step(ctx, op, "removing_sidecar")
-        sidecar = ctx.config.sidecar_container
-        if sidecar:
-            gone: bool = await ctx.docker.call(containers.remove, sidecar, ctx.config.stop_grace)
-            op.progress["sidecar_removed"] = gone
+        kept = await _remove_sidecar(ctx, op)
         await _step(ctx, op, "removing_agent")
         agent: str | None = ctx.agent_container
-        op.succeed("Self-destruct completed" + ("; removing the agent container" if agent
-                                                 else "; the agent runs on the host"))
+        op.succeed("Self-destruct completed" + kept + ("; removing the agent container"
+                                                        if agent else
+                                                        "; the agent runs on the host"))
         await ctx.save_op(op)
         log.warning("self-destruct completed: %d runtime(s), %d network(s) removed",
                     len(runtimes), removed)
