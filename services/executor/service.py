@@ -16,7 +16,9 @@ Request methods (params → result; see docs/bus.md):
 * `run_command` `{device_id, method, api, ...}` → the `run_command` ack body;
 * `delete_orchestrator` `{}` → the `accepted` ack body.
 When the engine is unavailable every method fails with error kind `docker_unavailable`
-("Docker unavailable: ..."), in time.
+("Docker unavailable: ..."), in time — except `device_status`, which answers the original's
+`Failed to retrieve container status: <reason>` body.  A method that fails with
+`docker_unavailable` has changed nothing (the gateway lets a resend run again).
 """
 
 from __future__ import annotations
@@ -264,12 +266,17 @@ class ExecutorService:
         return await lifecycle.control(self.ctx, self._device(params), "restart")
 
     async def device_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The engine being gone is an answer here, as the original gives it: an error
+        body that keeps `device_id` (a read; nothing to deduplicate or retry)."""
         device = self._device(params)
-        if device != selfdestruct.DEVICE:
-            op = self.ctx.journal.get(device)
-            if op is None or not op.in_progress:
-                await self._ready()
-        return status.device_status(self.ctx, device)
+        try:
+            if device != selfdestruct.DEVICE:
+                op = self.ctx.journal.get(device)
+                if op is None or not op.in_progress:
+                    await self._ready()
+            return status.device_status(self.ctx, device)
+        except DockerUnavailable as exc:
+            return status.engine_failed(device, exc.detail)
 
     async def delete_orchestrator(self, params: dict[str, Any]) -> dict[str, Any]:
         await self._ready()

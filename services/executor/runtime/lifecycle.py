@@ -5,6 +5,12 @@ Only containers this agent manages (labels, `common/labels.py`) are touched: the
 container, the network-monitor sidecar and any container without our labels are refused
 with an error and left exactly as they are.  Deleting a device that does not exist ends
 in success.
+
+Error kind `docker_unavailable` leaves every command here having changed nothing (the
+gateway lets a resend run again): it is raised only before the first engine call that
+changes anything (`require_docker`, the read-only look-up); an engine lost during or after
+a start/stop/restart is answered as that command's own error.  A delete acks before its
+work, so the engine lost later is reported through `get_device_status`.
 """
 
 from __future__ import annotations
@@ -70,18 +76,15 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
         view = await managed(ctx, device, action)
         if view is None:
             return error_body(device, f"Container {device} not found")
-        grace = ctx.config.stop_grace
-        if action == "start":
-            await ctx.docker.call(containers.start, view.id, budget=QUICK)
-        elif action == "stop":
-            await ctx.docker.call(containers.stop, view.id, grace, budget=grace + QUICK)
-        else:
-            await ctx.docker.call(containers.restart, view.id, grace, budget=grace + QUICK)
-        view = await ctx.view.refresh(device)
+        try:
+            view = await _act(ctx, view, action)
+        except DockerUnavailable as exc:
+            # The request may have reached the engine: this is no proof that nothing ran,
+            # so it is an answer of its own, not error kind docker_unavailable.
+            raise OperationFailed(f"Could not {action} container {device}: {exc.text}; "
+                                  "its state is unknown until the engine answers") from None
         if view is None:
             return error_body(device, f"Container {device} disappeared")
-        if view.running:
-            await apply_macs(ctx, device, ctx.vnics.get(device))
         previous = ctx.journal.get(device)
         if previous is not None and previous.state == "error" and \
                 previous.operation in ACTIONS:
@@ -102,6 +105,20 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
         return error_body(device, text)
     finally:
         ctx.ops.end(device)
+
+
+async def _act(ctx: Context, view: ContainerView, action: str) -> ContainerView | None:
+    grace = ctx.config.stop_grace
+    if action == "start":
+        await ctx.docker.call(containers.start, view.id, budget=QUICK)
+    elif action == "stop":
+        await ctx.docker.call(containers.stop, view.id, grace, budget=grace + QUICK)
+    else:
+        await ctx.docker.call(containers.restart, view.id, grace, budget=grace + QUICK)
+    fresh = await ctx.view.refresh(view.name)
+    if fresh is not None and fresh.running:
+        await apply_macs(ctx, fresh.name, ctx.vnics.get(fresh.name))
+    return fresh
 
 
 # --- delete ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 Progress is journalled under device `__orchestrator__` (steps `waiting_for_operations`,
 `removing_runtimes`, `removing_networks`, `removing_sidecar`, `removing_agent`, with
 counts), so `get_device_status` can follow it and a restarted executor resumes it.
+A request while one runs is answered `Self-destruct operation already in progress`.
 Only objects with our labels are removed, plus the sidecar container by its configured
 name and the agent's own container; a user's containers and networks stay.  Running it
 again is harmless: it finds nothing left to remove.
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 DEVICE = names.ORCHESTRATOR_DEVICE
 WAIT_FOR_OPERATIONS = 60.0
+# The original's answer to a second request while one runs (PROTOCOL "Compatibility").
+ALREADY = {"status": "error", "error": "Self-destruct operation already in progress"}
 ACK = {"status": "accepted",
        "message": "Self-destruct initiated. Poll get_device_status with "
                   "device_id='__orchestrator__' for progress.",
@@ -35,7 +38,7 @@ ACK = {"status": "accepted",
 
 async def start_self_destruct(ctx: Context) -> dict[str, Any]:
     if ctx.ops.current(DEVICE) is not None:
-        return dict(ACK)  # already under way: the same answer, no second run
+        return dict(ALREADY)  # already under way: no second run
     ctx.require_docker()
 
     async def prepare() -> Operation:
