@@ -186,13 +186,14 @@ class ExecutorService:
         self._detected = True
 
     def _on_view_change(self, old: ContainerView | None, new: ContainerView | None) -> None:
-        # Interfaces are re-created at every start: re-apply MACs the engine cannot set.
+        # Interfaces and the resolver file are re-created at every start: re-apply the MACs
+        # the engine cannot set and the vNICs' dns servers.
         if new is None or not new.running or (old is not None and old.pid == new.pid):
             return
         if self.ctx.ops.current(new.name) is not None:
             return  # the operation applies them itself
         if self.ctx.vnics.get(new.name):
-            self._spawn(create.apply_macs(self.ctx, new.name, self.ctx.vnics.get(new.name)),
+            self._spawn(create.apply_live(self.ctx, new.name, self.ctx.vnics.get(new.name)),
                         f"macs-{new.name}")
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from services.executor.errors import (
     NotManaged,
     OperationFailed,
 )
-from services.executor.runtime.create import apply_macs, error_text
+from services.executor.runtime.create import apply_live, error_text
 from services.executor.runtime.journal import Operation
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ async def _act(ctx: Context, view: ContainerView, action: str) -> ContainerView 
         await ctx.docker.call(containers.restart, view.id, grace, budget=grace + QUICK)
     fresh = await ctx.view.refresh(view.name)
     if fresh is not None and fresh.running:
-        await apply_macs(ctx, fresh.name, ctx.vnics.get(fresh.name))
+        await apply_live(ctx, fresh.name, ctx.vnics.get(fresh.name))
     return fresh
 
 
