@@ -48,7 +48,7 @@ from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
 from services.executor.proxy.forward import proxy
 from services.executor.rehome.watch import TOPICS, NetWatch
-from services.executor.runtime import create, lifecycle, selfdestruct, status
+from services.executor.runtime import adopt, create, lifecycle, selfdestruct, status
 from services.executor.runtime.journal import Journal
 from services.executor.runtime.reconcile import reconcile
 from services.executor.runtime.registry import OperationRegistry
@@ -105,6 +105,7 @@ class ExecutorService:
             ops=OperationRegistry(),
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, publish=runtime.publisher.publish)
+        adopt.load(self.ctx)
         self.netwatch = NetWatch(runtime, self.ctx)
         view.hooks.append(self._on_view_change)
         self._sync_lock = asyncio.Lock()
@@ -130,6 +131,7 @@ class ExecutorService:
         loop = asyncio.get_running_loop()
         self.watcher = Watcher(self.docker, self.instance, loop, self.ctx.view.on_event,
                                self._on_connected)
+        self.watcher.adopted = lambda: frozenset(self.ctx.view.adopted)
         self.watcher.start()
         refresher = asyncio.create_task(self.ctx.view.run_refresher(self.rt.stop))
         netwatch = asyncio.create_task(self.netwatch.run(), name="netwatch")
@@ -161,6 +163,7 @@ class ExecutorService:
             try:
                 if not self._detected:
                     await self._detect_self()
+                await adopt.adopt_original(self.ctx, lifecycle.protected_names(self.ctx))
                 await self.ctx.view.full_sync()
                 self.ctx.ready.set()
                 await reconcile(self.ctx)

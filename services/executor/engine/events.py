@@ -30,6 +30,15 @@ WINDOW = 5.0
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 5.0
 
 
+def concerns(event: dict[str, Any], instance: str, adopted: frozenset[str]) -> bool:
+    """An event about one of our objects (labels on the actor) or an adopted container."""
+    actor = event.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
+    if labels.owned(attributes, instance):
+        return True
+    return actor.get("ID") in adopted or attributes.get("container") in adopted
+
+
 class Watcher(threading.Thread):
     def __init__(self, docker_api: DockerApi, instance: str, loop: asyncio.AbstractEventLoop,
                  on_event: Callable[[dict[str, Any]], None],
@@ -42,6 +51,8 @@ class Watcher(threading.Thread):
         self.on_connected = on_connected
         self.window = window
         self.stopping = threading.Event()
+        # The ids of adopted runtimes; read at each window (a set swapped whole on the loop).
+        self.adopted: Callable[[], frozenset[str]] = frozenset
 
     def stop(self) -> None:
         self.stopping.set()
@@ -77,13 +88,18 @@ class Watcher(threading.Thread):
 
     def _window(self, since: int) -> int:
         until = int(time.time() + self.window)
-        filters = labels.filters(self.instance)
+        adopted = self.adopted()
+        # The engine ANDs filters of different keys: with adopted runtimes (no labels) the
+        # stream is unfiltered by label and the choice is made here.
+        filters = {} if adopted else labels.filters(self.instance)
         filters["type"] = ["container", "network"]
         try:
             api = self.docker.client()
             for event in api.events(since=since, until=until, filters=filters, decode=True):
                 if self.stopping.is_set():
                     break
+                if adopted and not concerns(event, self.instance, adopted):
+                    continue
                 self._post(self.on_event, event)
         except DockerUnavailable:
             return since

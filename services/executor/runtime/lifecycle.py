@@ -1,7 +1,8 @@
 """`start_device`, `stop_device`, `restart_device` (ack when done) and `delete_device`
 (ack `deleting`, work in the background).
 
-Only containers this agent manages (labels, `common/labels.py`) are touched: the agent's own
+Only containers this agent manages (labels, `common/labels.py`, or adopted from the
+original agent, `adopt.py`) are touched: the agent's own
 container, the network-monitor sidecar and any container without our labels are refused
 with an error and left exactly as they are.  Deleting a device that does not exist ends
 in success.
@@ -29,12 +30,17 @@ from services.executor.errors import (
     NotManaged,
     OperationFailed,
 )
+from services.executor.runtime import adopt
 from services.executor.runtime.create import apply_live, error_text
 from services.executor.runtime.journal import Operation
 
 log = logging.getLogger(__name__)
 
 ACTIONS = {"start": "running", "stop": "exited", "restart": "running"}
+
+
+def protected_names(ctx: Context) -> set[str]:
+    return {n for n in (ctx.config.sidecar_container, ctx.agent_name) if n}
 
 
 def protected(ctx: Context, device: str) -> bool:
@@ -56,7 +62,8 @@ async def managed(ctx: Context, device: str, action: str) -> ContainerView | Non
     attrs = await ctx.docker.call(containers.container_exists, device, budget=QUICK)
     if attrs is None:
         return None
-    if not labels.owned((attrs.get("Config") or {}).get("Labels"), ctx.instance):
+    if not labels.owned((attrs.get("Config") or {}).get("Labels"), ctx.instance) and \
+            attrs.get("Id") not in ctx.view.adopted:
         raise NotManaged(device, action)
     return await ctx.view.refresh(device)
 
@@ -159,6 +166,7 @@ async def remove_runtime(ctx: Context, device: str, op: Operation | None = None)
     networks nobody uses any more.  Idempotent."""
     view = await ctx.view.refresh(device)
     networks = {v.get("network") for v in ctx.vnics.get(device) if v.get("network")}
+    was_adopted = device in ctx.view.adopted.values()
     if view is not None:
         networks |= set(view.networks)
         await ctx.docker.call(containers.remove, view.id, ctx.config.stop_grace)
@@ -166,7 +174,11 @@ async def remove_runtime(ctx: Context, device: str, op: Operation | None = None)
     if op is not None:
         op.set_step("removing_networks")
         await ctx.save_op(op)
-    await ctx.networks.remove_internal(device)
+    # An adopted runtime's `<name>_internal` was made by the original agent: no labels.
+    await ctx.networks.remove_internal(device, unlabelled=was_adopted)
+    for cid, name in list(ctx.view.adopted.items()):
+        if name == device:
+            await adopt.forget(ctx, cid)
     await ctx.forget_vnics(device)
     ctx.applied_macs.pop(device, None)
     await ctx.networks.collect_macvlans(only=[n for n in networks if n])

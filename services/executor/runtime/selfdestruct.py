@@ -4,8 +4,9 @@ Progress is journalled under device `__orchestrator__` (steps `waiting_for_opera
 `removing_runtimes`, `removing_networks`, `removing_sidecar`, `removing_agent`, with
 counts), so `get_device_status` can follow it and a restarted executor resumes it.
 A request while one runs is answered `Self-destruct operation already in progress`.
-Only objects with our labels are removed, plus the sidecar container by its configured
-name and the agent's own container; a user's containers and networks stay.  Running it
+Only objects with our labels are removed, plus the runtimes adopted from the original
+agent (and their `<name>_internal`), the sidecar container by its configured name and
+the agent's own container; a user's containers and networks stay.  Running it
 again is harmless: it finds nothing left to remove.
 """
 
@@ -70,6 +71,7 @@ async def run_self_destruct(ctx: Context, op: Operation) -> None:
                         WAIT_FOR_OPERATIONS)
         await _step(ctx, op, "removing_runtimes")
         runtimes = await ctx.docker.call(_runtime_names, ctx.instance)
+        runtimes += sorted(set(ctx.view.adopted.values()) - set(runtimes))
         op.progress.update(runtimes_total=len(runtimes), runtimes_removed=0)
         await ctx.save_op(op)
         for device in runtimes:
