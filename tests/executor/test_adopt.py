@@ -183,3 +183,33 @@ async def test_adoption_is_idempotent_across_restarts(
     adopted = json.loads((executor.state_dir / "adopted.json").read_text())["containers"]
     assert adopted == {docker_client.containers.get(name).id: name}
     assert executor.output().count(f"adopted runtime {name}") == 1
+
+
+async def test_self_destruct_removes_adopted_runtimes_and_nothing_else(
+        make_executor: Callable[..., ExecutorProc], original: Original,
+        docker_client: docker.DockerClient, zctx: zmq.asyncio.Context) -> None:
+    tag = short_id()
+    name, stranger = f"oat-orig-d-{tag}", f"oat-user-{tag}"
+    original.runtime(name)
+    original.runtime(stranger)
+    executor = make_executor()
+    lay_out_files(executor, {name: []}, {})
+    executor.start()
+    bus = executor.client(zctx)
+    try:
+        await wait_ready(bus)
+        await wait_status(bus, name, lambda b: b["status"] == "success", timeout=20)
+        ack = await bus.call("delete_orchestrator", {})
+        assert ack["status"] == "accepted"
+        body = await wait_status(bus, "__orchestrator__",
+                                 lambda b: b["status"] in ("success", "error"), timeout=60)
+        assert body["status"] == "success", body
+        assert body["progress"]["runtimes_removed"] == 1
+    finally:
+        bus.close()
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(name)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.networks.get(f"{name}_internal")
+    assert docker_client.containers.get(stranger).status == "running"
+    docker_client.networks.get(f"{stranger}_internal")  # still there
