@@ -6,9 +6,8 @@ Two places, because the engine alone does not make them visible:
   embedded resolver (127.0.0.11 on user-defined networks) forwards to them;
 * after every start the runtime's `/etc/resolv.conf` is rewritten to name exactly these
   servers.  On user-defined networks the engine writes `nameserver 127.0.0.11` there and
-  rebuilds the file at each start (measured on engine 20.10), and the embedded resolver
-  does not forward for a container whose only bridge is internal; a PLC asks its plant
-  servers directly over its MACVLAN vNIC instead.  The live view re-applies the file
+  rebuilds the file at each start (measured on engine 20.10); a PLC asks its plant servers
+  directly over its MACVLAN vNIC instead.  The live view re-applies the file
   whenever a runtime (re)starts, as it does for MACs.
 
 Several vNICs with servers: their union, in vNIC order, without repeats (the C library
