@@ -40,8 +40,11 @@ def by_name(interfaces: list[dict]) -> dict[str, dict]:
 def test_discovery_shape(netmon: NetmonProcess, lan: str) -> None:
     client = netmon.client()
     interfaces = client.discovery()
-    assert list(by_name(interfaces)) == ["oat0"], "oat0p has no IPv4, lo is ignored"
-    oat0 = interfaces[0]
+    found = by_name(interfaces)
+    assert list(found) == ["lo", "oat0"], "sorted; oat0p has no IPv4"
+    assert found["lo"]["virtual"] is True, "lo is reported, flagged virtual"
+    oat0 = found["oat0"]
+    assert oat0["virtual"] is False
     assert oat0["index"] == link_info(lan, "oat0")["ifindex"]
     assert oat0["operstate"] == "UP"
     assert oat0["ipv4_addresses"] == [
