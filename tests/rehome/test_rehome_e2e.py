@@ -104,7 +104,10 @@ async def host_row(netbridge: RpcClient, lan: MovingLan) -> dict[str, Any] | Non
     for row in reply.get("interfaces") or []:
         if row["name"] == lan.parent and row["subnet"] == lan.subnet \
                 and row["gateway"] == lan.gateway():
-            return dict(row)
+            # The original's keys; detailed rows add netmon's details besides.
+            keys = ("name", "ip_address", "ipv4_addresses", "mac_address", "subnet",
+                    "gateway")
+            return {key: row[key] for key in keys}
     return None
 
 
