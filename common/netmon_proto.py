@@ -7,12 +7,18 @@ monitor socket")::
     {"type":"network_discovery","data":{"interfaces":[IFACE...],"timestamp":"<iso>"}}
     {"type":"network_change","data":IFACE}
 
-Virtual interface names: the monitor never reports them, and netbridge's
-``get_host_interfaces`` filters them.  The rule is by name, not by link kind: a
-plant-facing NIC may itself be a veth end, a bridge or a VLAN on some edge devices, so the
-kind says little about whether a runtime may be attached to it.  The names below are the
-ones container engines, hypervisors and overlay networks give to the devices they create
-for themselves.
+Virtual interfaces: the monitor reports every UP interface with IPv4, each with an extra
+key ``"virtual": true|false`` (``is_virtual``); the line format is otherwise unchanged, so
+a client that ignores the key still works.  netbridge keeps virtual interfaces in its
+cache for ``get_host_interfaces`` with ``include_virtual: true`` only: it neither publishes
+them on the bus nor hands them to the executor, whose network-change logic therefore
+never sees them.  By default ``get_host_interfaces`` leaves out the names the original
+agent leaves out (``is_listed_virtual``: its prefixes, case-insensitive).
+
+The rule is by name, not by link kind: a plant-facing NIC may itself be a veth end, a
+bridge or a VLAN on some edge devices, so the kind says little about whether a runtime
+may be attached to it.  The names below are the ones container engines, hypervisors,
+VPNs and overlay networks give to the devices they create for themselves.
 """
 
 from __future__ import annotations
@@ -52,9 +58,30 @@ VIRTUAL_PREFIXES: tuple[str, ...] = (
 )
 
 
+# The original agent's list for `get_host_interfaces`: name prefixes, case-insensitive.
+LISTED_VIRTUAL_PREFIXES: tuple[str, ...] = (
+    "lo", "docker", "br-", "veth", "virbr", "tailscale", "zt", "cni", "flannel",
+    "kube-ipvs", "wg", "cilium", "macvtap", "sit", "can",
+)
+VIRTUAL_KEY = "virtual"
+
+
+def is_listed_virtual(name: str) -> bool:
+    """True when the original leaves ``name`` out of `get_host_interfaces` by default."""
+    return name.lower().startswith(LISTED_VIRTUAL_PREFIXES)
+
+
 def is_virtual(name: str) -> bool:
-    """True when ``name`` belongs to a virtual device that is never reported."""
-    return name in VIRTUAL_NAMES or name.startswith(VIRTUAL_PREFIXES)
+    """True when ``name`` belongs to a virtual device: reported with ``"virtual": true``
+    and kept out of the network-change logic."""
+    return (name in VIRTUAL_NAMES or name.startswith(VIRTUAL_PREFIXES)
+            or is_listed_virtual(name))
+
+
+def iface_is_virtual(iface: Interface) -> bool:
+    """The monitor's flag, or the name rule for a monitor that sends no flag."""
+    flag = iface.get(VIRTUAL_KEY)
+    return flag if isinstance(flag, bool) else is_virtual(str(iface.get("interface", "")))
 
 
 # --- lines -----------------------------------------------------------------------------------
@@ -107,6 +134,7 @@ _IFACE_FIELDS: dict[str, tuple[type, ...]] = {
     "index": (int, type(None)), "operstate": (str, type(None)),
     "gateway": (str, type(None)), "timestamp": (str, type(None)),
     "mac_address": (str, type(None)), "active": (bool, type(None)),
+    VIRTUAL_KEY: (bool, type(None)),
 }
 _ADDRESS_FIELDS: dict[str, tuple[type, ...]] = {
     "address": (str,), "prefixlen": (int,), "subnet": (str, type(None)),

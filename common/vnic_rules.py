@@ -14,14 +14,21 @@ The normalised vNIC always has every key, in this order::
     network_mode      "dhcp" | "manual"   ("static" is read as "manual")
     parent_subnet     str | None     network CIDR such as "192.0.2.0/24"
     parent_gateway    str | None     IPv4 inside parent_subnet
-    ip_address        str | None     IPv4 host address (alias "ip")
+    ip_address        str | None     IPv4 host address (alias "ip"; "/<prefix>" states subnet)
     subnet            str | None     network CIDR; a dotted mask is combined with ip_address
+                                     (or, without one, with gateway)
     gateway           str | None     IPv4 inside subnet
     dns               list[str]      IPv4 addresses, possibly empty
     mac_address       str | None     lower-case colon form, unicast, not zero (alias "mac")
 
 ``parent_subnet`` / ``parent_gateway`` fall back to ``subnet`` / ``gateway``: the current
 cloud sends only the latter, and on a MACVLAN network the vNIC's network is the parent's.
+
+The current cloud's forms: ``"ip": "192.0.2.10/24"`` states the subnet too (the suffix is
+its prefix length; a separately given ``subnet`` must agree, CIDR or mask, or the vNIC is
+refused); a vNIC without ip_address (dhcp) whose ``subnet`` is a dotted mask forms its
+subnet with the ``gateway`` (``255.255.255.0`` + ``192.0.2.1`` → ``192.0.2.0/24``), which
+then describes the parent network; without a gateway such a mask is refused.
 ``None`` means "detect it from the host's interface cache" (subnet, gateway) or
 "generate one" (MAC).  A dotted netmask must be contiguous (``0.0.0.255`` is refused).
 """
@@ -216,30 +223,65 @@ def parent_gateway(value: str, ctx: Mapping[str, Any]) -> str:
     return str(addr)
 
 
+# Notes a check leaves for the later checks and `vnic_post` of the same vNIC (both callers
+# hand every check the dict being built); `vnic_post` removes them.
+IP_PREFIX = "_ip_prefix"  # the prefix length of an "ip": "192.0.2.10/24"
+MASK_PREFIX = "_mask_prefix"  # a dotted-mask subnet waiting for the gateway (no ip_address)
+
+
+def _note(ctx: Mapping[str, Any], key: str, value: int) -> None:
+    if isinstance(ctx, dict):
+        ctx[key] = value
+
+
 def ip_address(value: str, ctx: Mapping[str, Any]) -> str:
-    addr = host_address(value)
+    """A host address; the current cloud's `"192.0.2.10/24"` form also states the subnet
+    (the suffix is its prefix length)."""
+    text, _, suffix = value.partition("/")
+    addr = host_address(text)
+    if suffix:
+        if not suffix.strip().isdigit():
+            raise Invalid(f"{value!r} is not an IPv4 address with a prefix length")
+        prefix = int(suffix)
+        in_network(addr, network(f"{addr}/{prefix}"), "its own subnet")
+        _note(ctx, IP_PREFIX, prefix)
     _inside_parent(addr, ctx)
     return str(addr)
 
 
-def subnet(value: str, ctx: Mapping[str, Any]) -> str:
-    """A CIDR, or a dotted mask combined with the vNIC's ip_address into a CIDR."""
+def subnet(value: str, ctx: Mapping[str, Any]) -> str | None:
+    """A CIDR, or a dotted mask combined with the vNIC's ip_address into a CIDR.  Without
+    an ip_address a dotted mask waits for the gateway (`vnic_post` forms the subnet)."""
     ip = ctx.get("ip_address")
     if "/" in value:
         net = network(value)
     else:
         prefix = mask_prefix(value)
         if not ip:
-            raise Invalid("a dotted netmask needs ip_address to form a subnet")
+            _note(ctx, MASK_PREFIX, prefix)
+            return None
         net = network(f"{ip}/{prefix}")
+    stated = ctx.get(IP_PREFIX)
+    if stated is not None and stated != net.prefixlen:
+        raise Invalid(f"{net} disagrees with the prefix length /{stated} given with "
+                      f"ip_address {ip}")
     if ip:
         in_network(ipaddress.IPv4Address(ip), net, "subnet")
     return str(net)
 
 
+def _implied_subnet(ctx: Mapping[str, Any]) -> str | None:
+    """The subnet the vNIC's other fields state when `subnet` itself is absent."""
+    if ctx.get(IP_PREFIX) is not None and ctx.get("ip_address"):
+        return str(ipaddress.IPv4Network(f"{ctx['ip_address']}/{ctx[IP_PREFIX]}", strict=False))
+    return None
+
+
 def gateway(value: str, ctx: Mapping[str, Any]) -> str:
     addr = host_address(value)
-    net = ctx.get("subnet") or ctx.get("parent_subnet")
+    net = ctx.get("subnet") or _implied_subnet(ctx) or ctx.get("parent_subnet")
+    if not net and ctx.get(MASK_PREFIX) is not None:
+        net = str(network(f"{addr}/{ctx[MASK_PREFIX]}"))
     if net:
         in_network(addr, ipaddress.IPv4Network(net), "subnet")
     if ctx.get("ip_address") == str(addr):
@@ -258,7 +300,18 @@ def dns_servers(value: list[str], _ctx: Mapping[str, Any]) -> list[str]:
 
 
 def vnic_post(vnic: dict[str, Any]) -> None:
-    """Whole-vNIC rules; fills the parent network from subnet/gateway when absent."""
+    """Whole-vNIC rules; fills the subnet the other fields state (an ip_address with a
+    prefix length, a dotted mask with a gateway) and the parent network from
+    subnet/gateway when absent."""
+    ip_prefix = vnic.pop(IP_PREFIX, None)
+    mask = vnic.pop(MASK_PREFIX, None)
+    if vnic["subnet"] is None and ip_prefix is not None and vnic["ip_address"]:
+        vnic["subnet"] = str(network(f"{vnic['ip_address']}/{ip_prefix}"))
+    if vnic["subnet"] is None and mask is not None:
+        if not vnic["gateway"]:
+            raise Invalid("a dotted netmask needs ip_address or gateway to form a subnet",
+                          field="subnet")
+        vnic["subnet"] = str(network(f"{vnic['gateway']}/{mask}"))
     if vnic["network_mode"] == "manual" and not vnic["ip_address"]:
         raise Invalid("network_mode 'manual' needs an ip_address", field="ip_address")
     if vnic["parent_subnet"] is None:

@@ -135,11 +135,12 @@ def owned_objects(dc: docker.DockerClient, instance: str) -> tuple[list[str], li
 
 async def wait_ready(client: RpcClient, timeout: float = 20.0) -> None:
     async def ready() -> bool:
+        # Without the engine, device_status answers the original's error body.
         try:
-            await client.call("device_status", {"device_id": "oat-probe"}, timeout=2)
-            return True
+            body = await client.call("device_status", {"device_id": "oat-probe"}, timeout=2)
         except Exception:
             return False
+        return body.get("status") == "not_found"
     await async_wait_for(ready, timeout, interval=0.2, what="executor ready")
 
 

@@ -16,7 +16,9 @@ Request methods (params → result; see docs/bus.md):
 * `run_command` `{device_id, method, api, ...}` → the `run_command` ack body;
 * `delete_orchestrator` `{}` → the `accepted` ack body.
 When the engine is unavailable every method fails with error kind `docker_unavailable`
-("Docker unavailable: ..."), in time.
+("Docker unavailable: ..."), in time — except `device_status`, which answers the original's
+`Failed to retrieve container status: <reason>` body.  A method that fails with
+`docker_unavailable` has changed nothing (the gateway lets a resend run again).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
 from services.executor.proxy.forward import internal_limits, proxy
 from services.executor.rehome.watch import TOPICS, NetWatch
-from services.executor.runtime import create, lifecycle, selfdestruct, status
+from services.executor.runtime import adopt, create, lifecycle, selfdestruct, status
 from services.executor.runtime.journal import Journal
 from services.executor.runtime.reconcile import reconcile
 from services.executor.runtime.registry import OperationRegistry
@@ -104,6 +106,7 @@ class ExecutorService:
             ops=OperationRegistry(),
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, publish=runtime.publisher.publish)
+        adopt.load(self.ctx)
         self.netwatch = NetWatch(runtime, self.ctx)
         view.hooks.append(self._on_view_change)
         self._sync_lock = asyncio.Lock()
@@ -129,6 +132,7 @@ class ExecutorService:
         loop = asyncio.get_running_loop()
         self.watcher = Watcher(self.docker, self.instance, loop, self.ctx.view.on_event,
                                self._on_connected)
+        self.watcher.adopted = lambda: frozenset(self.ctx.view.adopted)
         self.watcher.start()
         refresher = asyncio.create_task(self.ctx.view.run_refresher(self.rt.stop))
         netwatch = asyncio.create_task(self.netwatch.run(), name="netwatch")
@@ -160,6 +164,7 @@ class ExecutorService:
             try:
                 if not self._detected:
                     await self._detect_self()
+                await adopt.adopt_original(self.ctx, lifecycle.protected_names(self.ctx))
                 await self.ctx.view.full_sync()
                 self.ctx.ready.set()
                 await reconcile(self.ctx)
@@ -185,13 +190,14 @@ class ExecutorService:
         self._detected = True
 
     def _on_view_change(self, old: ContainerView | None, new: ContainerView | None) -> None:
-        # Interfaces are re-created at every start: re-apply MACs the engine cannot set.
+        # Interfaces and the resolver file are re-created at every start: re-apply the MACs
+        # the engine cannot set and the vNICs' dns servers.
         if new is None or not new.running or (old is not None and old.pid == new.pid):
             return
         if self.ctx.ops.current(new.name) is not None:
             return  # the operation applies them itself
         if self.ctx.vnics.get(new.name):
-            self._spawn(create.apply_macs(self.ctx, new.name, self.ctx.vnics.get(new.name)),
+            self._spawn(create.apply_live(self.ctx, new.name, self.ctx.vnics.get(new.name)),
                         f"macs-{new.name}")
 
     def close(self) -> None:
@@ -270,12 +276,17 @@ class ExecutorService:
         return await lifecycle.control(self.ctx, self._device(params), "restart")
 
     async def device_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The engine being gone is an answer here, as the original gives it: an error
+        body that keeps `device_id` (a read; nothing to deduplicate or retry)."""
         device = self._device(params)
-        if device != selfdestruct.DEVICE:
-            op = self.ctx.journal.get(device)
-            if op is None or not op.in_progress:
-                await self._ready()
-        return status.device_status(self.ctx, device)
+        try:
+            if device != selfdestruct.DEVICE:
+                op = self.ctx.journal.get(device)
+                if op is None or not op.in_progress:
+                    await self._ready()
+            return status.device_status(self.ctx, device)
+        except DockerUnavailable as exc:
+            return status.engine_failed(device, exc.detail)
 
     async def delete_orchestrator(self, params: dict[str, Any]) -> dict[str, Any]:
         await self._ready()

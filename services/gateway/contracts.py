@@ -214,7 +214,7 @@ CONTRACTS: Mapping[str, Contract] = {
         _contract(
             "get_host_interfaces",
             Field("include_virtual", Kind.BOOLEAN, default=False),
-            Field("detailed", Kind.BOOLEAN, default=False),
+            Field("detailed", Kind.BOOLEAN, default=True),  # as the original
             doc="the host's interfaces from the network monitor's cache",
         ),
         _contract("delete_orchestrator", doc="remove every managed object, then the agent"),

@@ -19,7 +19,7 @@ Error acks carry `reason`, a short machine-readable kind next to the human `erro
 Replay policy (see `replay.py`): only valid commands that change state are deduplicated,
 by topic, `correlation_id` and payload digest; reads are always answered fresh.  An ack is
 kept for repeats unless it proves the command never ran (not delivered, `not_available`,
-`expired`).  Validation failures are never cached.
+`expired`, `docker_unavailable`).  Validation failures are never cached.
 
 `run_command` waits longer than the executor's proxy deadline (`RUN_COMMAND_BUDGET`); when
 the executor still does not answer, the ack is the documented HTTP 500 `http_response`.
@@ -135,8 +135,10 @@ ROUTES: Mapping[str, Route] = {r.topic: r for r in (
 
 assert set(ROUTES) == set(CONTRACTS), "every contract needs a route and vice versa"
 
-# Bus refusals that prove the owning process did not run the command.
-NOT_RUN = frozenset({"unknown_method", "expired"})
+# Bus refusals that prove the owning process did not run the command.  The executor
+# raises `docker_unavailable` only before it changed anything (services/executor/service.py),
+# so a resend after the engine is back really runs.
+NOT_RUN = frozenset({"unknown_method", "expired", "docker_unavailable"})
 # Outcomes where the owning process did not answer in time.
 SILENT = frozenset({"timeout", "unavailable"})
 

@@ -1,13 +1,16 @@
 """What metrics asks the engine about runtime containers: read-only calls only.
 
 Only managed runtimes count: containers carrying the executor's labels with this agent's
-instance id and kind `runtime` (`common/labels.py`).  A user's own containers,
-the agent itself and the sidecar are never sampled.  The functions take the engine client
-(`engine.Engine`) as first argument, the shape `EngineAccess.call` runs in its pool.
+instance id and kind `runtime` (`common/labels.py`), and the runtimes the executor adopted
+from the original agent (`common/adopted.py`: id → name, read from the state directory).
+A user's own containers, the agent itself and the sidecar are never sampled.  The
+functions take the engine client (`engine.Engine`) as first argument, the shape
+`EngineAccess.call` runs in its pool.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +40,9 @@ class Facts:
     nano_cpus: int  # 0: unlimited
 
 
-def list_runtimes(api: Engine, instance: str) -> list[Listed]:
-    """Every managed runtime container of `instance`, running or not."""
+def list_runtimes(api: Engine, instance: str,
+                  adopted: Mapping[str, str] | None = None) -> list[Listed]:
+    """Every managed runtime container of `instance`, running or not, adopted ones too."""
     rows = api.list_containers(all=True, filters=labels.filters(instance, labels.KIND_RUNTIME))
     out = []
     for row in rows:
@@ -49,23 +53,30 @@ def list_runtimes(api: Engine, instance: str) -> list[Listed]:
         device = row_labels.get(labels.DEVICE) or (names[0].lstrip("/") if names else "")
         if device:
             out.append(Listed(row["Id"], device, row.get("State") == "running"))
+    if adopted:
+        for row in api.list_containers(all=True, filters={"id": sorted(adopted)}):
+            if row.get("Id") in adopted:
+                out.append(Listed(row["Id"], adopted[row["Id"]], row.get("State") == "running"))
     return out
 
 
-def inspect_runtime(api: Engine, name_or_id: str, instance: str) -> Facts | None:
+def inspect_runtime(api: Engine, name_or_id: str, instance: str,
+                    adopted: Mapping[str, str] | None = None) -> Facts | None:
     """The facts of a managed runtime, or None when there is no such container or it is
     not one of ours."""
     try:
         attrs = api.inspect_container(name_or_id)
     except NotFound:
         return None
-    return parse_inspect(attrs, instance)
+    return parse_inspect(attrs, instance, adopted)
 
 
-def parse_inspect(attrs: dict[str, Any], instance: str) -> Facts | None:
+def parse_inspect(attrs: dict[str, Any], instance: str,
+                  adopted: Mapping[str, str] | None = None) -> Facts | None:
     config_labels = (attrs.get("Config") or {}).get("Labels") or {}
-    if not labels.owned(config_labels, instance) or \
-            config_labels.get(labels.KIND) != labels.KIND_RUNTIME:
+    labelled = labels.owned(config_labels, instance) and \
+        config_labels.get(labels.KIND) == labels.KIND_RUNTIME
+    if not labelled and str(attrs.get("Id", "")) not in (adopted or {}):
         return None
     state = attrs.get("State") or {}
     host = attrs.get("HostConfig") or {}

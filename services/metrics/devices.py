@@ -57,11 +57,16 @@ class Collected:
 
 class DeviceCollector:
     def __init__(self, docker: EngineAccess, instance: Callable[[], str | None], mode: str,
-                 cgroup_root: Path, interval: float, streams: StreamSource) -> None:
+                 cgroup_root: Path, interval: float, streams: StreamSource,
+                 adopted: Callable[[], dict[str, str]] = dict) -> None:
         if mode not in MODES:
             raise ValueError(f"container stats mode must be one of {', '.join(MODES)}")
         self.docker = docker
         self._instance_source = instance
+        # Runtimes adopted from the original agent (no labels): id → name, re-read each
+        # cycle from the executor's state file (a small read).
+        self.adopted = adopted
+        self._adopted_now: dict[str, str] = {}
         self.instance: str | None = None
         self.mode = mode
         self.cgroup_root = cgroup_root
@@ -88,7 +93,9 @@ class DeviceCollector:
             return Collected()
         try:
             self.ensure_connected()
-            listed = self.docker.call_sync(containers.list_runtimes, self.instance)
+            self._adopted_now = self.adopted()
+            listed = self.docker.call_sync(containers.list_runtimes, self.instance,
+                                           self._adopted_now)
         except DockerUnavailable as exc:
             log.debug("no device samples this cycle: %s", exc)
             # Readings across the outage cannot be compared, and streams would only retry.
@@ -116,7 +123,8 @@ class DeviceCollector:
 
     def _sample(self, track: Tracked, out: Collected) -> None:
         if not track.inspected:
-            facts = self.docker.call_sync(containers.inspect_runtime, track.cid, self.instance)
+            facts = self.docker.call_sync(containers.inspect_runtime, track.cid, self.instance,
+                                          self._adopted_now)
             if facts is None or not facts.running:
                 return  # removed or stopped since the listing: the next cycle will tell
             track.inspected = True

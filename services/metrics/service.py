@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from common import labels
+from common import adopted, labels
 from common.bus import RemoteError
 from common.errors import DockerUnavailable
 from common.hostsample import HostSampler, static_facts
@@ -73,7 +73,8 @@ class MetricsService:
         self.docker = EngineAccess(cfg.docker_host, cfg.docker_timeout, DOCKER_WORKERS)
         self.collector = DeviceCollector(
             self.docker, lambda: labels.read_instance(cfg.instance_id, cfg.state_dir),
-            cfg.container_stats, cfg.cgroup_root, self.interval, StreamSource(cfg.docker_host))
+            cfg.container_stats, cfg.cgroup_root, self.interval, StreamSource(cfg.docker_host),
+            adopted=lambda: adopted.read(cfg.state_dir))
         self._known: set[str] | None = None  # devices with history, loaded on first cycle
         self._absent: dict[str, int] = {}
         self._limits: dict[str, tuple[int, int]] = {}  # as last written to the history
@@ -227,8 +228,9 @@ class MetricsService:
                     f"the engine did not answer within {QUERY_BUDGET:g} s") from None
         if instance is None:
             return None
+        taken_over = await self._io(self.collector.adopted)
         facts: containers.Facts | None = await self.docker.call(
-            containers.inspect_runtime, device, instance, budget=QUERY_BUDGET)
+            containers.inspect_runtime, device, instance, taken_over, budget=QUERY_BUDGET)
         return facts
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from common.netmon_proto import DISCOVERY, BadLine, Interface, is_virtual, parse_line
+from common.netmon_proto import DISCOVERY, BadLine, Interface, is_listed_virtual, parse_line
 
 log = logging.getLogger(__name__)
 
@@ -261,13 +261,12 @@ class NetmonClient:
 def host_interfaces(
     cache: Mapping[str, Mapping[str, Any]], include_virtual: bool = False
 ) -> list[dict[str, Any]]:
-    """The ``interfaces`` list of a ``get_host_interfaces`` reply, sorted by name.
-
-    An empty result is for the caller to turn into the documented error reply."""
+    """The ``interfaces`` list of a ``get_host_interfaces`` reply, sorted by name: the
+    original's virtual names (case-insensitive prefixes) left out unless asked for."""
     rows: list[dict[str, Any]] = []
     for name in sorted(cache):
         iface = cache[name]
-        if not include_virtual and is_virtual(name):
+        if not include_virtual and is_listed_virtual(name):
             continue
         addrs = [a for a in iface.get("ipv4_addresses") or [] if isinstance(a, dict)]
         first = addrs[0] if addrs else {}

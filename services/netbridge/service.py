@@ -6,16 +6,21 @@ request handlers read its cache from the same loop, so no locking is needed.
 Request methods (params → result):
 
 * `host_interfaces` `{include_virtual?, detailed?}` → the `get_host_interfaces` reply body:
-  `{"status": "success", "interfaces": [...], "stale": bool}` sorted by name, or
-  `{"status": "error", "error": "...", "stale": bool}` when there is nothing to report.
+  `{"status": "success", "interfaces": [...], "stale": bool}` sorted by name (the
+  original's virtual names left out unless `include_virtual`; `detailed`, true unless
+  given false, keeps `subnet` and `gateway` and adds netmon's details), or the original's
+  error text when the cache is empty.  A host with only virtual interfaces answers
+  success with an empty list.
   Stale data is served: a lost monitor connection does not make the host's NICs vanish,
   and the executor needs a subnet to re-home onto.  `"stale": true` says so, with
   `"stale_since"` (ISO time) once the cache was fresh at least once.
 * `interfaces` `{}` → `{"interfaces": [IFACE...], "stale": bool, "connected": bool}`,
-  the raw cache as netmon described it, sorted by name.
+  the cache as netmon described it without virtual interfaces, sorted by name.
 
 Events: `net.discovery` on every discovery (each (re)connection to netmon), `net.change`
-for every change netmon announces.
+for every change netmon announces — both without virtual interfaces
+(`common.netmon_proto.iface_is_virtual`), so the executor's network-change logic never
+sees a container engine's bridges and veths.
 
 Counters in the liveness beat: the client's under `netmon_*` (dropped lines by reason,
 connects, disconnects, events, callback errors) plus `netmon_reconnects`.
@@ -31,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.messages import NetChange, NetDiscovery
-from common.netmon_proto import SOCKET_NAME
+from common.netmon_proto import SOCKET_NAME, iface_is_virtual
 from common.service import Runtime
 from services.netbridge.netmon_client import Interface, NetmonClient, host_interfaces
 
@@ -43,19 +48,40 @@ COUNTER_SYNC = 0.5
 # Extra keys a `detailed` host_interfaces row carries, taken from the netmon IFACE.
 DETAILED_KEYS = ("index", "operstate", "timestamp")
 
-NOT_REPORTED = ("the network monitor has not reported any interfaces yet "
-                "(is the netmon sidecar running and sharing {path}?)")
-ONLY_VIRTUAL = ("the network monitor reports no physical interfaces; "
-                "pass include_virtual to list virtual ones")
+# The original's text (PROTOCOL "Compatibility details").
+NOT_REPORTED = ("Network interface cache is empty. The netmon sidecar may not be running "
+                "or has not yet discovered interfaces.")
 
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _flag(params: dict[str, Any], name: str) -> bool:
-    # The gateway validates types; a non-boolean that slips through counts as false.
-    return params.get(name) is True
+def _flag(params: dict[str, Any], name: str, default: bool = False) -> bool:
+    # The gateway validates types; a non-boolean that slips through counts as the default.
+    value = params.get(name)
+    return value if isinstance(value, bool) else default
+
+
+def _physical(interfaces: Any) -> list[Interface]:
+    return [i for i in interfaces if not iface_is_virtual(i)]
+
+
+def host_interfaces_reply(cache: dict[str, Interface], include_virtual: bool,
+                          detailed: bool) -> dict[str, Any]:
+    """The `get_host_interfaces` body for a cache (the original's shapes and text)."""
+    if not cache:
+        return {"status": "error", "error": NOT_REPORTED}
+    rows = host_interfaces(cache, include_virtual)
+    for row in rows:
+        iface = cache[row["name"]]
+        if detailed:
+            row["addresses"] = copy.deepcopy(iface.get("ipv4_addresses") or [])
+            for key in DETAILED_KEYS:
+                row[key] = iface.get(key)
+        else:
+            del row["subnet"], row["gateway"]
+    return {"status": "success", "interfaces": rows}
 
 
 class NetbridgeService:
@@ -114,6 +140,7 @@ class NetbridgeService:
         self._was_fresh = True
         self._down_logged = False
         self.stale_since = None
+        interfaces = _physical(interfaces)
         names = sorted(i["interface"] for i in interfaces)
         log.info("net.state fresh: %d interface(s) from netmon: %s",
                  len(names), ", ".join(names) or "none")
@@ -121,6 +148,10 @@ class NetbridgeService:
         self.rt.counters["net_discovery_published"] += 1
 
     def _on_change(self, iface: Interface) -> None:
+        if iface_is_virtual(iface):
+            log.debug("virtual interface %s changed (cached, not published)",
+                      iface.get("interface"))
+            return
         log.info("interface %s changed: active=%s addresses=%s gateway=%s",
                  iface.get("interface"), iface.get("active", True),
                  [a.get("address") for a in iface.get("ipv4_addresses") or []],
@@ -132,28 +163,19 @@ class NetbridgeService:
 
     async def host_interfaces(self, params: dict[str, Any]) -> dict[str, Any]:
         include_virtual = _flag(params, "include_virtual")
-        detailed = _flag(params, "detailed")
+        detailed = _flag(params, "detailed", default=True)
         cache = self.client.interfaces
         stale = self.client.stale
         freshness: dict[str, Any] = {"stale": stale}
         if stale and self.stale_since is not None:
             freshness["stale_since"] = self.stale_since
         if not cache:
-            return {"status": "error",
-                    "error": NOT_REPORTED.format(path=self.socket_path), **freshness}
-        rows = host_interfaces(cache, include_virtual)
-        if not rows:
-            return {"status": "error", "error": ONLY_VIRTUAL, **freshness}
-        if detailed:
-            for row in rows:
-                iface = cache[row["name"]]
-                row["addresses"] = copy.deepcopy(iface.get("ipv4_addresses") or [])
-                for key in DETAILED_KEYS:
-                    row[key] = iface.get(key)
-        return {"status": "success", "interfaces": rows, **freshness}
+            log.info("host_interfaces: the cache is empty (netmon socket %s)",
+                     self.socket_path)
+        return {**host_interfaces_reply(cache, include_virtual, detailed), **freshness}
 
     async def interfaces(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"interfaces": self._sorted(self.client.interfaces.values()),
+        return {"interfaces": self._sorted(_physical(self.client.interfaces.values())),
                 "stale": self.client.stale,
                 "connected": self.client.connected.is_set()}
 

@@ -10,7 +10,10 @@ Wire shape of one interface (``IFACE`` in PROTOCOL.md, plus extra keys)::
      "ipv4_addresses": [{"address": "192.0.2.50", "prefixlen": 24,
                          "subnet": "192.0.2.0/24", "network_address": "192.0.2.0"}],
      "gateway": "192.0.2.1", "timestamp": "<iso>",
-     "mac_address": "02:42:ac:11:00:02", "active": true}
+     "mac_address": "02:42:ac:11:00:02", "active": true, "virtual": false}
+
+``virtual`` marks the devices container engines, VPNs and overlays create for themselves
+(`common.netmon_proto.is_virtual`); they are reported like any other interface.
 
 An interface that stops being usable (down, last IPv4 address gone, removed) is reported
 once with ``"active": false``, an empty ``ipv4_addresses`` list and ``"gateway": null``;
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from common.netmon_proto import is_virtual
+from common.netmon_proto import VIRTUAL_KEY, is_virtual
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -103,6 +106,7 @@ class Iface:
             "timestamp": self.observed_at,
             "mac_address": self.mac_address,
             "active": self.active,
+            VIRTUAL_KEY: is_virtual(self.name),
         }
 
     def deactivated(self, operstate: str, observed_at: str) -> Iface:
@@ -144,7 +148,7 @@ def build_state(
     routes: Iterable[RouteRecord],
     observed_at: str,
 ) -> dict[int, Iface]:
-    """Every non-virtual link, by index, with ``active`` set by the reporting rule.
+    """Every link, by index, with ``active`` set by the reporting rule.
 
     Dumps are taken one after the other, so an interface may vanish between them:
     addresses and routes of an index absent from ``links`` are simply ignored.
@@ -157,8 +161,6 @@ def build_state(
     route_list = list(routes)
     state: dict[int, Iface] = {}
     for link in links:
-        if is_virtual(link.name):
-            continue
         addresses = tuple(by_index.get(link.index, ()))
         active = link_is_up(link.operstate, link.flags) and bool(addresses)
         state[link.index] = Iface(

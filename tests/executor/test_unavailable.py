@@ -1,7 +1,7 @@
 """The engine unavailable (socket missing, connections dropped): every command answers a
-clear `docker_unavailable` error in time; the executor reconnects and resyncs when the
-engine is back.  The machine's dockerd is never stopped: the executor talks to it through
-a forwarder socket the test cuts and restores."""
+clear `docker_unavailable` error in time (`device_status` the original's error body); the
+executor reconnects and resyncs when the engine is back.  The machine's dockerd is never
+stopped: the executor talks to it through a forwarder socket the test cuts and restores."""
 
 from __future__ import annotations
 
@@ -56,6 +56,15 @@ def commands(device: str) -> list[tuple[str, dict[str, object]]]:
 async def assert_all_unavailable(bus: RpcClient, device: str) -> None:
     for method, params in commands(device):
         started = time.monotonic()
+        if method == "device_status":
+            # The original's answer: an error body that keeps device_id.
+            body = await bus.call(method, params, timeout=ANSWER_WITHIN + 2)
+            assert time.monotonic() - started < ANSWER_WITHIN
+            assert body["status"] == "error" and body["device_id"] == device, body
+            assert body["error"].startswith("Failed to retrieve container status: "), body
+            assert "Docker unavailable" not in body["error"], body
+            assert set(body) == {"status", "device_id", "error"}, body
+            continue
         with pytest.raises(RpcError) as info:
             await bus.call(method, params, timeout=ANSWER_WITHIN + 2)
         elapsed = time.monotonic() - started

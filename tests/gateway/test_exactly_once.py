@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from common.bus import RemoteError
 from services.gateway import router
 from tests.gateway.conftest import Env, InProcessGateway, peers, running_gateway
 
@@ -126,3 +127,43 @@ def test_run_command_budget_covers_the_proxy_deadline() -> None:
 
     budget = router.ROUTES["run_command"].budget
     assert budget is not None and budget >= DEFAULT.total_timeout + DEADLINE_GRACE + 2
+
+
+async def test_a_resend_after_docker_unavailable_runs_and_a_kept_error_does_not(
+        env: Env) -> None:
+    """`docker_unavailable` proves the executor changed nothing: the resend (Docker back)
+    really runs; an error that is the command's own answer is replayed."""
+    engine = {"up": False}
+
+    async def stop(params: dict[str, Any]) -> dict[str, Any]:
+        if not engine["up"]:
+            raise RemoteError("docker_unavailable", "Docker unavailable: socket not found")
+        return {"status": "success", "success": True, "device_id": params["device_id"],
+                "container_status": "exited"}
+
+    async def restart(params: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "error", "success": False, "device_id": params["device_id"],
+                "error": "Could not restart container plc-1: Docker unavailable: reset; "
+                         "its state is unknown until the engine answers"}
+
+    config = env.config()
+    async with running_gateway(config) as gw, \
+            peers(gw.ctx, config.run_dir, "executor") as ps:
+        ps["executor"].serve("stop_device", stop)
+        ps["executor"].serve("restart_device", restart)
+        ps["executor"].start()
+        await connected(env, gw)
+        agent = env.creds.agent_id
+        payload = {"device_id": "plc-1", "correlation_id": 77}
+        first = await env.cloud.send(agent, "stop_device", payload)
+        assert first["status"] == "error" and first["reason"] == "docker_unavailable"
+        engine["up"] = True
+        second = await env.cloud.send(agent, "stop_device", payload)
+        assert second["status"] == "success", second
+        third = await env.cloud.send(agent, "stop_device", payload)
+        assert third == second
+        assert ps["executor"].calls["stop_device"] == 2
+        for _ in range(2):
+            ack = await env.cloud.send(agent, "restart_device", payload)
+            assert ack["status"] == "error"
+        assert ps["executor"].calls["restart_device"] == 1

@@ -90,7 +90,7 @@ async def test_every_topic_reaches_its_process_and_method_once(env: Env) -> None
     assert params["create_new_runtime"]["runtime_version"] == "latest"
     assert params["get_consumption_device"] == {"device_id": "plc-001", "cpuPeriod": "2h",
                                                 "memoryPeriod": "1h"}
-    assert params["get_host_interfaces"] == {"include_virtual": True, "detailed": False}
+    assert params["get_host_interfaces"] == {"include_virtual": True, "detailed": True}
     assert params["delete_orchestrator"] == {}
 
 

@@ -23,7 +23,7 @@ import docker.errors
 import pytest
 import zmq.asyncio
 
-from common import labels, wire
+from common import adopted, labels, wire
 from common.bus import Endpoints, RpcClient, RpcError, Subscriber
 from common.messages import Alive
 from services.metrics.cgroups import locate
@@ -246,3 +246,23 @@ async def test_engine_away_history_or_clear_error(stand: Stand,
     assert "Docker unavailable" in info.value.message
     # The host samples go on without the engine.
     assert set(await m.client.call("host_sample", timeout=5)) >= {"cpu_usage", "memory_usage"}
+
+
+async def test_runtimes_adopted_from_the_original_are_sampled(
+        stand: Stand, make_metrics: Callable[..., Metrics],
+        docker_client: docker.DockerClient) -> None:
+    """A container without labels counts once the executor's `adopted.json` names it (a
+    runtime taken over from the original agent); until then it does not."""
+    m = make_metrics(stand.instance)
+    cid = docker_client.containers.get(stand.unmanaged).id
+    m.start()
+    await samples_of(m, stand.plain, 2)
+    assert await m.device(stand.unmanaged) == {
+        "status": "error", "error": f"Device {stand.unmanaged} not found",
+        "device_id": stand.unmanaged}
+    adopted.write(m.base / "state", {cid: stand.unmanaged})
+    reply = await samples_of(m, stand.unmanaged, 2)
+    check_shape(reply, stand.unmanaged)
+    assert stand.unmanaged in m.stored_devices()
+    assert stand.stranger not in m.stored_devices()
+    assert m.stop() == 0

@@ -123,3 +123,13 @@ def test_device_history(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         h.device_series("c", "ts; DROP TABLE samples", 0, 1, 1)
     h.close()
+
+
+def test_adopted_containers_count_by_id_without_labels() -> None:
+    from services.metrics import containers as mc
+    attrs = {"Id": "abc123", "Name": "/plc-old", "Config": {"Labels": {}},
+             "State": {"Running": True, "Pid": 42}, "HostConfig": {}}
+    assert mc.parse_inspect(attrs, "inst") is None
+    facts = mc.parse_inspect(attrs, "inst", {"abc123": "plc-old"})
+    assert facts is not None and facts.device == "plc-old" and facts.running
+    assert mc.parse_inspect(attrs, "inst", {"other": "plc-x"}) is None

@@ -33,7 +33,8 @@ async def test_without_netmon_reports_error_and_empty_stale_cache(
     await bridge_on_bus(bus, bridge_factory)
     reply = await bus.call("host_interfaces", {"include_virtual": False, "detailed": False})
     assert reply["status"] == "error"
-    assert "network monitor has not reported" in reply["error"]
+    assert reply["error"] == ("Network interface cache is empty. The netmon sidecar may "
+                              "not be running or has not yet discovered interfaces.")
     assert reply["stale"] is True and "stale_since" not in reply
     assert await bus.call("interfaces") == {"interfaces": [], "stale": True, "connected": False}
 
@@ -59,10 +60,11 @@ async def test_interfaces_and_host_interfaces(
     reply = await bus.call("host_interfaces", {"include_virtual": False, "detailed": False})
     assert reply == {"status": "success", "stale": False, "interfaces": [{
         "name": "oat0", "ip_address": "192.0.2.10", "ipv4_addresses": ["192.0.2.10"],
-        "mac_address": mac, "subnet": "192.0.2.0/24", "gateway": "192.0.2.1"}]}
+        "mac_address": mac}]}
 
-    detailed = await bus.call("host_interfaces", {"include_virtual": True, "detailed": True})
+    detailed = await bus.call("host_interfaces", {})  # detailed by default
     (row,) = detailed["interfaces"]
+    assert row["subnet"] == "192.0.2.0/24" and row["gateway"] == "192.0.2.1"
     assert row["addresses"] == [OAT0_ADDR]
     assert row["index"] == link_info(lan, "oat0")["ifindex"]
     assert row["operstate"] == "UP" and row["timestamp"]
@@ -90,7 +92,11 @@ async def test_address_change_is_published(
     gone = await bus.next_event("net.change", lambda b: b["interface"]["active"] is False, 10)
     assert gone["interface"]["ipv4_addresses"] == []
     assert (await bus.call("interfaces"))["interfaces"] == []
-    assert (await bus.call("host_interfaces"))["status"] == "error"
+    # Only lo is left (virtual): success with an empty list, as the original answers.
+    left = await bus.call("host_interfaces")
+    assert (left["status"], left["interfaces"]) == ("success", [])
+    every = await bus.call("host_interfaces", {"include_virtual": True})
+    assert [r["name"] for r in every["interfaces"]] == ["lo"]
 
 
 async def test_netmon_killed_then_restarted(
@@ -125,3 +131,31 @@ async def test_netmon_killed_then_restarted(
     assert log.count("net.state stale") == 1
     assert log.count("net.state fresh") == 2
     assert "Traceback" not in log
+
+
+async def test_include_virtual_lists_what_netmon_flags_and_nothing_is_published(
+        bus: Bus, bridge_factory: Callable[[], BridgeProcess], lan: str,
+        netmon_factory: Callable[..., NetmonProcess]) -> None:
+    # A VPN-like name on a veth end the test creates in its own namespace.
+    ip(lan, "link", "add", "WGoat1", "type", "veth", "peer", "name", "oatwg1")
+    ip(lan, "link", "set", "oatwg1", "up")
+    ip(lan, "link", "set", "WGoat1", "up")
+    ip(lan, "addr", "add", "198.51.100.7/24", "dev", "WGoat1")
+    await bridge_on_bus(bus, bridge_factory)
+    netmon_factory(lan)
+    discovery = await bus.next_event("net.discovery", lambda b: True, 15)
+    assert [i["interface"] for i in discovery["interfaces"]] == ["oat0"]
+    listing = await bus.wait_call("interfaces", fresh_with("oat0"), 10)
+    assert [i["interface"] for i in listing["interfaces"]] == ["oat0"]
+    plain = await bus.call("host_interfaces", {})
+    assert [r["name"] for r in plain["interfaces"]] == ["oat0"]
+    every = await bus.call("host_interfaces", {"include_virtual": True})
+    names = [r["name"] for r in every["interfaces"]]
+    assert "WGoat1" in names and "oat0" in names and names == sorted(names)
+    row = next(r for r in every["interfaces"] if r["name"] == "WGoat1")
+    assert row["ip_address"] == "198.51.100.7" and row["subnet"] == "198.51.100.0/24"
+    # A change on the virtual interface is cached, not published.
+    ip(lan, "addr", "add", "198.51.100.8/24", "dev", "WGoat1")
+    ip(lan, "addr", "add", "203.0.113.20/24", "dev", "oat0")
+    change = await bus.next_event("net.change", lambda b: True, 10)
+    assert change["interface"]["interface"] == "oat0"

@@ -338,3 +338,25 @@ def test_reconnects_after_netmon_restart_and_cache_recovers(
                 await task
 
     asyncio.run(main())
+
+
+def test_host_interfaces_reply_matches_the_original() -> None:
+    from services.netbridge.service import host_interfaces_reply
+    cache = {name: wire_iface(name, f"198.51.100.{i + 1}")
+             for i, name in enumerate(["Tailscale0", "wg0", "zt5", "oat0", "lo", "br-1a",
+                                       "CAN0", "sit1", "kube-ipvs0", "eth0", "tap0"])}
+    default = host_interfaces_reply(cache, False, True)
+    assert default["status"] == "success"
+    assert [r["name"] for r in default["interfaces"]] == ["eth0", "oat0", "tap0"]
+    assert all("subnet" in r and "gateway" in r for r in default["interfaces"])
+    brief = host_interfaces_reply(cache, False, False)
+    assert all("subnet" not in r and "gateway" not in r for r in brief["interfaces"])
+    everything = host_interfaces_reply(cache, True, True)
+    assert [r["name"] for r in everything["interfaces"]] == sorted(cache)
+    only_virtual = {n: cache[n] for n in ("lo", "wg0", "br-1a")}
+    assert host_interfaces_reply(only_virtual, False, True) == {"status": "success",
+                                                                "interfaces": []}
+    assert host_interfaces_reply({}, False, True) == {
+        "status": "error",
+        "error": "Network interface cache is empty. The netmon sidecar may not be running "
+                 "or has not yet discovered interfaces."}

@@ -75,7 +75,10 @@ def test_build_state_rules() -> None:
         RouteRecord(oif=4, gateway=None, priority=0),
     ]
     state = build_state(links, addrs, routes, "t0")
-    assert set(state) == {2, 3, 4}, "lo is virtual; index 9 has no link"
+    assert set(state) == {1, 2, 3, 4}, "index 9 has no link"
+    lo = state[1].to_wire()
+    assert lo["virtual"] is True and lo["active"] is True, "reported, flagged virtual"
+    assert state[2].to_wire()["virtual"] is False
     oat0 = state[2].to_wire()
     assert oat0["active"] is True
     assert oat0["gateway"] == "192.0.2.1", "lowest metric wins"
@@ -116,6 +119,7 @@ def test_diff_state_announcements() -> None:
         "timestamp": None,
         "mac_address": "02:00:00:00:00:02",
         "active": False,
+        "virtual": False,
     }
     [gone] = diff_state(up, down, 2, "t")
     assert (gone.operstate, gone.active) == ("DOWN", False)

@@ -98,12 +98,16 @@ def agent(docker_client: docker.DockerClient, standin_image: str) -> Iterator[Ag
 
 
 async def host_row(netbridge: RpcClient, lan: MovingLan) -> dict[str, Any] | None:
+    # detailed (true): the row keeps subnet and gateway.
     reply = await netbridge.call("host_interfaces", {"include_virtual": False,
-                                                     "detailed": False})
+                                                     "detailed": True})
     for row in reply.get("interfaces") or []:
         if row["name"] == lan.parent and row["subnet"] == lan.subnet \
                 and row["gateway"] == lan.gateway():
-            return dict(row)
+            # The original's keys; detailed rows add netmon's details besides.
+            keys = ("name", "ip_address", "ipv4_addresses", "mac_address", "subnet",
+                    "gateway")
+            return {key: row[key] for key in keys}
     return None
 
 

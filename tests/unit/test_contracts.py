@@ -250,7 +250,7 @@ def test_consumption_periods_are_required_as_the_original_has_them() -> None:
 
 def test_host_interfaces_defaults() -> None:
     params = validate("get_host_interfaces", {}).params
-    assert params == {"include_virtual": False, "detailed": False}
+    assert params == {"include_virtual": False, "detailed": True}  # as the original
 
 
 def test_delete_orchestrator_has_no_params() -> None:

@@ -35,13 +35,49 @@ GOOD = [
     vnic(dns=["192.0.2.53", " 192.0.2.54 "]),
     vnic(name="  plant floor  ", parent_interface="eth0.100"),
     vnic(gateway="203.0.113.1", subnet=None, ip_address=None, network_mode="dhcp"),
+    # The current cloud's forms.
+    vnic(ip_address=None, ip="198.51.100.20/24", subnet=None),
+    vnic(ip_address="198.51.100.20/25", subnet=None, gateway="198.51.100.1"),
+    vnic(ip="198.51.100.20/24", ip_address=None, subnet="255.255.255.0"),
+    vnic(ip="198.51.100.20/24", ip_address=None, subnet="198.51.100.0/24"),
+    vnic(network_mode="static", ip="198.51.100.20/24", ip_address=None, subnet=None,
+         gateway=None),
+    vnic(network_mode="dhcp", ip_address=None, subnet="255.255.255.0"),
+    vnic(network_mode="dhcp", ip_address=None, subnet="255.255.0.0", gateway="198.51.0.1"),
+]
+
+# What the gateway (and the executor alike) make of the current cloud's forms.
+NORMALISED = [
+    (vnic(ip_address=None, ip="198.51.100.20/24", subnet=None),
+     {"ip_address": "198.51.100.20", "subnet": "198.51.100.0/24",
+      "parent_subnet": "198.51.100.0/24", "parent_gateway": "198.51.100.1"}),
+    (vnic(ip_address="198.51.100.20/25", subnet=None, gateway="198.51.100.1"),
+     {"ip_address": "198.51.100.20", "subnet": "198.51.100.0/25"}),
+    (vnic(network_mode="dhcp", ip_address=None, subnet="255.255.255.0"),
+     {"ip_address": None, "subnet": "198.51.100.0/24", "parent_subnet": "198.51.100.0/24",
+      "gateway": "198.51.100.1", "parent_gateway": "198.51.100.1"}),
+    (vnic(network_mode="dhcp", ip_address=None, subnet="255.255.0.0", gateway="198.51.0.1"),
+     {"subnet": "198.51.0.0/16", "parent_subnet": "198.51.0.0/16",
+      "parent_gateway": "198.51.0.1"}),
+    (vnic(network_mode="static", ip="198.51.100.30", ip_address=None,
+          mac="02:AA:00:00:00:09"),
+     {"network_mode": "manual", "ip_address": "198.51.100.30",
+      "mac_address": "02:aa:00:00:00:09"}),
 ]
 
 BAD = [
     vnic(subnet="0.0.0.255"),  # a hostmask, not a netmask
     vnic(subnet="255.0.255.0"),  # not contiguous
     vnic(subnet="198.51.100.0/31"),
-    vnic(subnet="255.255.255.0", ip_address=None, network_mode="dhcp"),
+    vnic(subnet="255.255.255.0", ip_address=None, network_mode="dhcp", gateway=None),
+    vnic(ip="198.51.100.20/24", ip_address=None, subnet="198.51.100.0/25"),
+    vnic(ip="198.51.100.20/24", ip_address=None, subnet="255.255.0.0"),
+    vnic(ip="198.51.100.20/31", ip_address=None, subnet=None),
+    vnic(ip="198.51.100.0/24", ip_address=None, subnet=None),
+    vnic(ip="198.51.100.20/abc", ip_address=None),
+    vnic(ip="198.51.100.20/24", ip_address=None, subnet=None, gateway="198.51.101.1"),
+    vnic(network_mode="dhcp", ip_address=None, subnet="255.255.255.0",
+         gateway="198.51.100.255"),
     vnic(ip_address="203.0.113.5"),
     vnic(ip_address="198.51.100.255"),
     vnic(ip_address="198.51.100.0"),
@@ -126,3 +162,29 @@ def test_mask_must_be_contiguous_on_both_sides() -> None:
     gateway, executor = both([vnic(subnet="0.0.0.255")])
     assert "neither a CIDR subnet nor a dotted netmask" in gateway
     assert executor == gateway
+
+
+@pytest.mark.parametrize(("item", "expected"), NORMALISED)
+def test_current_cloud_forms_normalise_alike(item: dict[str, Any],
+                                             expected: dict[str, Any]) -> None:
+    gateway, executor = both([item])
+    assert isinstance(gateway, list), gateway
+    assert executor == gateway
+    for key, value in expected.items():
+        assert gateway[0][key] == value, (key, gateway[0])
+    assert not any(key.startswith("_") for key in gateway[0])
+
+
+def test_a_prefix_that_disagrees_with_the_subnet_says_so() -> None:
+    gateway, executor = both([vnic(ip="198.51.100.20/24", ip_address=None,
+                                   subnet="198.51.100.0/25")])
+    assert gateway == executor
+    assert gateway == ("Validation error: vnic_configs[0].subnet: 198.51.100.0/25 disagrees "
+                       "with the prefix length /24 given with ip_address 198.51.100.20")
+
+
+def test_a_dhcp_mask_without_gateway_says_what_it_needs() -> None:
+    gateway, executor = both([vnic(network_mode="dhcp", ip_address=None,
+                                   subnet="255.255.255.0", gateway=None)])
+    assert gateway == executor
+    assert "a dotted netmask needs ip_address or gateway to form a subnet" in gateway

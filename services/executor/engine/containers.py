@@ -3,7 +3,8 @@
 A runtime container gets `SYS_NICE` (the PLC's real-time scan), the real-time ulimits
 when the configuration asks for them, restart policy `unless-stopped` (it comes back
 after a host reboot, unless someone stopped it on purpose), no published ports (8443 is
-reached on the internal network only), and its networks before it first starts:
+reached on the internal network only), the vNICs' dns servers (`resolv.py`), and its
+networks before it first starts:
 
 * engines with API >= 1.44: primary network `<name>_internal`, then each MACVLAN network
   with its static IP and its MAC set per endpoint;
@@ -22,6 +23,7 @@ from typing import Any
 import docker.errors
 import docker.types
 
+from services.executor.engine import resolv
 from services.executor.errors import OperationFailed
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ def create_and_connect(api: Any, *, name: str, image: str, container_labels: dic
     primary, rest = plan_endpoints(internal, vnics, per_endpoint_mac)
     host_config = api.create_host_config(
         network_mode=primary.network, cap_add=CAPABILITIES, restart_policy=RESTART_POLICY,
-        ulimits=rt_ulimits() if rt else None)
+        ulimits=rt_ulimits() if rt else None, dns=resolv.servers(vnics) or None)
     endpoint = api.create_endpoint_config(
         ipv4_address=primary.ip, mac_address=primary.mac if per_endpoint_mac else None)
     networking = api.create_networking_config({primary.network: endpoint})

@@ -43,13 +43,24 @@ WINDOW = 5.0
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 5.0
 
 
-def event_filters(instance: str) -> dict[str, list[str]]:
+def event_filters(instance: str, adopted: frozenset[str] = frozenset()) -> dict[str, list[str]]:
     """What the watcher asks the engine for: our containers' and networks' events, only
-    the actions the live view acts on."""
-    filters: dict[str, list[str]] = labels.filters(instance)
+    the actions the live view acts on.  The engine ANDs filters of different keys, so with
+    adopted runtimes (no labels) the stream is not filtered by label and `concerns` makes
+    the choice here."""
+    filters: dict[str, list[str]] = {} if adopted else labels.filters(instance)
     filters["type"] = ["container", "network"]
     filters["event"] = list(WATCHED_ACTIONS)
     return filters
+
+
+def concerns(event: dict[str, Any], instance: str, adopted: frozenset[str]) -> bool:
+    """An event about one of our objects (labels on the actor) or an adopted container."""
+    actor = event.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
+    if labels.owned(attributes, instance):
+        return True
+    return actor.get("ID") in adopted or attributes.get("container") in adopted
 
 
 class Watcher(threading.Thread):
@@ -64,6 +75,8 @@ class Watcher(threading.Thread):
         self.on_connected = on_connected
         self.window = window
         self.stopping = threading.Event()
+        # The ids of adopted runtimes; read at each window (a set swapped whole on the loop).
+        self.adopted: Callable[[], frozenset[str]] = frozenset
 
     def stop(self) -> None:
         self.stopping.set()
@@ -99,12 +112,15 @@ class Watcher(threading.Thread):
 
     def _window(self, since: int) -> int:
         until = int(time.time() + self.window)
-        filters = event_filters(self.instance)
+        adopted = self.adopted()
+        filters = event_filters(self.instance, adopted)
         try:
             api = self.docker.client()
             for event in api.events(since=since, until=until, filters=filters, decode=True):
                 if self.stopping.is_set():
                     break
+                if adopted and not concerns(event, self.instance, adopted):
+                    continue
                 self._post(self.on_event, event)
         except DockerUnavailable:
             return since

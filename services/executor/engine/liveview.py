@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +66,14 @@ class ContainerView:
     internal_gateway: str | None = None
 
 
-def parse_inspect(attrs: dict[str, Any], instance: str) -> ContainerView | None:
-    """The view of one inspected container, or None when it is not ours."""
+def parse_inspect(attrs: dict[str, Any], instance: str,
+                  adopted: Mapping[str, str] | None = None) -> ContainerView | None:
+    """The view of one inspected container, or None when it is not ours (by our labels,
+    or adopted from the original agent by id)."""
     config = attrs.get("Config") or {}
     container_labels = config.get("Labels") or {}
-    if not labels.owned(container_labels, instance):
+    if not labels.owned(container_labels, instance) and \
+            str(attrs.get("Id", "")) not in (adopted or {}):
         return None
     name = str(attrs.get("Name", "")).lstrip("/")
     state = attrs.get("State") or {}
@@ -113,9 +116,13 @@ def _inspect(api: Any, ident: str) -> dict[str, Any] | None:
         return None
 
 
-def _list_ids(api: Any, instance: str) -> list[str]:
+def _list_ids(api: Any, instance: str, adopted: list[str]) -> list[str]:
     rows = api.containers(all=True, filters=labels.filters(instance, labels.KIND_RUNTIME))
-    return [str(row["Id"]) for row in rows]
+    ids = [str(row["Id"]) for row in rows]
+    if adopted:
+        rows = api.containers(all=True, filters={"id": adopted})
+        ids += [str(row["Id"]) for row in rows if row["Id"] in adopted]
+    return ids
 
 
 ChangeHook = Callable[[ContainerView | None, ContainerView | None], None]
@@ -125,6 +132,8 @@ class LiveView:
     def __init__(self, docker_api: DockerApi, instance: str) -> None:
         self.docker = docker_api
         self.instance = instance
+        # Runtimes adopted from the original agent (`runtime/adopt.py`): id → name.
+        self.adopted: dict[str, str] = {}
         self._by_name: dict[str, ContainerView] = {}
         self._by_id: dict[str, ContainerView] = {}
         self._dirty: set[str] = set()
@@ -172,7 +181,7 @@ class LiveView:
     async def refresh(self, ident: str) -> ContainerView | None:
         """Re-inspect one container (name or id) now and return its view."""
         attrs = await self.docker.call(_inspect, ident)
-        view = parse_inspect(attrs, self.instance) if attrs else None
+        view = parse_inspect(attrs, self.instance, self.adopted) if attrs else None
         if attrs is not None and view is None:
             # Exists but not ours: make sure no stale entry of ours shadows it.
             self._apply(ident, None)
@@ -182,7 +191,7 @@ class LiveView:
 
     async def full_sync(self) -> None:
         """Rebuild the view from the engine (at start and after a reconnection)."""
-        ids = await self.docker.call(_list_ids, self.instance)
+        ids = await self.docker.call(_list_ids, self.instance, sorted(self.adopted))
         for gone in set(self._by_id) - set(ids):
             self._apply(gone, None)
         results = await asyncio.gather(*(self.refresh(i) for i in ids), return_exceptions=True)

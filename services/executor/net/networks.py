@@ -317,12 +317,17 @@ class Networks:
                                       vnic.get("parent_gateway"), network_labels,
                                       vnic.get("parent_address"))
 
-    async def remove_internal(self, device: str) -> bool:
+    async def remove_internal(self, device: str, unlabelled: bool = False) -> bool:
+        """Remove `<device>_internal`: ours by labels, or (`unlabelled`, an adopted
+        runtime's) one without any ownership labels."""
         name = names.internal_network(device)
         net = await self.docker.call(find_network, name)
         if net is None:
             return False
-        if not labels.owned(net.get("Labels"), self.instance):
+        found = net.get("Labels") or {}
+        if unlabelled and not found.get(labels.MANAGED):
+            return await self.docker.call(remove_network, net["Id"], self.agent)
+        if not labels.owned(found, self.instance):
             log.warning("network %s is not ours; left in place", name)
             return False
         return await self.docker.call(remove_network, net["Id"], self.agent)

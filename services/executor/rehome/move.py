@@ -28,7 +28,7 @@ from services.executor.rehome.model import (
     stored_on_parent,
 )
 from services.executor.rehome.settle import finish, put_back
-from services.executor.runtime.create import apply_macs, error_text
+from services.executor.runtime.create import apply_live, error_text
 from services.executor.runtime.journal import Operation
 
 log = logging.getLogger(__name__)
@@ -257,4 +257,4 @@ async def attach(ctx: Context, m: Member, target: Target) -> None:
     # The MAC at once (older engines): the LAN must not learn the engine's own one.
     view = await ctx.view.refresh(m.device)
     if view is not None and view.running:
-        await apply_macs(ctx, m.device, m.vnics)
+        await apply_live(ctx, m.device, m.vnics)

@@ -16,7 +16,7 @@ from services.executor.engine import containers
 from services.executor.errors import OperationFailed
 from services.executor.net import networks
 from services.executor.rehome.model import Member, Target, network_subnets
-from services.executor.runtime.create import apply_macs, error_text
+from services.executor.runtime.create import apply_live, error_text
 from services.executor.runtime.journal import now_iso
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ async def finish(ctx: Context, target: Target, members: list[Member], started: f
         ctx.view.refresh(m.device) if m.outcome not in ("rehomed", "rehomed_new_ip",
                                                         "reattached")
         else asyncio.sleep(0, ctx.view.get(m.device)) for m in members))
-    await asyncio.gather(*(apply_macs(ctx, m.device, m.vnics)
+    await asyncio.gather(*(apply_live(ctx, m.device, m.vnics)
                            for m, view in zip(members, views, strict=True)
                            if view is not None and view.running and m.outcome == "failed"))
     # One write of each shared state file for the whole move.

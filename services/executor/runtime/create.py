@@ -12,8 +12,9 @@ The request is checked at once (`validate.py`, the name on the engine); the ack 
 3. `creating_networks` — `<name>_internal` on our own subnet pool, then each MACVLAN
    network (get or create);
 4. `creating_container` — create and connect the container, start it, set any MAC the
-   engine could not, join the agent's own container to `<name>_internal`, record the
-   internal IP, persist the vNICs.
+   engine could not, write the vNICs' dns servers into its resolver file (`resolv.py`),
+   join the agent's own container to `<name>_internal`, record the internal IP, persist
+   the vNICs.
 
 Any failure rolls back what belongs to this device (container, internal network) and
 removes MACVLAN networks left without users; the journal keeps the error for
@@ -31,7 +32,7 @@ import docker.errors
 
 from common import labels
 from services.executor.context import QUICK, Context
-from services.executor.engine import containers, macfix
+from services.executor.engine import containers, macfix, resolv
 from services.executor.errors import (
     Conflict,
     DetectionUnavailable,
@@ -346,11 +347,32 @@ async def complete(ctx: Context, op: Operation, vnics: list[dict[str, Any]]) -> 
     view = await ctx.view.refresh(device)
     if view is None:
         raise OperationFailed(f"Container {device} disappeared while it was being created")
-    await apply_macs(ctx, device, vnics)
+    await apply_live(ctx, device, vnics)
     if not view.internal_ip:
         raise OperationFailed(f"Container {device} has no address on {internal}")
     op.progress["internal_ip"] = view.internal_ip
     await ctx.save_vnics(device, vnics)
+
+
+async def apply_live(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:
+    """What a runtime needs after every start that the engine does not keep: its
+    resolver's dns servers and the MACs the engine could not set."""
+    await apply_dns(ctx, device, vnics)
+    await apply_macs(ctx, device, vnics)
+
+
+async def apply_dns(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:
+    dns = resolv.servers(vnics)
+    view = ctx.view.get(device)
+    if not dns or view is None or not view.running:
+        return
+    try:
+        await ctx.docker.call(resolv.write, view.id, dns)
+    except DockerUnavailable:
+        raise
+    except (resolv.ResolvFailed, docker.errors.APIError) as exc:
+        log.warning("dns servers %s of %s not written to its resolv.conf: %s", dns, device,
+                    error_text(exc))
 
 
 async def apply_macs(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:

@@ -1,10 +1,17 @@
 """`start_device`, `stop_device`, `restart_device` (ack when done) and `delete_device`
 (ack `deleting`, work in the background).
 
-Only containers this agent manages (labels, `common/labels.py`) are touched: the agent's own
+Only containers this agent manages (labels, `common/labels.py`, or adopted from the
+original agent, `adopt.py`) are touched: the agent's own
 container, the network-monitor sidecar and any container without our labels are refused
 with an error and left exactly as they are.  Deleting a device that does not exist ends
 in success.
+
+Error kind `docker_unavailable` leaves every command here having changed nothing (the
+gateway lets a resend run again): it is raised only before the first engine call that
+changes anything (`require_docker`, the read-only look-up); an engine lost during or after
+a start/stop/restart is answered as that command's own error.  A delete acks before its
+work, so the engine lost later is reported through `get_device_status`.
 """
 
 from __future__ import annotations
@@ -23,12 +30,17 @@ from services.executor.errors import (
     NotManaged,
     OperationFailed,
 )
-from services.executor.runtime.create import apply_macs, error_text
+from services.executor.runtime import adopt
+from services.executor.runtime.create import apply_live, error_text
 from services.executor.runtime.journal import Operation
 
 log = logging.getLogger(__name__)
 
 ACTIONS = {"start": "running", "stop": "exited", "restart": "running"}
+
+
+def protected_names(ctx: Context) -> set[str]:
+    return {n for n in (ctx.config.sidecar_container, ctx.agent_name) if n}
 
 
 def protected(ctx: Context, device: str) -> bool:
@@ -50,7 +62,8 @@ async def managed(ctx: Context, device: str, action: str) -> ContainerView | Non
     attrs = await ctx.docker.call(containers.container_exists, device, budget=QUICK)
     if attrs is None:
         return None
-    if not labels.owned((attrs.get("Config") or {}).get("Labels"), ctx.instance):
+    if not labels.owned((attrs.get("Config") or {}).get("Labels"), ctx.instance) and \
+            attrs.get("Id") not in ctx.view.adopted:
         raise NotManaged(device, action)
     return await ctx.view.refresh(device)
 
@@ -70,18 +83,15 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
         view = await managed(ctx, device, action)
         if view is None:
             return error_body(device, f"Container {device} not found")
-        grace = ctx.config.stop_grace
-        if action == "start":
-            await ctx.docker.call(containers.start, view.id, budget=QUICK)
-        elif action == "stop":
-            await ctx.docker.call(containers.stop, view.id, grace, budget=grace + QUICK)
-        else:
-            await ctx.docker.call(containers.restart, view.id, grace, budget=grace + QUICK)
-        view = await ctx.view.refresh(device)
+        try:
+            view = await _act(ctx, view, action)
+        except DockerUnavailable as exc:
+            # The request may have reached the engine: this is no proof that nothing ran,
+            # so it is an answer of its own, not error kind docker_unavailable.
+            raise OperationFailed(f"Could not {action} container {device}: {exc.text}; "
+                                  "its state is unknown until the engine answers") from None
         if view is None:
             return error_body(device, f"Container {device} disappeared")
-        if view.running:
-            await apply_macs(ctx, device, ctx.vnics.get(device))
         previous = ctx.journal.get(device)
         if previous is not None and previous.state == "error" and \
                 previous.operation in ACTIONS:
@@ -102,6 +112,20 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
         return error_body(device, text)
     finally:
         ctx.ops.end(device)
+
+
+async def _act(ctx: Context, view: ContainerView, action: str) -> ContainerView | None:
+    grace = ctx.config.stop_grace
+    if action == "start":
+        await ctx.docker.call(containers.start, view.id, budget=QUICK)
+    elif action == "stop":
+        await ctx.docker.call(containers.stop, view.id, grace, budget=grace + QUICK)
+    else:
+        await ctx.docker.call(containers.restart, view.id, grace, budget=grace + QUICK)
+    fresh = await ctx.view.refresh(view.name)
+    if fresh is not None and fresh.running:
+        await apply_live(ctx, fresh.name, ctx.vnics.get(fresh.name))
+    return fresh
 
 
 # --- delete ------------------------------------------------------------------------------------
@@ -142,6 +166,7 @@ async def remove_runtime(ctx: Context, device: str, op: Operation | None = None)
     networks nobody uses any more.  Idempotent."""
     view = await ctx.view.refresh(device)
     networks = {v.get("network") for v in ctx.vnics.get(device) if v.get("network")}
+    was_adopted = device in ctx.view.adopted.values()
     if view is not None:
         networks |= set(view.networks)
         await ctx.docker.call(containers.remove, view.id, ctx.config.stop_grace)
@@ -149,7 +174,11 @@ async def remove_runtime(ctx: Context, device: str, op: Operation | None = None)
     if op is not None:
         op.set_step("removing_networks")
         await ctx.save_op(op)
-    await ctx.networks.remove_internal(device)
+    # An adopted runtime's `<name>_internal` was made by the original agent: no labels.
+    await ctx.networks.remove_internal(device, unlabelled=was_adopted)
+    for cid, name in list(ctx.view.adopted.items()):
+        if name == device:
+            await adopt.forget(ctx, cid)
     await ctx.forget_vnics(device)
     ctx.applied_macs.pop(device, None)
     await ctx.networks.collect_macvlans(only=[n for n in networks if n])

@@ -20,7 +20,7 @@ from services.executor.context import Context
 from services.executor.errors import OperationFailed
 from services.executor.net import names, networks
 from services.executor.runtime.create import (
-    apply_macs,
+    apply_live,
     complete,
     fail_and_roll_back,
     roll_back,
@@ -60,7 +60,7 @@ async def reconcile(ctx: Context) -> None:
     await collect_leftovers(ctx)
     for view in ctx.view.all():
         if view.running and ctx.ops.current(view.name) is None:
-            await apply_macs(ctx, view.name, ctx.vnics.get(view.name))
+            await apply_live(ctx, view.name, ctx.vnics.get(view.name))
 
 
 async def recover_create(ctx: Context, op: Operation) -> None:

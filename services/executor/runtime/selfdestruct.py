@@ -3,10 +3,12 @@
 Progress is journalled under device `__orchestrator__` (steps `waiting_for_operations`,
 `removing_runtimes`, `removing_networks`, `removing_sidecar`, `removing_agent`, with
 counts), so `get_device_status` can follow it and a restarted executor resumes it.
-Only objects with our labels are removed, plus the sidecar container by its configured
-name when it carries the netmon's component label (a foreign container of that name is
-left and the final status says so), and the agent's own container; a user's containers and
-networks stay.  Running it again is harmless: it finds nothing left to remove.
+A request while one runs is answered `Self-destruct operation already in progress`.
+Only objects with our labels are removed, plus the runtimes adopted from the original
+agent (and their `<name>_internal`), the sidecar container by its configured name when it
+carries the netmon's component label (a foreign container of that name is left and the
+final status says so), and the agent's own container; a user's containers and networks
+stay.  Running it again is harmless: it finds nothing left to remove.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DEVICE = names.ORCHESTRATOR_DEVICE
 WAIT_FOR_OPERATIONS = 60.0
+# The original's answer to a second request while one runs (PROTOCOL "Compatibility").
+ALREADY = {"status": "error", "error": "Self-destruct operation already in progress"}
 ACK = {"status": "accepted",
        "message": "Self-destruct initiated. Poll get_device_status with "
                   "device_id='__orchestrator__' for progress.",
@@ -36,7 +40,7 @@ ACK = {"status": "accepted",
 
 async def start_self_destruct(ctx: Context) -> dict[str, Any]:
     if ctx.ops.current(DEVICE) is not None:
-        return dict(ACK)  # already under way: the same answer, no second run
+        return dict(ALREADY)  # already under way: no second run
     ctx.require_docker()
 
     async def prepare() -> Operation:
@@ -86,6 +90,7 @@ async def run_self_destruct(ctx: Context, op: Operation) -> None:
                         WAIT_FOR_OPERATIONS)
         await _step(ctx, op, "removing_runtimes")
         runtimes = await ctx.docker.call(_runtime_names, ctx.instance)
+        runtimes += sorted(set(ctx.view.adopted.values()) - set(runtimes))
         op.progress.update(runtimes_total=len(runtimes), runtimes_removed=0)
         await ctx.save_op(op)
         for device in runtimes:

@@ -73,6 +73,12 @@ def container_body(ctx: Context, view: ContainerView) -> dict[str, Any]:
     return body
 
 
+def engine_failed(device: str, reason: str) -> dict[str, Any]:
+    """The original's reply when the engine cannot be asked (PROTOCOL "Compatibility")."""
+    return {"status": "error", "device_id": device,
+            "error": f"Failed to retrieve container status: {reason}"}
+
+
 def device_status(ctx: Context, device: str) -> dict[str, Any]:
     if device == names.ORCHESTRATOR_DEVICE:
         return orchestrator_status(ctx)
