@@ -210,7 +210,7 @@ class LifecycleBoot(Message):
     kept_stopped: int
     crash_loop: int
     failed: int
-    netmon: str  # "reported" | "timeout"
+    netmon: str  # "reported" | "timeout" | "not_needed" (nothing to start)
     network_wait_seconds: float
     seconds: float
 

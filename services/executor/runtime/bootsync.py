@@ -136,7 +136,7 @@ async def boot_sync(ctx: Context, rehome_pass: Callable[[float], Awaitable[bool]
     await adopt_policies(ctx)
     tally = Tally()
     wanted = plan(ctx, tally)
-    netmon, waited = "reported", 0.0
+    netmon, waited = "not_needed", 0.0
     if wanted:
         log.info("boot sync (%s): %d runtime(s) to start: %s", reason, len(wanted),
                  ", ".join(wanted))
