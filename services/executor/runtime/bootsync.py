@@ -115,7 +115,9 @@ async def start_one(ctx: Context, device: str, tally: Tally) -> None:
 
 def plan(ctx: Context, tally: Tally) -> list[str]:
     """Step 2: the runtimes to start, in name order."""
-    wanted = []
+    wanted: list[str] = []
+    if ctx.destroying:
+        return wanted  # self-destruct removes them all
     for view in sorted(ctx.view.all(), key=lambda v: v.name):
         tally.runtimes += 1
         intent = ctx.intents.get(view.name)

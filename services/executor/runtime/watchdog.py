@@ -37,6 +37,8 @@ from services.executor.runtime.intents import RUNNING, STOPPED, BadDevice, now_i
 log = logging.getLogger(__name__)
 
 OPERATION = "watchdog"
+# Operations that only start a runtime: an exit while one holds the device is a crash.
+STARTS = (OPERATION, "boot_start")
 SHOWN_EXITS = 10
 
 
@@ -55,10 +57,7 @@ async def set_desired(ctx: Context, device: str, desired: str, reason: str) -> N
     intent.exits = []
     if changed:
         intent.changed_at = now_iso()
-    if desired == RUNNING and intent.reason == "created":
-        await ctx.forget_intent(device)
-    else:
-        await ctx.save_intent(intent)
+    await ctx.save_intent(intent)
     if changed:
         log.info("desired state of %s: %s (%s)", device, desired, reason)
         ctx.publish(LifecycleDesired(device, desired, reason))
@@ -87,7 +86,7 @@ class Watchdog:
         ctx = self.ctx
         if ctx.view.syncing or ctx.destroying:
             return
-        if ctx.ops.current(new.name) not in (None, OPERATION):
+        if ctx.ops.current(new.name) not in (None, *STARTS):
             return  # an operation of ours stopped it (a restart of our own does not)
         intent = ctx.intents.get(new.name)
         if intent.desired != RUNNING or intent.crash_loop:
