@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from common import labels
 from common.config import Config, ConfigError
 from common.messages import LifecycleCrashLoop, LifecycleRestartScheduled, Message
+from services.executor.engine.liveview import parse_inspect
 from services.executor.runtime.intents import BadDevice, Intent, IntentStore
 from services.executor.runtime.watchdog import Watchdog
 
@@ -111,3 +113,15 @@ def test_lifecycle_settings_from_the_environment() -> None:
     assert (config.crash_loop_exits, config.boot_concurrency, config.restart_delay) == \
         (3, 2, 0.5)
     assert (Config().crash_loop_exits, Config().crash_loop_window) == (5, 600.0)
+
+
+def test_view_carries_exit_details() -> None:
+    attrs = {"Id": "c1", "Name": "/plc",
+             "Config": {"Labels": labels.runtime("i1", "plc", ["eth0"], "op")},
+             "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}},
+             "State": {"Status": "exited", "Running": False, "ExitCode": 137,
+                       "OOMKilled": True, "FinishedAt": "2025-01-01T00:00:01.5Z"}}
+    view = parse_inspect(attrs, "i1")
+    assert view is not None and view.oom_killed is True and view.exit_code == 137
+    assert view.finished_at == pytest.approx(1735689601.5)
+    assert view.restart_policy == "unless-stopped"
