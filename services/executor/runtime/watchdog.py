@@ -66,8 +66,10 @@ async def set_desired(ctx: Context, device: str, desired: str, reason: str) -> N
 def lifecycle_block(ctx: Context, device: str) -> dict[str, Any]:
     """The `lifecycle` block of `get_device_status`."""
     intent = ctx.intents.get(device)
+    known = ctx.intents.known(device)  # no record: should run since its create
     block: dict[str, Any] = {"state": intent.state, "desired": intent.desired,
-                             "reason": intent.reason, "changed_at": intent.changed_at,
+                             "reason": intent.reason,
+                             "changed_at": intent.changed_at if known else None,
                              "exits": intent.public_exits(SHOWN_EXITS)}
     if intent.crash_loop:
         block["crash_loop_since"] = intent.crash_loop_since
