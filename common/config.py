@@ -70,6 +70,13 @@ class Config:
     # Re-homing: a static IP that does not fit the new subnet gets an engine-assigned
     # address (assign) or leaves the vNIC disconnected (detach).
     rehome_static_misfit: str = "assign"
+    # --- lifecycle (docs/lifecycle.md): boot sync, watchdog, crash-loop guard ---
+    restart_delay: float = 2.0  # seconds before the watchdog restarts a dead runtime
+    restart_backoff_max: float = 60.0  # the delay doubles per exit in the window, up to this
+    crash_loop_exits: int = 5  # this many unexpected exits ...
+    crash_loop_window: float = 600.0  # ... within this many seconds: left stopped
+    boot_netmon_wait: float = 60.0  # how long boot sync waits for the host's interfaces
+    boot_concurrency: int = 4  # runtimes started at once by boot sync
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod
@@ -124,6 +131,7 @@ class Config:
         if self.rehome_static_misfit not in STATIC_MISFIT_MODES:
             raise ConfigError("rehome_static_misfit must be one of "
                               f"{', '.join(STATIC_MISFIT_MODES)}")
+        self._check_lifecycle()
         if self.docker_workers < 1:
             raise ConfigError("docker_workers must be at least 1")
         for name in ("docker_timeout", "pull_timeout"):
@@ -138,6 +146,19 @@ class Config:
         # A unix socket path is limited to 107 bytes; leave room for the endpoint names.
         if len(str(self.run_dir)) > 80:
             raise ConfigError(f"run directory path is too long for ipc endpoints: {self.run_dir}")
+
+    def _check_lifecycle(self) -> None:
+        for name in ("restart_delay", "boot_netmon_wait"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        if self.restart_backoff_max < self.restart_delay:
+            raise ConfigError("restart_backoff_max must be at least restart_delay")
+        if self.crash_loop_exits < 1:
+            raise ConfigError("crash_loop_exits must be at least 1")
+        if self.crash_loop_window <= 0:
+            raise ConfigError("crash_loop_window must be positive")
+        if self.boot_concurrency < 1:
+            raise ConfigError("boot_concurrency must be at least 1")
 
     def _check_cloud_url(self) -> None:
         scheme = urlsplit(self.cloud_url).scheme.lower()

@@ -190,3 +190,72 @@ class RuntimeRehomed(Message):
     TOPIC: ClassVar[str] = "runtime.rehome"
     device: str
     event: dict[str, Any]
+
+
+# --- runtime lifecycle (docs/lifecycle.md) ----------------------------------------------
+
+
+@register
+@dataclass(frozen=True)
+class LifecycleBoot(Message):
+    """A boot sync finished: after the executor's start (`reason` "start") or a
+    reconnection to the engine ("reconnect").  `seconds`: from the executor's start (or the
+    reconnection) until every runtime that should run was running."""
+
+    TOPIC: ClassVar[str] = "lifecycle.boot"
+    reason: str
+    runtimes: int
+    started: int
+    already_running: int
+    kept_stopped: int
+    crash_loop: int
+    failed: int
+    netmon: str  # "reported" | "timeout" | "not_needed" (nothing to start)
+    network_wait_seconds: float
+    seconds: float
+
+
+@register
+@dataclass(frozen=True)
+class LifecycleRestartScheduled(Message):
+    """The watchdog saw a runtime die unexpectedly and will restart it after `delay`."""
+
+    TOPIC: ClassVar[str] = "lifecycle.restart_scheduled"
+    device: str
+    delay: float
+    exit_code: int | None
+    oom_killed: bool
+    exits_in_window: int
+
+
+@register
+@dataclass(frozen=True)
+class LifecycleRestarted(Message):
+    """The watchdog's restart of a runtime, done (`ok`) or failed (`error`)."""
+
+    TOPIC: ClassVar[str] = "lifecycle.restart_done"
+    device: str
+    ok: bool
+    error: str | None = None
+
+
+@register
+@dataclass(frozen=True)
+class LifecycleCrashLoop(Message):
+    """A runtime died too often in the window and is left stopped until the cloud starts
+    it again; `exits`: `{"at", "exit_code", "oom_killed"}`, oldest first."""
+
+    TOPIC: ClassVar[str] = "lifecycle.crash_loop"
+    device: str
+    exits: list[dict[str, Any]]
+
+
+@register
+@dataclass(frozen=True)
+class LifecycleDesired(Message):
+    """A runtime's desired state changed (`running` / `stopped`) and why."""
+
+    TOPIC: ClassVar[str] = "lifecycle.desired"
+    device: str
+    desired: str
+    reason: str

@@ -12,9 +12,10 @@ in `errors.py`):
 * `engine/` — engine access: `docker_api` (the SDK handle over `common/enginepool.py`),
   `events` (watcher thread), `liveview`, `containers`, `macfix`, `selfinfo`;
 * `runtime/` — runtime lifecycle and its records: `create`, `lifecycle`, `status`,
-  `selfdestruct`, `reconcile` (the operations), `validate` (request checks over
-  `common/vnic_rules.py`), `registry` (one operation per device), state files `journal`,
-  `vnic_store`, `devicefile`;
+  `selfdestruct`, `reconcile` (the operations), `watchdog` and `bootsync` (restarts,
+  the crash-loop guard, starting what should run: docs/lifecycle.md), `validate`
+  (request checks over `common/vnic_rules.py`), `registry` (one operation per device),
+  state files `journal`, `intents` (desired states), `vnic_store`, `devicefile`;
 * `net/` — networks: `networks`, `ipam`, `names`, `netinfo` (the host's interfaces),
   `hostnets` (subnets each parent carried), `netevents`;
 * `rehome/` — re-homing: `watch` (triggers), `check` (which parents move, the pass,

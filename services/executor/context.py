@@ -22,6 +22,7 @@ from services.executor.net.hostnets import HostNetworks
 from services.executor.net.netevents import NetEvents
 from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
+from services.executor.runtime.intents import Intent, IntentStore
 from services.executor.runtime.journal import Journal, Operation
 from services.executor.runtime.registry import OperationRegistry
 from services.executor.runtime.vnic_store import VnicStore
@@ -47,6 +48,7 @@ class Context:
     io: ThreadPoolExecutor
     hostnets: HostNetworks
     netevents: NetEvents
+    intents: IntentStore
     publish: Callable[[Message], None] = lambda message: None
     agent_container: str | None = None  # the agent's own container id, if any
     agent_name: str | None = None
@@ -86,6 +88,13 @@ class Context:
         events = self.netevents.forget(device)
         if events is not None:
             await self._io(self.netevents.write, events)
+
+    async def save_intent(self, intent: Intent) -> None:
+        await self._io(self.intents.write, intent.device, self.intents.put(intent))
+
+    async def forget_intent(self, device: str) -> None:
+        if self.intents.drop(device):
+            await self._io(self.intents.write, device, None)
 
     async def add_net_event(self, device: str, event: dict[str, Any]) -> None:
         await self._io(self.netevents.write, self.netevents.add(device, event))

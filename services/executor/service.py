@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,10 +51,13 @@ from services.executor.net.networks import Networks
 from services.executor.proxy.forward import internal_limits, proxy
 from services.executor.rehome.watch import TOPICS, NetWatch
 from services.executor.runtime import adopt, create, lifecycle, selfdestruct, status
+from services.executor.runtime.bootsync import boot_sync
+from services.executor.runtime.intents import IntentStore
 from services.executor.runtime.journal import Journal
 from services.executor.runtime.reconcile import reconcile
 from services.executor.runtime.registry import OperationRegistry
 from services.executor.runtime.vnic_store import VnicStore
+from services.executor.runtime.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,7 @@ def instance_id(configured: str, state_dir: Path) -> str:
 class ExecutorService:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self._since = time.monotonic()  # the boot sync's clock starts with the process
         cfg = runtime.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.instance = instance_id(cfg.instance_id, cfg.state_dir)
@@ -96,6 +101,8 @@ class ExecutorService:
         hostnets.load()
         netevents = NetEvents(cfg.state_dir)
         netevents.load()
+        intents = IntentStore(cfg.state_dir)
+        intents.load()
         view = LiveView(self.docker, self.instance)
         self.ctx = Context(
             config=cfg, instance=self.instance, docker=self.docker, view=view,
@@ -105,11 +112,16 @@ class ExecutorService:
             ifaces=InterfaceCache(runtime.clients["netbridge"]),
             ops=OperationRegistry(),
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
-            hostnets=hostnets, netevents=netevents, publish=runtime.publisher.publish)
+            hostnets=hostnets, netevents=netevents, intents=intents,
+            publish=runtime.publisher.publish)
         adopt.load(self.ctx)
         self.netwatch = NetWatch(runtime, self.ctx)
+        self.watchdog = Watchdog(self.ctx)
         view.hooks.append(self._on_view_change)
+        view.hooks.append(self.watchdog.on_view_change)
         self._sync_lock = asyncio.Lock()
+        self._boot_lock = asyncio.Lock()
+        self._boots = 0
         self._detected = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.watcher: Watcher | None = None
@@ -143,6 +155,7 @@ class ExecutorService:
             netwatch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await netwatch
+            self.watchdog.close()
             await self.ctx.ops.cancel_all(2.0)
             for task in list(self._tasks):
                 task.cancel()
@@ -157,9 +170,29 @@ class ExecutorService:
 
     def _on_connected(self) -> None:
         self.rt.counters["docker_connected"] += 1
-        self._spawn(self._resync(), "resync")
+        self._spawn(self._resync(time.monotonic()), "resync")
 
-    async def _resync(self) -> None:
+    async def _resync(self, connected_at: float) -> None:
+        if await self._reconcile():
+            self._spawn(self._boot_sync(connected_at), "boot-sync")
+
+    async def _boot_sync(self, connected_at: float) -> None:
+        """After every (re)connection: start what should run (runtime/bootsync.py)."""
+        async with self._boot_lock:
+            first = self._boots == 0
+            self._boots += 1
+            try:
+                await boot_sync(self.ctx, self.netwatch.full_pass,
+                                "start" if first else "reconnect",
+                                self._since if first else connected_at)
+                self.rt.counters["boot_syncs"] += 1
+            except DockerUnavailable as exc:
+                self._boots -= int(first)
+                log.warning("boot sync postponed: %s", exc.text)
+            except Exception:
+                log.exception("boot sync failed")
+
+    async def _reconcile(self) -> bool:
         async with self._sync_lock:
             try:
                 if not self._detected:
@@ -169,10 +202,12 @@ class ExecutorService:
                 self.ctx.ready.set()
                 await reconcile(self.ctx)
                 self.netwatch.poke()  # interrupted moves, and subnets that changed meanwhile
+                return True
             except DockerUnavailable as exc:
                 log.warning("resync postponed: %s", exc.text)
             except Exception:
                 log.exception("resync failed")
+            return False
 
     async def _detect_self(self) -> None:
         cfg = self.rt.config

@@ -55,7 +55,7 @@ async def test_full_lifecycle(bus: RpcClient, executor: ExecutorProc, lans: Call
                           "creating_container"}
     wait_for(lambda: https_ok(body["internal_ip"]), 20, "the runtime answering on its internal IP")
     attrs = docker_client.api.inspect_container(name)
-    assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"  # the agent restarts it
     assert "SYS_NICE" in attrs["HostConfig"]["CapAdd"]
     assert attrs["Config"]["Labels"]["orchestrator.managed"] == "true"
     assert attrs["Config"]["Labels"]["orchestrator.instance"] == executor.instance

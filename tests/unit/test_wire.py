@@ -13,6 +13,11 @@ from common.messages import (
     REGISTRY,
     Alive,
     HostMetrics,
+    LifecycleBoot,
+    LifecycleCrashLoop,
+    LifecycleDesired,
+    LifecycleRestarted,
+    LifecycleRestartScheduled,
     MessageError,
     NetChange,
     NetDiscovery,
@@ -35,6 +40,12 @@ SAMPLES: list[Any] = [
     NetDiscovery([{"interface": "oat0", "ipv4_addresses": []}], "2025-11-20T20:30:45"),
     NetChange({"interface": "oat0", "gateway": "192.0.2.1"}),
     RuntimeRehomed("plc-1", {"outcome": "rehomed", "network": "macvlan_oat0_198.51.100.0_24"}),
+    LifecycleBoot("start", 3, 2, 1, 0, 0, 0, "reported", 1.5, 4.25),
+    LifecycleRestartScheduled("plc-1", 2.0, 137, False, 1),
+    LifecycleRestarted("plc-1", False, "Docker error: no such network"),
+    LifecycleCrashLoop("plc-1", [{"at": "2026-01-01T00:00:00Z", "exit_code": 1,
+                                  "oom_killed": True}]),
+    LifecycleDesired("plc-1", "stopped", "stop_device"),
 ]
 
 

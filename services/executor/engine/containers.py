@@ -1,10 +1,10 @@
 """Blocking engine calls for runtime containers (run in the engine pool).
 
 A runtime container gets `SYS_NICE` (the PLC's real-time scan), the real-time ulimits
-when the configuration asks for them, restart policy `unless-stopped` (it comes back
-after a host reboot, unless someone stopped it on purpose), no published ports (8443 is
-reached on the internal network only), the vNICs' dns servers (`resolv.py`), and its
-networks before it first starts:
+when the configuration asks for them, restart policy `no` (the agent starts it after a
+host boot, once its networks are checked, and restarts it when it dies:
+docs/lifecycle.md), no published ports (8443 is reached on the internal network only),
+the vNICs' dns servers (`resolv.py`), and its networks before it first starts:
 
 * engines with API >= 1.44: primary network `<name>_internal`, then each MACVLAN network
   with its static IP and its MAC set per endpoint;
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 PER_ENDPOINT_MAC_API = "1.44"
 CAPABILITIES = ["SYS_NICE"]
-RESTART_POLICY = {"Name": "unless-stopped"}
+RESTART_POLICY = {"Name": "no"}
 
 
 def rt_ulimits() -> list[docker.types.Ulimit]:
@@ -108,6 +108,10 @@ def create_and_connect(api: Any, *, name: str, image: str, container_labels: dic
 
 def start(api: Any, ident: str) -> None:
     api.start(ident)
+
+
+def set_restart_policy(api: Any, ident: str, name: str) -> None:
+    api.update_container(ident, restart_policy={"Name": name})
 
 
 def stop(api: Any, ident: str, grace: float) -> None:

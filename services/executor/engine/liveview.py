@@ -61,6 +61,9 @@ class ContainerView:
     internal_ip: str | None
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    oom_killed: bool = False
+    finished_at: float | None = None
+    restart_policy: str = ""
     seen_at: float = field(default_factory=time.monotonic)
     # The host's side of the internal network: never a run_command target.
     internal_gateway: str | None = None
@@ -106,6 +109,10 @@ def parse_inspect(attrs: dict[str, Any], instance: str,
         internal_gateway=internal_gateway,
         networks=networks,
         labels=dict(container_labels),
+        oom_killed=bool(state.get("OOMKilled")),
+        finished_at=parse_time(state.get("FinishedAt")),
+        restart_policy=str(((attrs.get("HostConfig") or {}).get("RestartPolicy") or {})
+                           .get("Name") or ""),
     )
 
 
@@ -139,6 +146,9 @@ class LiveView:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self.synced = False
+        # True while the view is rebuilt from the engine: changes seen then happened while
+        # nobody was looking (the boot sync after it decides what to start).
+        self.syncing = False
         self.hooks: list[ChangeHook] = []
         # Containers whose network connects and disconnects are being made by an operation
         # that refreshes them itself when done (re-homing): their network events would
@@ -192,9 +202,14 @@ class LiveView:
     async def full_sync(self) -> None:
         """Rebuild the view from the engine (at start and after a reconnection)."""
         ids = await self.docker.call(_list_ids, self.instance, sorted(self.adopted))
-        for gone in set(self._by_id) - set(ids):
-            self._apply(gone, None)
-        results = await asyncio.gather(*(self.refresh(i) for i in ids), return_exceptions=True)
+        self.syncing = True
+        try:
+            for gone in set(self._by_id) - set(ids):
+                self._apply(gone, None)
+            results = await asyncio.gather(*(self.refresh(i) for i in ids),
+                                           return_exceptions=True)
+        finally:
+            self.syncing = False
         for ident, result in zip(ids, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, DockerUnavailable):

@@ -49,11 +49,27 @@ class NetWatch:
         self._netbridge_pid: int | None = None
         self._client = runtime.clients["netbridge"]
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._asked = 0  # pokes so far
+        self._served = 0  # pokes made before the last completed pass began
 
     def poke(self, parents: set[str] | None = None) -> None:
         """Ask for a pass over `parents` (None: every parent)."""
         self._pending |= {ALL} if parents is None else parents
+        self._asked += 1
         self._dirty.set()
+
+    async def full_pass(self, timeout: float) -> bool:
+        """Ask for a pass over every parent and wait until one that began after the
+        request has completed (the boot sync's network check); False on timeout."""
+        self.poke()
+        wanted = self._asked
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._served < wanted:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen(), name="net-listen")
@@ -131,10 +147,12 @@ class NetWatch:
             pending, self._pending = self._pending, set()
             parents = None if ALL in pending else pending
             events = self.rt.counters["net_events_received"]
+            asked = self._asked
             try:
                 retry = await rehome.run_pass(self.ctx, parents)
                 # Every event received before this pass began has now been acted upon.
                 self.rt.counters["net_events_settled"] = events
+                self._served = asked
             except DockerUnavailable as exc:
                 log.info("re-homing pass postponed: %s", exc.text)
                 self._pending |= pending

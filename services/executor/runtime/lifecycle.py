@@ -33,10 +33,13 @@ from services.executor.errors import (
 from services.executor.runtime import adopt
 from services.executor.runtime.create import apply_live, error_text
 from services.executor.runtime.journal import Operation
+from services.executor.runtime.watchdog import set_desired
 
 log = logging.getLogger(__name__)
 
 ACTIONS = {"start": "running", "stop": "exited", "restart": "running"}
+# What each action makes the runtime's desired state (docs/lifecycle.md).
+DESIRED = {"start": "running", "stop": "stopped", "restart": "running"}
 
 
 def protected_names(ctx: Context) -> set[str]:
@@ -83,6 +86,9 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
         view = await managed(ctx, device, action)
         if view is None:
             return error_body(device, f"Container {device} not found")
+        # Before the engine is asked: a stop must never look like a crash to the watchdog,
+        # and a start lifts the crash-loop guard.
+        await set_desired(ctx, device, DESIRED[action], f"{action}_device")
         try:
             view = await _act(ctx, view, action)
         except DockerUnavailable as exc:
@@ -152,6 +158,7 @@ async def run_delete(ctx: Context, op: Operation) -> None:
     device = op.device_id
     try:
         await remove_runtime(ctx, device, op)
+        await ctx.forget_intent(device)
         await ctx.forget_op(device)
         log.info("runtime %s deleted", device)
     except Exception as exc:

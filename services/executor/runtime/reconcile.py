@@ -115,4 +115,7 @@ async def collect_leftovers(ctx: Context) -> None:
         if device not in busy and ctx.view.get(device) is None:
             log.info("forgetting stored vNICs of %s: the runtime no longer exists", device)
             await ctx.forget_vnics(device)
+    for device in ctx.intents.devices():
+        if device not in busy and ctx.view.get(device) is None:
+            await ctx.forget_intent(device)
     await ctx.networks.collect_macvlans()

@@ -17,6 +17,7 @@ from services.executor.context import Context
 from services.executor.engine.liveview import ContainerView
 from services.executor.net import names
 from services.executor.runtime.journal import Operation
+from services.executor.runtime.watchdog import lifecycle_block
 
 IN_PROGRESS_STATUS = {"create": "creating", "delete": "deleting",
                       "delete_orchestrator": "deleting"}
@@ -62,6 +63,7 @@ def container_body(ctx: Context, view: ContainerView) -> dict[str, Any]:
         body["exit_code"] = view.exit_code
     if view.health:
         body["health_status"] = view.health
+    body["lifecycle"] = lifecycle_block(ctx, view.name)
     events = ctx.netevents.get(view.name)
     if events:
         body["last_rehome"] = events[-1]
