@@ -65,6 +65,9 @@ class Config:
     # Re-homing: a static IP that does not fit the new subnet gets an engine-assigned
     # address (assign) or leaves the vNIC disconnected (detach).
     rehome_static_misfit: str = "assign"
+    # Serial passthrough: the directory of stable adapter links that netmon reports and
+    # `serial_configs.device_id` must name an entry of (docs/features.md).
+    serial_by_id_dir: Path = Path("/dev/serial/by-id")
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod

@@ -6,6 +6,12 @@ monitor socket")::
 
     {"type":"network_discovery","data":{"interfaces":[IFACE...],"timestamp":"<iso>"}}
     {"type":"network_change","data":IFACE}
+    {"type":"serial_devices","data":{"devices":[SERIAL...],"timestamp":"<iso>"}}
+
+`serial_devices` (the USB serial adapters under the by-id directory, the whole list every
+time it changes, and right after the discovery line when there are any; a discovery
+means "no adapters" until one follows) is newer than the other two: a reader
+that does not know it drops it as an unknown type and carries on.
 
 Virtual interface names: the monitor never reports them, and netbridge's
 ``get_host_interfaces`` filters them.  The rule is by name, not by link kind: a
@@ -23,6 +29,7 @@ from typing import Any
 SOCKET_NAME = "netmon.sock"
 DISCOVERY = "network_discovery"
 CHANGE = "network_change"
+SERIAL = "serial_devices"
 
 Interface = dict[str, Any]
 
@@ -72,6 +79,10 @@ def change_line(iface: Interface) -> bytes:
     return encode_line({"type": CHANGE, "data": iface})
 
 
+def serial_line(devices: list[dict[str, Any]], timestamp: str) -> bytes:
+    return encode_line({"type": SERIAL, "data": {"devices": devices, "timestamp": timestamp}})
+
+
 class BadLine(Exception):
     """A line that is dropped; ``reason`` names its counter."""
 
@@ -93,9 +104,16 @@ def _check_iface(value: Any) -> Interface:
     return value
 
 
+def _check_serial(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(
+            isinstance(value.get(key), str) and value.get(key) for key in ("path", "device_id")):
+        raise BadLine("dropped_bad_shape")
+    return value
+
+
 def parse_line(raw: bytes) -> tuple[str, Any]:
-    """Decode one line into ``(DISCOVERY, [iface...])`` or ``(CHANGE, iface)``; raise
-    ``BadLine`` otherwise."""
+    """Decode one line into ``(DISCOVERY, [iface...])``, ``(CHANGE, iface)`` or
+    ``(SERIAL, [device...])``; raise ``BadLine`` otherwise."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -114,4 +132,8 @@ def parse_line(raw: bytes) -> tuple[str, Any]:
         return kind, [_check_iface(i) for i in data["interfaces"]]
     if kind == CHANGE:
         return kind, _check_iface(data)
+    if kind == SERIAL:
+        if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
+            raise BadLine("dropped_bad_shape")
+        return kind, [_check_serial(d) for d in data["devices"]]
     raise BadLine("dropped_unknown_type")

@@ -50,6 +50,8 @@ from services.executor.runtime import create, lifecycle, selfdestruct, status
 from services.executor.runtime.journal import Journal
 from services.executor.runtime.reconcile import reconcile
 from services.executor.runtime.registry import OperationRegistry
+from services.executor.runtime.serial import SerialStore
+from services.executor.runtime.serialkeeper import SerialKeeper
 from services.executor.runtime.vnic_store import VnicStore
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ class ExecutorService:
         netevents = NetEvents(cfg.state_dir)
         netevents.load()
         view = LiveView(self.docker, self.instance)
+        serials = SerialStore(cfg.state_dir)
+        serials.load()
         self.ctx = Context(
             config=cfg, instance=self.instance, docker=self.docker, view=view,
             journal=journal, vnics=vnics,
@@ -102,7 +106,8 @@ class ExecutorService:
             ifaces=InterfaceCache(runtime.clients["netbridge"]),
             ops=OperationRegistry(),
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
-            hostnets=hostnets, netevents=netevents, publish=runtime.publisher.publish)
+            hostnets=hostnets, netevents=netevents, publish=runtime.publisher.publish,
+            serials=SerialKeeper(serials, view))
         self.netwatch = NetWatch(runtime, self.ctx)
         view.hooks.append(self._on_view_change)
         self._sync_lock = asyncio.Lock()
@@ -131,11 +136,14 @@ class ExecutorService:
         self.watcher.start()
         refresher = asyncio.create_task(self.ctx.view.run_refresher(self.rt.stop))
         netwatch = asyncio.create_task(self.netwatch.run(), name="netwatch")
+        assert self.ctx.serials is not None
+        keeper = asyncio.create_task(self.ctx.serials.run(), name="serial-keeper")
         try:
             await self.rt.stop.wait()
         finally:
             refresher.cancel()
             netwatch.cancel()
+            keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await netwatch
             await self.ctx.ops.cancel_all(2.0)

@@ -115,4 +115,8 @@ async def collect_leftovers(ctx: Context) -> None:
         if device not in busy and ctx.view.get(device) is None:
             log.info("forgetting stored vNICs of %s: the runtime no longer exists", device)
             await ctx.forget_vnics(device)
+    if ctx.serials is not None:
+        for device in ctx.serials.store.devices():
+            if device not in busy and ctx.view.get(device) is None:
+                await ctx.save_serials(device, [])
     await ctx.networks.collect_macvlans()
