@@ -153,7 +153,9 @@ async def _replug_scenario(executor: ExecutorProc, bus: RpcClient,
     started = docker_client.api.inspect_container(name)["State"]["StartedAt"]
     assert exchange(docker_client, name, first, b"hello plc") == b"clp olleh"
 
-    # Unplug: the link goes, the node leaves the runtime.
+    # Unplug: the link goes, the node leaves the runtime.  The next adapter is opened
+    # first so that it cannot get the same pty number.
+    second = adapters()
     link.unlink()
     first.close()
     await wait_status(bus, name, lambda b: port(b).get("status") == "disconnected", 10)
@@ -161,7 +163,6 @@ async def _replug_scenario(executor: ExecutorProc, bus: RpcClient,
         ["test", "-e", CONTAINER_PATH]).exit_code != 0, 10, "the node removed")
 
     # Replug as a new node (another pty: another minor number).
-    second = adapters()
     assert second.node != first.node
     plug(link, second)
     body = await wait_status(bus, name, lambda b: port(b).get("status") == "connected", 10)
