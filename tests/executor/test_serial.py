@@ -173,6 +173,13 @@ async def _replug_scenario(executor: ExecutorProc, bus: RpcClient,
     stored = json.loads((executor.state_dir / "runtime_serials.json").read_text())
     assert stored[name] == serial_configs
 
+    # A restart makes a new /dev in the container: the keeper puts the node back.
+    reply = await bus.call("restart_device", {"device_id": name}, timeout=30)
+    assert reply["status"] == "success", reply
+    await wait_status(bus, name, lambda b: port(b).get("status") == "connected"
+                      and b.get("is_running") is True, 10)
+    assert exchange(docker_client, name, second, b"restarted") == b"detratser"
+
     ack = await bus.call("delete_device", {"device_id": name})
     assert ack["status"] == "deleting", ack
     await wait_status(bus, name, lambda b: b.get("status") == "not_found", 30)

@@ -117,15 +117,20 @@ class SerialKeeper:
         if not configs:
             return None
         ports = self.ports.get(device, {})
+        view = self.view.get(device)
+        pid = view.pid if view is not None and view.running else 0
         out = []
         for config in configs:
             port = ports.get(config["name"], Port())
+            state = port.status
+            if state == "connected" and (port.applied is None or port.applied[0] != pid):
+                state = "unknown"  # a restarted runtime the keeper has not seen yet
             row: dict[str, Any] = {"name": config["name"], "device_id": config["device_id"],
                                    "container_path": config["container_path"],
-                                   "status": port.status}
-            if port.host_path and port.status in ("connected", "error"):
+                                   "status": state}
+            if port.host_path and state in ("connected", "error"):
                 row["current_host_path"] = port.host_path
-            if port.status == "error" and port.error:
+            if state == "error" and port.error:
                 row["error"] = port.error
             out.append(row)
         return out
