@@ -98,3 +98,22 @@ def test_client_keeps_serial_devices_and_a_discovery_clears_them() -> None:
         await client._handle(netmon_proto.discovery_line([], "t").strip())
         assert client.serial_devices == []
     asyncio.run(scenario())
+
+
+def test_gateway_contract_checks_serial_configs() -> None:
+    from services.gateway.contracts import ContractError, validate
+
+    base = {"container_name": "plc", "vnic_configs": [
+        {"name": "eth0", "parent_interface": "oat0", "network_mode": "dhcp"}]}
+    assert validate("create_new_runtime", base).params["serial_configs"] == []
+    good = validate("create_new_runtime", {**base, "serial_configs": [config()]})
+    assert good.params["serial_configs"] == [config()]
+    for bad, where in (([config(container_path="/etc/x")], "container_path"),
+                       ([{"name": "a", "device_id": "/dev/serial/by-id/x"}], "container_path"),
+                       ([config(), config(name="b")], "serial_configs"),
+                       ("x", "serial_configs")):
+        with pytest.raises(ContractError) as info:
+            validate("create_new_runtime", {**base, "serial_configs": bad})
+        # The text is the original's; `field` names the offending key.
+        assert where in f"{info.value.field} {info.value.text}", info.value.text
+    assert validate("get_serial_devices", {"correlation_id": 3}).params == {}
