@@ -77,6 +77,9 @@ class Config:
     crash_loop_window: float = 600.0  # ... within this many seconds: left stopped
     boot_netmon_wait: float = 60.0  # how long boot sync waits for the host's interfaces
     boot_concurrency: int = 4  # runtimes started at once by boot sync
+    # Serial passthrough: the directory of stable adapter links that netmon reports and
+    # `serial_configs.device_id` must name an entry of (docs/features.md).
+    serial_by_id_dir: Path = Path("/dev/serial/by-id")
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod

@@ -6,6 +6,12 @@ monitor socket")::
 
     {"type":"network_discovery","data":{"interfaces":[IFACE...],"timestamp":"<iso>"}}
     {"type":"network_change","data":IFACE}
+    {"type":"serial_devices","data":{"devices":[SERIAL...],"timestamp":"<iso>"}}
+
+`serial_devices` (the USB serial adapters under the by-id directory, the whole list every
+time it changes, and right after the discovery line when there are any; a discovery
+means "no adapters" until one follows) is newer than the other two: a reader
+that does not know it drops it as an unknown type and carries on.
 
 Virtual interfaces: the monitor reports every UP interface with IPv4, each with an extra
 key ``"virtual": true|false`` (``is_virtual``); the line format is otherwise unchanged, so
@@ -30,6 +36,7 @@ from typing import Any
 SOCKET_NAME = "netmon.sock"
 DISCOVERY = "network_discovery"
 CHANGE = "network_change"
+SERIAL = "serial_devices"
 
 Interface = dict[str, Any]
 
@@ -98,6 +105,10 @@ def discovery_line(interfaces: list[Interface], timestamp: str) -> bytes:
 
 def change_line(iface: Interface) -> bytes:
     return encode_line({"type": CHANGE, "data": iface})
+
+
+def serial_line(devices: list[dict[str, Any]], timestamp: str) -> bytes:
+    return encode_line({"type": SERIAL, "data": {"devices": devices, "timestamp": timestamp}})
 
 
 class BadLine(Exception):
@@ -199,9 +210,17 @@ def _check_iface(value: Any) -> Interface:
     return iface
 
 
+def _check_serial(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(
+            isinstance(value.get(key), str) and value.get(key) for key in ("path", "device_id")):
+        raise BadLine("dropped_bad_shape")
+    return value
+
+
 def parse_line(raw: bytes) -> tuple[str, Any]:
-    """Decode one line into ``(DISCOVERY, [iface...])`` or ``(CHANGE, iface)``; raise
-    ``BadLine`` otherwise.  The caller bounds the line's length."""
+    """Decode one line into ``(DISCOVERY, [iface...])``, ``(CHANGE, iface)`` or
+    ``(SERIAL, [device...])``; raise ``BadLine`` otherwise.  The caller bounds the line's
+    length."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -223,4 +242,8 @@ def parse_line(raw: bytes) -> tuple[str, Any]:
         return kind, [_check_iface(i) for i in data["interfaces"]]
     if kind == CHANGE:
         return kind, _check_iface(data)
+    if kind == SERIAL:
+        if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
+            raise BadLine("dropped_bad_shape")
+        return kind, [_check_serial(d) for d in data["devices"]]
     raise BadLine("dropped_unknown_type")

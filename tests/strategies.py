@@ -170,7 +170,7 @@ def _topic_fields(draw: st.DrawFn, topic: str) -> dict[str, Any]:
         p["container_name"] = draw(container_names)
         p["vnic_configs"] = draw(vnic_list())
         _maybe(draw, p, "runtime_version", st.sampled_from(["latest", "v4.0.1", "4.0", ""]))
-    elif topic == "delete_orchestrator":
+    elif topic in ("delete_orchestrator", "get_serial_devices"):
         pass
     elif topic == "get_host_interfaces":
         _maybe(draw, p, "include_virtual", st.booleans())

@@ -25,6 +25,7 @@ from services.executor.net.networks import Networks
 from services.executor.runtime.intents import Intent, IntentStore
 from services.executor.runtime.journal import Journal, Operation
 from services.executor.runtime.registry import OperationRegistry
+from services.executor.runtime.serialkeeper import SerialKeeper
 from services.executor.runtime.vnic_store import VnicStore
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,19 @@ class Context:
     # device → (pid, {network: mac}) for MACs set in a container's namespace (macfix.py)
     applied_macs: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    serials: SerialKeeper | None = None  # serial passthrough (runtime/serial.py)
+
+    async def save_serials(self, device: str, configs: list[dict[str, Any]]) -> None:
+        if self.serials is None:
+            return
+        store = self.serials.store
+        if configs:
+            await self._io(store.write, store.set(device, configs))
+        else:
+            snapshot = store.forget(device)
+            if snapshot is not None:
+                await self._io(store.write, snapshot)
+        self.serials.poke()
 
     def require_docker(self) -> None:
         if not self.docker.available:

@@ -56,6 +56,8 @@ from services.executor.runtime.intents import IntentStore
 from services.executor.runtime.journal import Journal
 from services.executor.runtime.reconcile import reconcile
 from services.executor.runtime.registry import OperationRegistry
+from services.executor.runtime.serial import SerialStore
+from services.executor.runtime.serialkeeper import SerialKeeper
 from services.executor.runtime.vnic_store import VnicStore
 from services.executor.runtime.watchdog import Watchdog
 
@@ -104,6 +106,8 @@ class ExecutorService:
         intents = IntentStore(cfg.state_dir)
         intents.load()
         view = LiveView(self.docker, self.instance)
+        serials = SerialStore(cfg.state_dir)
+        serials.load()
         self.ctx = Context(
             config=cfg, instance=self.instance, docker=self.docker, view=view,
             journal=journal, vnics=vnics,
@@ -113,7 +117,7 @@ class ExecutorService:
             ops=OperationRegistry(),
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, intents=intents,
-            publish=runtime.publisher.publish)
+            publish=runtime.publisher.publish, serials=SerialKeeper(serials, view))
         adopt.load(self.ctx)
         self.netwatch = NetWatch(runtime, self.ctx)
         self.watchdog = Watchdog(self.ctx)
@@ -148,11 +152,14 @@ class ExecutorService:
         self.watcher.start()
         refresher = asyncio.create_task(self.ctx.view.run_refresher(self.rt.stop))
         netwatch = asyncio.create_task(self.netwatch.run(), name="netwatch")
+        assert self.ctx.serials is not None
+        keeper = asyncio.create_task(self.ctx.serials.run(), name="serial-keeper")
         try:
             await self.rt.stop.wait()
         finally:
             refresher.cancel()
             netwatch.cancel()
+            keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await netwatch
             self.watchdog.close()

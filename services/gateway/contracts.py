@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from common import serial_rules
 from common import vnic_rules as rules
 from services.gateway import validators as v
 from services.gateway.schema import (
@@ -128,6 +129,19 @@ VNIC = Contract(
 )
 
 
+SERIAL = Contract(
+    "serial_config",
+    (
+        Field("name", Kind.NONEMPTY_STRING, required=True, check=serial_rules.serial_name),
+        Field("device_id", Kind.NONEMPTY_STRING, required=True,
+              max_len=serial_rules.PATH_MAX, check=serial_rules.device_path),
+        Field("container_path", Kind.NONEMPTY_STRING, required=True,
+              max_len=serial_rules.PATH_MAX, check=serial_rules.container_path),
+    ),
+    doc="one USB serial adapter (by its /dev/serial/by-id path) given to a runtime",
+)
+
+
 def _contract(name: str, *fields: Field, doc: str) -> Contract:
     return Contract(name, COMMON + fields, doc=doc)
 
@@ -156,6 +170,14 @@ CONTRACTS: Mapping[str, Contract] = {
                 Kind.STRING,
                 default=rules.DEFAULT_IMAGE_TAG,
                 check=rules.image_tag,
+            ),
+            Field(
+                "serial_configs",
+                Kind.LIST,
+                item_contract=SERIAL,
+                max_len=serial_rules.SERIAL_CONFIGS_MAX,
+                default_factory=list,
+                check=serial_rules.serial_set,
             ),
             doc="create a runtime container and its networks (runs in the background)",
         ),
@@ -217,6 +239,8 @@ CONTRACTS: Mapping[str, Contract] = {
             Field("detailed", Kind.BOOLEAN, default=True),  # as the original
             doc="the host's interfaces from the network monitor's cache",
         ),
+        _contract("get_serial_devices",
+                  doc="the USB serial adapters the network monitor sees under by-id"),
         _contract("delete_orchestrator", doc="remove every managed object, then the agent"),
     )
 }

@@ -130,6 +130,7 @@ ROUTES: Mapping[str, Route] = {r.topic: r for r in (
     Route("get_consumption_orchestrator", "metrics", "consumption_orchestrator",
           compose=_with_ip_addresses),
     Route("get_host_interfaces", "netbridge", "host_interfaces"),
+    Route("get_serial_devices", "netbridge", "serial_devices"),
     Route("delete_orchestrator", "executor", "delete_orchestrator", mutating=True),
 )}
 

@@ -24,7 +24,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from common.netmon_proto import DISCOVERY, BadLine, Interface, is_listed_virtual, parse_line
+from common.netmon_proto import (
+    DISCOVERY,
+    SERIAL,
+    BadLine,
+    Interface,
+    is_listed_virtual,
+    parse_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ COUNTER_NAMES = (
     "disconnects",
     "discoveries",
     "changes",
+    "serial_updates",
     "dropped_invalid_utf8",
     "dropped_not_json",
     "dropped_not_object",
@@ -128,6 +136,8 @@ class NetmonClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self.interfaces: dict[str, Interface] = {}
+        # USB serial adapters (netmon's `serial_devices`); a discovery empties the list.
+        self.serial_devices: list[dict[str, Any]] = []
         self.stale = True
         self.connected = asyncio.Event()
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
@@ -207,7 +217,12 @@ class NetmonClient:
         except BadLine as bad:
             self._drop(bad.reason, line[:120])
             return False
+        if kind == SERIAL:
+            self.serial_devices = data
+            self.counters["serial_updates"] += 1
+            return False
         if kind == DISCOVERY:
+            self.serial_devices = []
             self.interfaces = self._bounded({i["interface"]: i for i in data if is_active(i)})
             self.stale = False
             self.counters["discoveries"] += 1

@@ -14,6 +14,9 @@ Request methods (params → result):
   Stale data is served: a lost monitor connection does not make the host's NICs vanish,
   and the executor needs a subnet to re-home onto.  `"stale": true` says so, with
   `"stale_since"` (ISO time) once the cache was fresh at least once.
+* `serial_devices` `{}` → the `get_serial_devices` reply body:
+  `{"status": "success", "devices": [...], "count": n}`, the USB serial adapters netmon
+  last reported (path, device_id and the USB facts it found), sorted by `device_id`.
 * `interfaces` `{}` → `{"interfaces": [IFACE...], "stale": bool, "connected": bool}`,
   the cache as netmon described it without virtual interfaces, sorted by name.
 
@@ -99,6 +102,7 @@ class NetbridgeService:
         self._down_logged = False
         runtime.rpc.register("host_interfaces", self.host_interfaces)
         runtime.rpc.register("interfaces", self.interfaces)
+        runtime.rpc.register("serial_devices", self.serial_devices)
 
     # --- the service loop ---------------------------------------------------------------
 
@@ -178,6 +182,11 @@ class NetbridgeService:
         return {"interfaces": self._sorted(_physical(self.client.interfaces.values())),
                 "stale": self.client.stale,
                 "connected": self.client.connected.is_set()}
+
+    async def serial_devices(self, params: dict[str, Any]) -> dict[str, Any]:
+        devices = sorted((copy.deepcopy(d) for d in self.client.serial_devices),
+                         key=lambda d: str(d.get("device_id")))
+        return {"status": "success", "devices": devices, "count": len(devices)}
 
     @staticmethod
     def _sorted(interfaces: Any) -> list[Interface]:

@@ -26,6 +26,7 @@ from common.logs import setup_logging
 from common.netmon_proto import DISCOVERY, SOCKET_NAME
 from services.netmon.discovery import DiscoveryError
 from services.netmon.monitor import DEFAULT_DEBOUNCE, Monitor
+from services.netmon.serial import SerialWatch
 from services.netmon.server import Server, ServerError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="healthcheck: read the discovery line from the socket, exit 0 or 1",
     )
     parser.add_argument("--check-timeout", type=float, default=CHECK_TIMEOUT)
+    parser.add_argument("--serial-poll", type=float, default=1.0,
+                        help="seconds between looks at the serial by-id directory")
     return parser
 
 
@@ -64,6 +67,8 @@ def load(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
         parser.exit(2, f"{parser.prog}: configuration error: {exc}\n")
     if args.debounce < 0:
         parser.error("--debounce must not be negative")
+    if args.serial_poll <= 0:
+        parser.error("--serial-poll must be positive")
     return config, args
 
 
@@ -98,21 +103,33 @@ def check(path: Path, timeout: float) -> int:
     return 0
 
 
-async def serve(state_dir: Path, debounce: float, group: int | None = None) -> int:
+async def serve(state_dir: Path, debounce: float, group: int | None = None,
+                serial_dir: Path | None = None, serial_poll: float = 1.0) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     state_dir.mkdir(parents=True, exist_ok=True)
     # The lambda binds late: the server asks the monitor for its state only once serving.
-    server = Server(state_dir / SOCKET_NAME, lambda: monitor.interfaces(), group=group)
+    server = Server(state_dir / SOCKET_NAME, lambda: monitor.interfaces(), group=group,
+                    serial=None if serial_dir is None else lambda: serial_devices())
     monitor = Monitor(server.broadcast, debounce=debounce)
+    serial = (SerialWatch(serial_dir, server.broadcast_serial, interval=serial_poll)
+              if serial_dir is not None else None)
+
+    def serial_devices() -> list[dict[str, object]]:
+        return serial.devices if serial is not None else []
+
     try:
         await server.bind()
         await monitor.start()
+        if serial is not None:
+            serial.start()
         await server.serve()
     except (ServerError, DiscoveryError, OSError) as exc:
         log.error("cannot start: %s", exc)
+        if serial is not None:
+            await serial.stop()
         await monitor.stop()
         await server.stop()
         return 1
@@ -127,6 +144,8 @@ async def serve(state_dir: Path, debounce: float, group: int | None = None) -> i
         log.info("stopping")
     for task in (stopped, failed):
         task.cancel()
+    if serial is not None:
+        await serial.stop()
     await server.stop()
     await monitor.stop()
     return code
@@ -140,4 +159,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(config, "netmon", files=False)
         return check(path, args.check_timeout)
     setup_logging(config, "netmon")
-    return asyncio.run(serve(config.state_dir, args.debounce, config.agent_gid()))
+    return asyncio.run(serve(config.state_dir, args.debounce, config.agent_gid(),
+                             config.serial_by_id_dir, args.serial_poll))

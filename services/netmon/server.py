@@ -20,6 +20,7 @@ import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common import netmon_proto
 from services.netmon.model import Iface, utc_now_iso
@@ -36,6 +37,7 @@ _PROBE_TIMEOUT = 1.0
 _READ_CHUNK = 4096
 
 InterfacesProvider = Callable[[], list[Iface]]
+SerialProvider = Callable[[], list[dict[str, Any]]]
 
 
 class ServerError(Exception):
@@ -98,9 +100,11 @@ class Server:
         client_queue: int = DEFAULT_CLIENT_QUEUE,
         max_clients: int = DEFAULT_MAX_CLIENTS,
         group: int | None = None,
+        serial: SerialProvider | None = None,
     ) -> None:
         self.path = path
         self._interfaces = interfaces
+        self._serial = serial
         self._client_queue = client_queue
         self._max_clients = max_clients
         self._group = group
@@ -156,6 +160,11 @@ class Server:
         for client in list(self._clients):
             self._enqueue(client, line)
 
+    def broadcast_serial(self, devices: list[dict[str, Any]]) -> None:
+        line = netmon_proto.serial_line(devices, utc_now_iso())
+        for client in list(self._clients):
+            self._enqueue(client, line)
+
     def _enqueue(self, client: _Client, line: bytes) -> None:
         try:
             client.queue.put_nowait(line)
@@ -181,6 +190,12 @@ class Server:
         # Queued synchronously with registration: the snapshot and the changes that
         # follow form one consistent stream.
         self._enqueue(client, discovery_line(self._interfaces()))
+        # Serial adapters follow only when there are any: a connection's discovery means
+        # "no adapters" until a serial line says otherwise (and old readers see no change
+        # on the many hosts without adapters).
+        devices = self._serial() if self._serial is not None else []
+        if devices:
+            self._enqueue(client, netmon_proto.serial_line(devices, utc_now_iso()))
         log.debug("client %s connected (%d total)", client.peer, len(self._clients))
         client.tasks = [
             asyncio.create_task(self._write_loop(client)),

@@ -49,6 +49,7 @@ VALID: dict[str, dict[str, Any]] = {
                                "memoryPeriod": "1h"},
     "get_consumption_orchestrator": {"cpuPeriod": "1h", "memoryPeriod": "1h"},
     "get_host_interfaces": {"include_virtual": False, "detailed": True},
+    "get_serial_devices": {},
     "delete_orchestrator": {},
 }
 
@@ -69,6 +70,7 @@ DOCUMENTED: dict[str, dict[Any, set[str]]] = {
     "get_consumption_orchestrator": {None: {"ip_addresses", "memory", "cpu", "os", "kernel",
                                             "disk", "cpu_usage", "memory_usage"}},
     "get_host_interfaces": {"success": {"interfaces"}, "error": {"error"}},
+    "get_serial_devices": {"success": {"devices", "count"}, "error": {"error"}},
     "delete_orchestrator": {"accepted": {"message", "poll_device_id"}, "error": {"error"}},
 }
 DOCUMENTED["stop_device"] = DOCUMENTED["restart_device"] = DOCUMENTED["start_device"]

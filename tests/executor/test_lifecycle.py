@@ -36,7 +36,8 @@ async def test_full_lifecycle(bus: RpcClient, executor: ExecutorProc, lans: Call
     name = f"oat-plc-{short_id()}"
     ack = await create_runtime(bus, name, [manual_vnic(lan, 20)])
     assert ack == {"status": "creating", "container_id": name,
-                   "message": f"Container creation started for {name}"}
+                   "message": f"Container creation started for {name}",
+                   "serial_configs_count": 0}
     seen_steps = set()
 
     def done(body: dict[str, object]) -> bool:

@@ -58,6 +58,7 @@ def key(topic: str = "stop_device", cid: Any = 1, **payload: Any) -> Key:
     ("get_consumption_device", {"device_id": "p"}, False),
     ("get_consumption_orchestrator", {}, False),
     ("get_host_interfaces", {}, False),
+    ("get_serial_devices", {}, False),
 ])
 def test_only_commands_that_change_state_are_deduplicated(
         topic: str, params: dict[str, Any], deduplicated: bool) -> None:

@@ -37,6 +37,7 @@ VALID: dict[str, dict[str, Any]] = {
     "get_consumption_device": {"device_id": "plc-001", "cpuPeriod": "2h", "memoryPeriod": "1h"},
     "get_consumption_orchestrator": {"cpuPeriod": "1h", "memoryPeriod": "30m"},
     "get_host_interfaces": {"include_virtual": True},
+    "get_serial_devices": {},
     "delete_orchestrator": {},
 }
 

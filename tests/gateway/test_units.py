@@ -108,11 +108,13 @@ def test_route_table_follows_the_bus_document() -> None:
         "get_consumption_device": ("metrics", "consumption_device"),
         "get_consumption_orchestrator": ("metrics", "consumption_orchestrator"),
         "get_host_interfaces": ("netbridge", "host_interfaces"),
+        "get_serial_devices": ("netbridge", "serial_devices"),
         "delete_orchestrator": ("executor", "delete_orchestrator"),
     }
     reads = {t for t, r in ROUTES.items() if not r.mutating}
     assert reads == {"get_device_status", "get_consumption_device",
-                     "get_consumption_orchestrator", "get_host_interfaces"}
+                     "get_consumption_orchestrator", "get_host_interfaces",
+                     "get_serial_devices"}
 
 
 def test_ip_addresses_from_interface_records() -> None:

@@ -117,12 +117,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "get_consumption_orchestrator": {"correlation_id": 8, "cpuPeriod": "2d", "memoryPeriod": "30m"},
     "get_host_interfaces": {"correlation_id": 9, "include_virtual": True, "detailed": False},
     "delete_orchestrator": {"correlation_id": 10, "action": "delete_orchestrator"},
+    "get_serial_devices": {"correlation_id": 11},
 }
 
 
 def test_every_topic_has_a_contract_and_an_example() -> None:
     assert set(TOPICS) == set(EXAMPLES)
-    assert len(TOPICS) == 11
+    assert len(TOPICS) == 12
 
 
 def test_common_fields_come_first_in_every_contract() -> None:
@@ -160,6 +161,7 @@ def test_readme_dhcp_create() -> None:
             }
         ],
         "runtime_version": "latest",
+        "serial_configs": [],
     }
 
 

@@ -69,11 +69,12 @@ def container_exists(api: Any, name: str) -> dict[str, Any] | None:
 
 def create_and_connect(api: Any, *, name: str, image: str, container_labels: dict[str, str],
                        internal: str, vnics: list[dict[str, Any]], per_endpoint_mac: bool,
-                       rt: bool) -> str:
+                       rt: bool, device_cgroup_rules: list[str] | None = None) -> str:
     primary, rest = plan_endpoints(internal, vnics, per_endpoint_mac)
     host_config = api.create_host_config(
         network_mode=primary.network, cap_add=CAPABILITIES, restart_policy=RESTART_POLICY,
-        ulimits=rt_ulimits() if rt else None, dns=resolv.servers(vnics) or None)
+        ulimits=rt_ulimits() if rt else None, dns=resolv.servers(vnics) or None,
+        device_cgroup_rules=device_cgroup_rules or None)
     endpoint = api.create_endpoint_config(
         ipv4_address=primary.ip, mac_address=primary.mac if per_endpoint_mac else None)
     networking = api.create_networking_config({primary.network: endpoint})

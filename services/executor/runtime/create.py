@@ -43,6 +43,7 @@ from services.executor.errors import (
 )
 from services.executor.net import names
 from services.executor.net.netinfo import detected_network, parent_address
+from services.executor.runtime import serial
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.validate import (
     CreateRequest,
@@ -83,7 +84,7 @@ def ips_in_use(ctx: Context, device: str) -> dict[tuple[str, str], str]:
 
 async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Check, claim the device, ack; the work continues in `run_create`."""
-    req = check_request(params)
+    req = check_request(params, ctx.config.serial_by_id_dir)
     device = req.device
     if ctx.destroying:
         raise Conflict("Self-destruct in progress: no runtime can be created")
@@ -98,14 +99,16 @@ async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         remember_macs(ctx, req)
         op = Operation(device, "create", step=STEPS[0],
                        message=f"Container {device} is being created",
-                       request={"runtime_version": req.tag, "vnics": req.vnics})
+                       request={"runtime_version": req.tag, "vnics": req.vnics,
+                                "serials": req.serials})
         await ctx.save_op(op)
         return op
 
     await ctx.ops.launch(device, "create", prepare, lambda op: run_create(ctx, op, req),
                          name=f"create-{device}")
     return {"status": "creating", "container_id": device,
-            "message": f"Container creation started for {device}"}
+            "message": f"Container creation started for {device}",
+            "serial_configs_count": len(req.serials)}
 
 
 def remember_macs(ctx: Context, req: CreateRequest) -> None:
@@ -197,6 +200,7 @@ async def roll_back(ctx: Context, device: str, networks: list[str]) -> None:
     await ctx.networks.remove_internal(device)
     await ctx.networks.collect_macvlans(only=networks)
     ctx.applied_macs.pop(device, None)
+    await ctx.save_serials(device, [])
 
 
 # --- step 1 ----------------------------------------------------------------------------------
@@ -245,8 +249,8 @@ async def resolve_vnics(ctx: Context, op: Operation, req: CreateRequest) -> list
         if not vnic["mac_address"]:
             vnic["mac_address"] = names.generate_mac(taken)
             taken.add(vnic["mac_address"])
-    check_conflicts(CreateRequest(req.device, req.tag, vnics), macs_in_use(ctx, req.device),
-                    ips_in_use(ctx, req.device))
+    check_conflicts(CreateRequest(req.device, req.tag, vnics, req.serials),
+                    macs_in_use(ctx, req.device), ips_in_use(ctx, req.device))
     op.request["vnics"] = vnics
     await ctx.save_op(op)
     return vnics
@@ -304,7 +308,8 @@ async def create_container(ctx: Context, op: Operation, device: str, image: str,
         containers.create_and_connect, name=device, image=image,
         container_labels=container_labels, internal=names.internal_network(device),
         vnics=vnics, per_endpoint_mac=ctx.docker.supports(containers.PER_ENDPOINT_MAC_API),
-        rt=use_rt(ctx) if rt is None else rt)
+        rt=use_rt(ctx) if rt is None else rt,
+        device_cgroup_rules=serial.create_rules(op.request.get("serials") or []))
 
 
 async def start_runtime(ctx: Context, device: str, image: str, vnics: list[dict[str, Any]],
@@ -352,6 +357,7 @@ async def complete(ctx: Context, op: Operation, vnics: list[dict[str, Any]]) -> 
         raise OperationFailed(f"Container {device} has no address on {internal}")
     op.progress["internal_ip"] = view.internal_ip
     await ctx.save_vnics(device, vnics)
+    await ctx.save_serials(device, op.request.get("serials") or [])
 
 
 async def apply_live(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:

@@ -187,6 +187,7 @@ async def remove_runtime(ctx: Context, device: str, op: Operation | None = None)
         if name == device:
             await adopt.forget(ctx, cid)
     await ctx.forget_vnics(device)
+    await ctx.save_serials(device, [])
     ctx.applied_macs.pop(device, None)
     await ctx.networks.collect_macvlans(only=[n for n in networks if n])
     if await ctx.view.refresh(device) is not None:

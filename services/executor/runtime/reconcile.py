@@ -118,4 +118,8 @@ async def collect_leftovers(ctx: Context) -> None:
     for device in ctx.intents.devices():
         if device not in busy and ctx.view.get(device) is None:
             await ctx.forget_intent(device)
+    if ctx.serials is not None:
+        for device in ctx.serials.store.devices():
+            if device not in busy and ctx.view.get(device) is None:
+                await ctx.save_serials(device, [])
     await ctx.networks.collect_macvlans()

@@ -68,6 +68,9 @@ def container_body(ctx: Context, view: ContainerView) -> dict[str, Any]:
     if events:
         body["last_rehome"] = events[-1]
         body["network_events"] = events
+    serial_ports = ctx.serials.status(view.name) if ctx.serials is not None else None
+    if serial_ports is not None:
+        body["serial_ports"] = serial_ports
     op = ctx.journal.get(view.name)
     if op is not None and op.operation == "rehome" and op.in_progress:
         body["rehoming"] = {"started_at": op.started_at, "step": op.step,

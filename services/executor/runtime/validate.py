@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from common import vnic_rules as rules
 from services.executor.errors import InvalidRequest
 from services.executor.net import names
+from services.executor.runtime.serial import check_serials
 
 MODES = {"dhcp": "dhcp", "manual": "manual", "static": "manual"}
 REQUIRED = ("name", "parent_interface", "network_mode")
@@ -43,6 +45,7 @@ class CreateRequest:
     device: str
     tag: str
     vnics: list[dict[str, Any]]
+    serials: list[dict[str, str]] = field(default_factory=list)
 
 
 def _invalid(where: str, exc: rules.Invalid) -> InvalidRequest:
@@ -116,8 +119,10 @@ def _top(params: Mapping[str, Any], key: str, check: rules.Check, default: Any =
         raise _invalid(key, exc) from None
 
 
-def check_request(params: Mapping[str, Any]) -> CreateRequest:
-    """Pure rules: names, addresses, MACs, duplicates within the request."""
+def check_request(params: Mapping[str, Any],
+                  by_id_dir: Path = Path("/dev/serial/by-id")) -> CreateRequest:
+    """Pure rules: names, addresses, MACs, duplicates within the request; serial configs
+    must name entries of `by_id_dir`."""
     device = _top(params, "container_name", rules.new_container_name)
     tag = _top(params, "runtime_version", rules.image_tag, rules.DEFAULT_IMAGE_TAG)
     raw_vnics = params.get("vnic_configs")
@@ -132,7 +137,8 @@ def check_request(params: Mapping[str, Any]) -> CreateRequest:
             rules.vnic_set(vnics, {})
         except rules.Invalid as exc:
             raise _invalid("vnic_configs", exc) from None
-    return CreateRequest(device, tag, vnics)
+    return CreateRequest(device, tag, vnics, check_serials(params.get("serial_configs"),
+                                                           by_id_dir))
 
 
 def check_conflicts(req: CreateRequest, macs_in_use: Mapping[str, str],
