@@ -255,7 +255,7 @@ def main() -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.vplcs + args.churn > PER_LAN * 6:
         parser.error(f"at most {PER_LAN * 6} runtimes (six test LANs)")
-    started = time.time()
+    started, info = time.time(), context()  # the commit that runs, not the one at the end
     dockerenv.ensure_engine()
     tag = build_soak_image()
     try:
@@ -265,7 +265,7 @@ def main() -> int:
         return 130
     finally:
         remove_soak_image()
-    result = {"bench": "soak", **context(), "started_at": round(started, 1),
+    result = {"bench": "soak", **info, "started_at": round(started, 1),
               "seconds_asked": args.seconds, "fault_every_s": args.fault_every,
               "docker_faults": args.docker_faults, **figures}
     print(json.dumps(result, indent=2))
