@@ -18,7 +18,7 @@ import itertools
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,15 +124,16 @@ def suite_env(instance: str, cloud: DevCloud, creds: Credentials, **extra: str) 
 
 
 @asynccontextmanager
-async def cloud_agent(lan_count: int, tag: str = "", **env: str) -> AsyncIterator[CloudAgent]:
+async def cloud_agent(lan_count: int, tag: str = "", state_size: str = "",
+                      **env: str) -> AsyncIterator[CloudAgent]:
     """A running agent linked to a development cloud on this loop; everything it and this
-    function created is removed afterwards, also on failure."""
+    function created is removed afterwards, also on failure.  With `state_size` (e.g.
+    "48m") the state directory is a tmpfs of that size, so a test can fill it."""
     tag = tag or f"{os.getpid() % 10000}c{next(_counter)}"
     dc = dockerenv.client()
     instance = dockerenv.test_instance("f")
     lans: list[Lan] = []
-    with short_tmpdir("oatf") as base:
-        (base / "state").mkdir()
+    with short_tmpdir("oatf") as base, _state_dir(base / "state", state_size):
         cloud = DevCloud(base / "cloud", port=0, admin_port=0, provision_port=0,
                          command_timeout=20)
         await cloud.start()
@@ -158,6 +159,19 @@ async def cloud_agent(lan_count: int, tag: str = "", **env: str) -> AsyncIterato
             for lan in lans:
                 remove_lan(lan)
             dc.close()
+
+
+@contextlib.contextmanager
+def _state_dir(path: Path, size: str) -> Iterator[None]:
+    path.mkdir()
+    if not size:
+        yield
+        return
+    sh("mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "oatstate", str(path))
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
 # --- what must hold after faults ---------------------------------------------------------

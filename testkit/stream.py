@@ -57,6 +57,7 @@ class Ledger:
     errors: Counter[str] = field(default_factory=Counter)
     lost: list[Lost] = field(default_factory=list)
     slowest: float = 0.0
+    slowest_first_try: float = 0.0  # of the commands acked on their first attempt
     acks: dict[int, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -65,6 +66,7 @@ class Ledger:
                 "resends": self.resends, "by_topic": dict(self.by_topic),
                 "errors_by_kind": dict(self.errors.most_common()),
                 "slowest_ack_s": round(self.slowest, 3),
+                "slowest_first_try_ack_s": round(self.slowest_first_try, 3),
                 "lost": [vars(lost) for lost in self.lost[:20]]}
 
 
@@ -103,6 +105,8 @@ class Sender:
                 continue
             ledger.acked += 1
             ledger.slowest = max(ledger.slowest, time.monotonic() - started)
+            if attempts == 1:
+                ledger.slowest_first_try = max(ledger.slowest_first_try, record.elapsed)
             kind = error_kind(record.ack)
             if kind is not None:
                 ledger.errors[f"{topic}: {kind}"] += 1
