@@ -12,7 +12,7 @@ import pytest
 
 from testkit.executor import LAN_BLOCKS
 from testkit.helpers import async_wait_for
-from testkit.movinglan import _taken, sh
+from testkit.movinglan import BLOCKS, _taken, sh
 from tests.faults.conftest import Faulty
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns]
@@ -22,8 +22,10 @@ def move_parent(f: Faulty) -> str:
     """Move the LAN parent's host address to a block nothing uses; the new block."""
     lan = f.agent.lans[0]
     used = _taken(f.agent.dc)
-    block = next(b for b in LAN_BLOCKS if not any(ipaddress.IPv4Network(b).overlaps(u)
-                                                  for u in used))
+    free = [b for b in (*BLOCKS, *LAN_BLOCKS)
+            if not any(ipaddress.IPv4Network(b).overlaps(u) for u in used)]
+    assert free, "no free documentation block to move the LAN to"
+    block = free[0]
     old, new = ipaddress.IPv4Network(lan.subnet), ipaddress.IPv4Network(block)
     sh("ip", "-batch", "-", stdin=(
         f"addr add {new[2]}/{new.prefixlen} dev {lan.parent}\n"
