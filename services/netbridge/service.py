@@ -169,6 +169,9 @@ class NetbridgeService:
         include_virtual = _flag(params, "include_virtual")
         detailed = _flag(params, "detailed", default=True)
         cache = self.client.interfaces
+        # The loop notes a lost netmon only every COUNTER_SYNC s; an answer in between
+        # must not say stale without saying since when.
+        self._track_state()
         stale = self.client.stale
         freshness: dict[str, Any] = {"stale": stale}
         if stale and self.stale_since is not None:
