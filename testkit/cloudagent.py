@@ -31,9 +31,16 @@ from common import labels as owned_labels
 from devcloud.enroll import Credentials
 from devcloud.server import DevCloud
 from testkit import dockerenv
-from testkit.executor import LAN_BLOCKS, STANDIN_REPO, Lan, cleanup_instance, remove_lan
+from testkit.executor import (
+    LAN_BLOCKS,
+    STANDIN_REPO,
+    Lan,
+    cleanup_instance,
+    remove_lan,
+    taken_subnets,
+)
 from testkit.helpers import agent_env, short_tmpdir, start_module
-from testkit.movinglan import _taken, sh
+from testkit.movinglan import sh
 from testkit.suite import Suite
 
 _counter = itertools.count()
@@ -41,7 +48,7 @@ _counter = itertools.count()
 
 def make_free_lan(dc: docker.DockerClient, tag: str) -> Lan:
     """A veth LAN on the first /26 documentation block nothing uses yet."""
-    used = _taken(dc)
+    used = taken_subnets(dc)
     for block in LAN_BLOCKS:
         net = ipaddress.IPv4Network(block)
         if any(net.overlaps(u) for u in used):

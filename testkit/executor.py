@@ -246,8 +246,20 @@ def engine_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
     return used
 
 
-def make_lan(dc: docker.DockerClient, taken: set[str]) -> Lan:
+def taken_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    """Subnets a new test LAN must avoid: the engine's networks and every routed prefix
+    on this host (another test's or a benchmark's LAN claims its block with a route)."""
     used = engine_subnets(dc)
+    for route in json.loads(sh("ip", "-j", "-4", "route", "show", "table", "all")):
+        dst = route.get("dst")
+        if dst and dst != "default":
+            with contextlib.suppress(ValueError):
+                used.append(ipaddress.IPv4Network(dst, strict=False))
+    return used
+
+
+def make_lan(dc: docker.DockerClient, taken: set[str]) -> Lan:
+    used = taken_subnets(dc)
     for block in LAN_BLOCKS:
         net = ipaddress.IPv4Network(block)
         if block in taken or any(net.overlaps(u) for u in used):

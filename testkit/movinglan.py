@@ -12,7 +12,6 @@ so it never carries the host's own traffic; it goes away with the veth.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import itertools
 import json
@@ -23,7 +22,7 @@ from typing import Any
 
 import docker
 
-from testkit.executor import engine_subnets, https_ok_from
+from testkit.executor import https_ok_from, taken_subnets
 
 BLOCKS = [f"198.51.100.{32 * i}/27" for i in range(8)] + \
     [f"203.0.113.{32 * i}/27" for i in range(8)]
@@ -36,18 +35,8 @@ def sh(*args: str, timeout: float = 20, stdin: str | None = None) -> str:
                           timeout=timeout, input=stdin).stdout
 
 
-def _taken(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
-    used = engine_subnets(dc)
-    for route in json.loads(sh("ip", "-j", "-4", "route", "show", "table", "all")):
-        dst = route.get("dst")
-        if dst and dst != "default":
-            with contextlib.suppress(ValueError):
-                used.append(ipaddress.IPv4Network(dst, strict=False))
-    return used
-
-
 def free_blocks(dc: docker.DockerClient, count: int, exclude: set[str]) -> list[str]:
-    used = _taken(dc)
+    used = taken_subnets(dc)
     found = []
     for block in BLOCKS:
         net = ipaddress.IPv4Network(block)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from testkit.executor import LAN_BLOCKS
+from testkit.executor import LAN_BLOCKS, taken_subnets
 from testkit.helpers import async_wait_for
-from testkit.movinglan import BLOCKS, _taken, sh
+from testkit.movinglan import BLOCKS, sh
 from tests.faults.conftest import Faulty
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns]
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.netns]
 def move_parent(f: Faulty) -> str:
     """Move the LAN parent's host address to a block nothing uses; the new block."""
     lan = f.agent.lans[0]
-    used = _taken(f.agent.dc)
+    used = taken_subnets(f.agent.dc)
     free = [b for b in (*BLOCKS, *LAN_BLOCKS)
             if not any(ipaddress.IPv4Network(b).overlaps(u) for u in used)]
     assert free, "no free documentation block to move the LAN to"
