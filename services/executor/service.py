@@ -343,5 +343,7 @@ class ExecutorService:
         if not view.running or not view.internal_ip:
             return {"status": "error", "device_id": device,
                     "error": f"Device {device} is not running"}
-        limits = internal_limits(self.ctx.config.internal_pool, view.internal_gateway)
+        adopted = view.internal_ip if view.id in self.ctx.view.adopted else None
+        limits = internal_limits(self.ctx.config.internal_pool, view.internal_gateway,
+                                 adopted_address=adopted)
         return await proxy(view.internal_ip, params, limits=limits, runtime=view.id)

@@ -14,6 +14,7 @@ import pytest
 from services.executor.engine.liveview import ContainerView
 from services.executor.errors import DockerUnavailable
 from services.executor.runtime import lifecycle
+from services.executor.runtime.intents import IntentStore
 from services.executor.runtime.journal import Journal
 from services.executor.runtime.registry import OperationRegistry
 
@@ -45,8 +46,15 @@ def context(tmp_path: Path, docker: FakeDocker) -> Any:
         if not docker.available:
             raise DockerUnavailable(docker.last_error)
 
+    intents = IntentStore(tmp_path)
+    intents.load()
+
+    async def save_intent(intent: Any) -> None:
+        saved.append(intent)
+
     return SimpleNamespace(
         docker=docker, ops=OperationRegistry(), journal=Journal(tmp_path), saved=saved,
+        intents=intents, save_intent=save_intent, publish=lambda message: None,
         config=SimpleNamespace(sidecar_container="sidecar", stop_grace=1.0),
         agent_name=None, agent_container=None, require_docker=require_docker,
         view=SimpleNamespace(get=lambda name: view if name == "plc-1" else None,

@@ -362,6 +362,15 @@ def test_internal_limits_keep_targets_in_the_pool_and_off_the_gateway() -> None:
     assert internal_limits("172.30.0.0/16").denied_addresses == frozenset()
 
 
+def test_an_adopted_runtime_is_reachable_at_its_own_address_only() -> None:
+    # The original agent's internal networks lie outside our pool.
+    limits = internal_limits("172.30.0.0/16", "172.21.0.1", adopted_address="172.21.0.2")
+    check_target("172.21.0.2", limits)
+    for neighbour in ("172.21.0.3", "172.21.0.1"):
+        with pytest.raises(TargetRefused):
+            check_target(neighbour, limits)
+
+
 # -- proxy() without a runtime -------------------------------------------------------
 
 

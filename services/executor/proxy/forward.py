@@ -278,16 +278,22 @@ async def _send(method: str, url: Url, body: http.Body, limits: ProxyLimits,
 
 
 def internal_limits(
-    internal_pool: str, runtime_gateway: str | None = None, base: ProxyLimits = DEFAULT
+    internal_pool: str, runtime_gateway: str | None = None, base: ProxyLimits = DEFAULT,
+    adopted_address: str | None = None,
 ) -> ProxyLimits:
     """The limits for a managed runtime: inside the internal pool, never its network's
-    gateway (the host's side of the bridge), never this host's own addresses."""
+    gateway (the host's side of the bridge), never this host's own addresses.  A runtime
+    adopted from the original agent sits on an internal network the original made outside
+    our pool: exactly its own internal address is allowed then, nothing around it."""
     denied = set(base.denied_addresses)
     if runtime_gateway:
         denied.add(ipaddress.IPv4Address(runtime_gateway))
+    allowed = [ipaddress.IPv4Network(internal_pool, strict=False)]
+    if adopted_address:
+        allowed.append(ipaddress.IPv4Network(f"{adopted_address}/32"))
     return dataclasses.replace(
         base,
-        allowed_networks=(ipaddress.IPv4Network(internal_pool, strict=False),),
+        allowed_networks=tuple(allowed),
         denied_addresses=frozenset(denied),
         refuse_local_addresses=True,
     )
