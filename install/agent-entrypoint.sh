@@ -57,4 +57,7 @@ if [ -n "${ORCH_AGENT_GROUP:-}" ] && [ "$(id -u)" = 0 ]; then
   export ORCH_MTLS_DIR="$dst"
 fi
 
+# Bus sockets and shared files must be usable by the agent group: supervisord applies its
+# own `umask` setting only when it daemonizes, so under nodaemon the programs inherit this.
+umask 007
 exec "$@"

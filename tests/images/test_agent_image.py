@@ -182,6 +182,12 @@ def test_gateway_and_netbridge_run_unprivileged(images: dict[str, str], containe
     assert code == 0, out
     sources = {json.loads(line)["source"] for line in out.splitlines()}
     assert sources == set(PROGRAMS), out[-2000:]
+    # ... and the unprivileged user reaches the root programs' sockets, as the gateway must.
+    code, out = exec_out(agent, "su", "-s", "/bin/sh", "orchestrator", "-c",
+                         "/opt/venv/bin/orchestrator-tap --json --seconds 10 --count 40 svc.")
+    assert code == 0, out
+    sources = {json.loads(line)["source"] for line in out.splitlines()}
+    assert {"executor", "metrics"} <= sources, out[-2000:]
     code, out = exec_out(agent, "stat", "-c", "%U %a", "/var/orchestrator/gateway",
                          "/run/orchestrator/mtls")
     # (the copy inherits the run directory's setgid bit, harmless on a 0700 directory)
