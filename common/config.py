@@ -65,6 +65,10 @@ class Config:
     # Re-homing: a static IP that does not fit the new subnet gets an engine-assigned
     # address (assign) or leaves the vNIC disconnected (detach).
     rehome_static_misfit: str = "assign"
+    # DHCP for "dhcp" vNICs (docs/dhcp.md): off leaves them on the engine's IPAM address
+    # (the behaviour before leases); no_offer_after bounds the wait before `no_offer`.
+    dhcp_leases: bool = True
+    dhcp_no_offer_after: float = 30.0
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod
@@ -121,7 +125,7 @@ class Config:
                               f"{', '.join(STATIC_MISFIT_MODES)}")
         if self.docker_workers < 1:
             raise ConfigError("docker_workers must be at least 1")
-        for name in ("docker_timeout", "pull_timeout"):
+        for name in ("docker_timeout", "pull_timeout", "dhcp_no_offer_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.stop_grace < 0:

@@ -100,6 +100,9 @@ def agent_env(base: Path, **extra: str) -> dict[str, str]:
         # unless a test points the gateway at its own development cloud.
         "ORCH_CLOUD_URL": "https://127.0.0.1:9",
         "ORCH_MTLS_DIR": str(base / "mtls"),
+        # The test LANs have no DHCP server: "dhcp" vNICs there keep the engine's address
+        # unless a test serves the LAN and turns leases on (tests/dhcp/test_executor.py).
+        "ORCH_DHCP_LEASES": "off",
     })
     env.update(extra)
     return env

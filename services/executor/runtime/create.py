@@ -30,6 +30,7 @@ import docker.errors
 
 from common import labels
 from services.executor.context import QUICK, Context
+from services.executor.dhcp import wiring as dhcp_wiring
 from services.executor.engine import containers, macfix
 from services.executor.errors import (
     Conflict,
@@ -187,6 +188,7 @@ async def roll_back(ctx: Context, device: str, networks: list[str]) -> None:
     """Remove what a create of `device` made; idempotent."""
     view = await ctx.view.refresh(device)
     if view is not None:  # ours by labels; a foreign container of that name is skipped
+        await dhcp_wiring.before_remove(ctx, device)
         await ctx.docker.call(containers.remove, view.id, None)
         ctx.view.forget(device)
     await ctx.networks.remove_internal(device)
@@ -342,6 +344,7 @@ async def complete(ctx: Context, op: Operation, vnics: list[dict[str, Any]]) -> 
         raise OperationFailed(f"Container {device} has no address on {internal}")
     op.progress["internal_ip"] = view.internal_ip
     await ctx.save_vnics(device, vnics)
+    await dhcp_wiring.after_start(ctx, device)
 
 
 async def apply_macs(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from common import labels
 from services.executor.context import QUICK, Context
+from services.executor.dhcp import wiring as dhcp_wiring
 from services.executor.engine import containers
 from services.executor.engine.liveview import ContainerView
 from services.executor.errors import (
@@ -82,6 +83,7 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
             return error_body(device, f"Container {device} disappeared")
         if view.running:
             await apply_macs(ctx, device, ctx.vnics.get(device))
+            await dhcp_wiring.after_start(ctx, device)
         previous = ctx.journal.get(device)
         if previous is not None and previous.state == "error" and \
                 previous.operation in ACTIONS:
@@ -144,6 +146,7 @@ async def remove_runtime(ctx: Context, device: str, op: Operation | None = None)
     networks = {v.get("network") for v in ctx.vnics.get(device) if v.get("network")}
     if view is not None:
         networks |= set(view.networks)
+        await dhcp_wiring.before_remove(ctx, device)
         await ctx.docker.call(containers.remove, view.id, ctx.config.stop_grace)
         ctx.view.forget(device)
     if op is not None:
