@@ -8,7 +8,9 @@ Needs root (namespaces, veth, MACVLAN), the engine and dnsmasq.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,10 +50,10 @@ def iface(lan: DhcpLan, subnet: str) -> dict[str, Any]:
             "gateway": host(subnet, 1), "timestamp": "2026-01-01T00:00:00+00:00"}
 
 
-def serve(lan: DhcpLan, block: str) -> None:
+def serve(lan: DhcpLan, block: str, pool: tuple[int, int] = (16, 24)) -> None:
     """dnsmasq for `block`: pool .16 to .24, router .1, DNS .29, a reservation .12."""
     lan.router, lan.dns, lan.prefixlen = host(block, 1), host(block, 29), 27
-    lan.pool = (host(block, 16), host(block, 24))
+    lan.pool = (host(block, pool[0]), host(block, pool[1]))
     lan.reservations = {RESERVED_MAC: host(block, 12)}
     # The server's side of the wire carries the router address of `block` only.
     sh("ip", "-n", lan.ns, "addr", "flush", "dev", lan.peer)
@@ -246,3 +248,36 @@ async def test_rehomed_vnic_leases_from_the_new_server(
         [f"{net['ip_address']}/27"]
     wait_for(lambda: https_ok_from(lan.ns, net["ip_address"]), 30, interval=0.5,
              what="HTTPS from the LAN at the new lease")
+
+
+async def test_twenty_at_once(
+        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
+        bus: RpcClient, blocks: Callable[[int], list[str]]) -> None:
+    """Twenty dhcp vPLCs asked for at once all get distinct leases.  dnsmasq runs with
+    `--no-ping` (its ping probe costs 3 s per new address, one at a time)."""
+    (block,) = blocks(1)
+    lan = lans(ping=False)
+    serve(lan, block, pool=(4, 28))
+    bridge.table[lan.parent] = iface(lan, block)
+    executor.start()
+    await wait_ready(bus)
+    names = [f"oat-d20-{short_id()}" for _ in range(20)]
+    started = time.monotonic()
+    acks = await asyncio.gather(*(bus.call("create_runtime", {
+        "container_name": n, "vnic_configs": [dhcp_vnic(lan)], "runtime_version": "test"})
+        for n in names))
+    assert all(a["status"] == "creating" for a in acks), acks
+    bound_after: dict[str, float] = {}
+
+    async def leased(name: str) -> dict[str, Any]:
+        body = await wait_status(bus, name, in_state("bound"), 120)
+        bound_after[name] = time.monotonic() - started
+        return lease_of(body)
+
+    nets = await asyncio.gather(*(leased(n) for n in names))
+    ips = {n["ip_address"] for n in nets}
+    assert len(ips) == 20
+    assert lan.leases() == {n["mac_address"]: n["ip_address"] for n in nets}
+    times = sorted(bound_after.values())
+    print(f"20 dhcp vPLCs: create asked -> bound: first {times[0]:.1f} s, "
+          f"last {times[-1]:.1f} s")
