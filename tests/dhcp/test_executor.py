@@ -186,6 +186,17 @@ async def test_leases_restart_kill_and_delete(
     wait_for(lambda: https_ok_from(lan.ns, second["ip_address"]), 30, interval=0.5,
              what="HTTPS from the LAN after the restart")
 
+    # stop_device: no address shown while stopped; start_device: the same lease again.
+    stopped = await bus.call("stop_device", {"device_id": reserved})
+    assert stopped["status"] == "success", stopped
+    body = await bus.call("device_status", {"device_id": reserved})
+    net = lease_of(body)
+    assert not body["is_running"] and net["ip_address"] is None and "dhcp" not in net
+    started = await bus.call("start_device", {"device_id": reserved})
+    assert started["status"] == "success", started
+    body = await wait_status(bus, reserved, in_state("bound"), 30)
+    assert lease_of(body)["ip_address"] == host(block, 12)
+
     # Delete releases: the server forgets the lease.
     for name in (reserved, pooled):
         ack = await bus.call("delete_device", {"device_id": name})

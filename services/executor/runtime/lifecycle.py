@@ -84,6 +84,8 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
         if view.running:
             await apply_macs(ctx, device, ctx.vnics.get(device))
             await dhcp_wiring.after_start(ctx, device)
+        else:
+            await dhcp_wiring.stopped(ctx, device)  # done before the answer, not after
         previous = ctx.journal.get(device)
         if previous is not None and previous.state == "error" and \
                 previous.operation in ACTIONS:
