@@ -154,6 +154,9 @@ async def test_leases_restart_kill_and_delete(
                             second["mac_address"]: second["ip_address"]}
     for name in (reserved, pooled):
         ip, mac = leased[name]["ip_address"], leased[name]["mac_address"]
+        resolv = docker_client.containers.get(name).exec_run(
+            ["cat", "/etc/resolv.conf"]).output.decode()
+        assert "nameserver 192.0.2.53" in resolv and f"nameserver {host(block, 29)}" in resolv
         # Only the lease: the engine's IPAM address is gone from the interface.
         assert container_addresses(pid_of(docker_client, name), mac) == [f"{ip}/27"]
         wait_for(lambda ip=ip: https_ok_from(lan.ns, ip), 30, interval=0.5,
