@@ -80,6 +80,10 @@ class Config:
     # Serial passthrough: the directory of stable adapter links that netmon reports and
     # `serial_configs.device_id` must name an entry of (docs/features.md).
     serial_by_id_dir: Path = Path("/dev/serial/by-id")
+    # DHCP for "dhcp" vNICs (docs/dhcp.md): off leaves them on the engine's IPAM address
+    # (the behaviour before leases); no_offer_after bounds the wait before `no_offer`.
+    dhcp_leases: bool = True
+    dhcp_no_offer_after: float = 30.0
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod
@@ -137,7 +141,7 @@ class Config:
         self._check_lifecycle()
         if self.docker_workers < 1:
             raise ConfigError("docker_workers must be at least 1")
-        for name in ("docker_timeout", "pull_timeout"):
+        for name in ("docker_timeout", "pull_timeout", "dhcp_no_offer_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.stop_grace < 0:

@@ -104,6 +104,9 @@ def agent_env(base: Path, **extra: str) -> dict[str, str]:
         # supervisord.conf runs gateway and netbridge as this user (the image's is
         # unprivileged; here it is whoever runs the tests).
         "ORCH_PROGRAM_USER": pwd.getpwuid(os.geteuid()).pw_name,
+        # The test LANs have no DHCP server: "dhcp" vNICs there keep the engine's address
+        # unless a test serves the LAN and turns leases on (tests/dhcp/test_executor.py).
+        "ORCH_DHCP_LEASES": "off",
     })
     env.update(extra)
     return env

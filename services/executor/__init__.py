@@ -21,4 +21,6 @@ in `errors.py`):
 * `rehome/` — re-homing: `watch` (triggers), `check` (which parents move, the pass,
   recovery), `move`, `settle`, `model`;
 * `proxy/` — the run_command HTTP proxy: `forward`, `exchange`, `http`.
+* `dhcp/` — DHCP leases of "dhcp" vNICs: `keeper` (one thread), `client`, `netns`,
+  `lease`, `packet`, and `wiring` (the hook points the operations call).
 """

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.config import Config
 from common.messages import Message
@@ -27,6 +27,9 @@ from services.executor.runtime.journal import Journal, Operation
 from services.executor.runtime.registry import OperationRegistry
 from services.executor.runtime.serialkeeper import SerialKeeper
 from services.executor.runtime.vnic_store import VnicStore
+
+if TYPE_CHECKING:
+    from services.executor.dhcp.wiring import DhcpWiring
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class Context:
     # device → (pid, {network: mac}) for MACs set in a container's namespace (macfix.py)
     applied_macs: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    dhcp: DhcpWiring | None = None  # the lease keeper of dhcp vNICs; None when DHCP is off
     serials: SerialKeeper | None = None  # serial passthrough (runtime/serial.py)
 
     async def save_serials(self, device: str, configs: list[dict[str, Any]]) -> None:

@@ -39,6 +39,7 @@ from common.bus import RemoteError
 from common.service import Peers, Runtime
 from common.statepath import within
 from services.executor.context import Context
+from services.executor.dhcp import wiring as dhcp_wiring
 from services.executor.engine import selfinfo
 from services.executor.engine.docker_api import DockerApi
 from services.executor.engine.events import Watcher
@@ -119,6 +120,8 @@ class ExecutorService:
             hostnets=hostnets, netevents=netevents, intents=intents,
             publish=runtime.publisher.publish, serials=SerialKeeper(serials, view))
         adopt.load(self.ctx)
+        if cfg.dhcp_leases:
+            self.ctx.dhcp = dhcp_wiring.DhcpWiring(cfg.state_dir, cfg.dhcp_no_offer_after)
         self.netwatch = NetWatch(runtime, self.ctx)
         self.watchdog = Watchdog(self.ctx)
         view.hooks.append(self._on_view_change)
@@ -146,6 +149,8 @@ class ExecutorService:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.ctx.dhcp is not None:
+            self.ctx.dhcp.start()
         self.watcher = Watcher(self.docker, self.instance, loop, self.ctx.view.on_event,
                                self._on_connected)
         self.watcher.adopted = lambda: frozenset(self.ctx.view.adopted)
@@ -168,6 +173,8 @@ class ExecutorService:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            if self.ctx.dhcp is not None:
+                await asyncio.to_thread(self.ctx.dhcp.stop)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -208,6 +215,7 @@ class ExecutorService:
                 await self.ctx.view.full_sync()
                 self.ctx.ready.set()
                 await reconcile(self.ctx)
+                await dhcp_wiring.resync(self.ctx)
                 self.netwatch.poke()  # interrupted moves, and subnets that changed meanwhile
                 return True
             except DockerUnavailable as exc:
@@ -232,6 +240,9 @@ class ExecutorService:
         self._detected = True
 
     def _on_view_change(self, old: ContainerView | None, new: ContainerView | None) -> None:
+        if self.ctx.dhcp is not None and old is not None and old.running and \
+                (new is None or not new.running):
+            self._spawn(self._dhcp_stopped(old.name, gone=new is None), f"dhcp-{old.name}")
         # Interfaces and the resolver file are re-created at every start: re-apply the MACs
         # the engine cannot set and the vNICs' dns servers.
         if new is None or not new.running or (old is not None and old.pid == new.pid):
@@ -239,8 +250,17 @@ class ExecutorService:
         if self.ctx.ops.current(new.name) is not None:
             return  # the operation applies them itself
         if self.ctx.vnics.get(new.name):
-            self._spawn(create.apply_live(self.ctx, new.name, self.ctx.vnics.get(new.name)),
-                        f"macs-{new.name}")
+            self._spawn(self._restarted(new.name), f"macs-{new.name}")
+
+    async def _restarted(self, device: str) -> None:
+        await create.apply_live(self.ctx, device, self.ctx.vnics.get(device))
+        await dhcp_wiring.after_start(self.ctx, device)  # after the MACs: found by MAC
+
+    async def _dhcp_stopped(self, device: str, gone: bool) -> None:
+        if gone and self.ctx.ops.current(device) is None:
+            await dhcp_wiring.gone(self.ctx, device)  # removed behind our back
+        else:
+            await dhcp_wiring.stopped(self.ctx, device)
 
     def close(self) -> None:
         if self.watcher is not None:

@@ -12,6 +12,7 @@ import docker.errors
 
 from common import labels
 from services.executor.context import Context
+from services.executor.dhcp import wiring as dhcp_wiring
 from services.executor.engine import containers
 from services.executor.errors import Busy, DockerUnavailable, OperationFailed
 from services.executor.net import networks
@@ -258,3 +259,4 @@ async def attach(ctx: Context, m: Member, target: Target) -> None:
     view = await ctx.view.refresh(m.device)
     if view is not None and view.running:
         await apply_live(ctx, m.device, m.vnics)
+        await dhcp_wiring.after_rehome(ctx, m.device, m.vnic)

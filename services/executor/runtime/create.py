@@ -32,6 +32,7 @@ import docker.errors
 
 from common import labels
 from services.executor.context import QUICK, Context
+from services.executor.dhcp import wiring as dhcp_wiring
 from services.executor.engine import containers, macfix, resolv
 from services.executor.errors import (
     Conflict,
@@ -195,6 +196,7 @@ async def roll_back(ctx: Context, device: str, networks: list[str]) -> None:
     """Remove what a create of `device` made; idempotent."""
     view = await ctx.view.refresh(device)
     if view is not None:  # ours by labels; a foreign container of that name is skipped
+        await dhcp_wiring.before_remove(ctx, device)
         await ctx.docker.call(containers.remove, view.id, None)
         ctx.view.forget(device)
     await ctx.networks.remove_internal(device)
@@ -358,6 +360,7 @@ async def complete(ctx: Context, op: Operation, vnics: list[dict[str, Any]]) -> 
     op.progress["internal_ip"] = view.internal_ip
     await ctx.save_vnics(device, vnics)
     await ctx.save_serials(device, op.request.get("serials") or [])
+    await dhcp_wiring.after_start(ctx, device)
 
 
 async def apply_live(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from common import labels
 from services.executor.context import QUICK, Context
+from services.executor.dhcp import wiring as dhcp_wiring
 from services.executor.engine import containers
 from services.executor.engine.liveview import ContainerView
 from services.executor.errors import (
@@ -98,6 +99,10 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
                                   "its state is unknown until the engine answers") from None
         if view is None:
             return error_body(device, f"Container {device} disappeared")
+        if view.running:
+            await dhcp_wiring.after_start(ctx, device)  # after _act's MACs: found by MAC
+        else:
+            await dhcp_wiring.stopped(ctx, device)  # done before the answer, not after
         previous = ctx.journal.get(device)
         if previous is not None and previous.state == "error" and \
                 previous.operation in ACTIONS:
@@ -176,6 +181,7 @@ async def remove_runtime(ctx: Context, device: str, op: Operation | None = None)
     was_adopted = device in ctx.view.adopted.values()
     if view is not None:
         networks |= set(view.networks)
+        await dhcp_wiring.before_remove(ctx, device)
         await ctx.docker.call(containers.remove, view.id, ctx.config.stop_grace)
         ctx.view.forget(device)
     if op is not None:

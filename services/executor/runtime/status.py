@@ -51,6 +51,8 @@ def container_body(ctx: Context, view: ContainerView) -> dict[str, Any]:
         for name, mac in applied[1].items():
             if name in networks:
                 networks[name]["mac_address"] = mac
+    if ctx.dhcp is not None:  # a dhcp vNIC shows its lease, never the engine's address
+        ctx.dhcp.decorate(view.name, ctx.vnics.get(view.name), networks)
     body: dict[str, Any] = {
         "status": "success", "device_id": view.name, "container_status": view.status,
         "is_running": view.running, "networks": networks,
