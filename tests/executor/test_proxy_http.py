@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from services.executor.proxy import http
+from services.executor.proxy import http, reply
 from services.executor.proxy.forward import (
     ProxyLimits,
     TargetRefused,
@@ -69,7 +69,7 @@ def test_response_headers_join_repeats_and_drop_hop_by_hop() -> None:
         ("Connection", "close"),
         ("X-OpenPLC-Runtime-Version", "v4.0.0"),
     ]
-    assert http.response_headers(items) == {
+    assert reply.response_headers(items) == {
         "Content-Type": "application/json",
         "Set-Cookie": "a=1, b=2",
         "X-OpenPLC-Runtime-Version": "v4.0.0",
@@ -226,12 +226,12 @@ def test_bad_files_are_refused(data: object, files: dict) -> None:
     ],
 )
 def test_decode_body(raw: bytes, ctype: str | None, expected: object) -> None:
-    assert http.decode_body(raw, ctype) == expected
+    assert reply.decode_body(raw, ctype) == expected
 
 
 def test_decode_body_too_deep_json_stays_text() -> None:
     raw = b"[" * 100 + b"]" * 100
-    assert http.decode_body(raw, "application/json") == raw.decode()
+    assert reply.decode_body(raw, "application/json") == raw.decode()
 
 
 @pytest.mark.parametrize(
@@ -243,15 +243,15 @@ def test_decode_body_too_deep_json_stays_text() -> None:
     ],
 )
 def test_decode_body_binary_is_base64(raw: bytes, ctype: str | None) -> None:
-    body = http.decode_body(raw, ctype)
+    body = reply.decode_body(raw, ctype)
     assert body == {"content_base64": base64.b64encode(raw).decode(), "size": len(raw)}
 
 
 def test_response_ack_status_follows_ok() -> None:
-    assert http.response_ack(201, {}, {}, "")["status"] == "success"
-    redirect = http.response_ack(302, {"Location": "x"}, "", "")
+    assert reply.response_ack(201, {}, {}, "")["status"] == "success"
+    redirect = reply.response_ack(302, {"Location": "x"}, "", "")
     assert redirect["status"] == "success" and redirect["http_response"]["ok"] is True
-    failed = http.response_ack(401, {}, "Wrong username or password", "application/json")
+    failed = reply.response_ack(401, {}, "Wrong username or password", "application/json")
     assert failed["status"] == "error"
     assert failed["http_response"] == {
         "status_code": 401,
@@ -260,7 +260,7 @@ def test_response_ack_status_follows_ok() -> None:
         "ok": False,
         "content_type": "application/json",
     }
-    made = http.error_ack(500, "boom")
+    made = reply.error_ack(500, "boom")
     assert made["status"] == "error"
     assert made["http_response"]["body"] == {"error": "boom"}
 
