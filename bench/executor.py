@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ import zmq.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common_info import context, memory_gb
 from common.bus import RpcClient
 from testkit import dockerenv
 from testkit.executor import (
@@ -136,14 +135,10 @@ def main() -> int:
         finally:
             executor.stop()
             cleanup_instance(dc, executor.instance)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
     result = {
         "bench": "executor",
-        "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total
-                                                                / 2**30, 1),
-                    "kernel": platform.release(), "engine": dc.version().get("Version")},
-        "commit": commit, "runtimes": args.runtimes, **figures,
+        **context(memory_gb=memory_gb(), engine=dc.version().get("Version")),
+        "runtimes": args.runtimes, **figures,
     }
     print(json.dumps(result, indent=2))
     return 0

@@ -19,19 +19,17 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import zmq.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common_info import context, memory_gb
 from common.bus import RpcClient
 from services.executor.proxy.forward import ProxyLimits, proxy
 from testkit import dockerenv
@@ -142,14 +140,10 @@ def main() -> int:
         finally:
             executor.stop()
             cleanup_instance(dc, executor.instance)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
     result = {
         "bench": "proxy",
-        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "engine": dc.version().get("Version")},
-        "commit": commit, "runtimes": args.runtimes, "request": "GET /api/version",
+        **context(memory_gb=memory_gb(), engine=dc.version().get("Version")),
+        "runtimes": args.runtimes, "request": "GET /api/version",
         "targets": {"p50_ms": 5.0, "p99_ms": 20.0},
         **figures,
     }
