@@ -32,16 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common_info import context, memory_gb
 from common.bus import RpcClient
 from services.executor.proxy.forward import ProxyLimits, proxy
-from testkit import dockerenv
 from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
-    cleanup_instance,
+    executor_run,
     https_ok,
     wait_ready,
     wait_status,
 )
-from testkit.helpers import short_tmpdir
 
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -129,17 +127,9 @@ def main() -> int:
     parser.add_argument("--runtimes", type=int, default=1)
     parser.add_argument("--calls", type=int, default=500)
     args = parser.parse_args()
-    dockerenv.ensure_engine()
-    dc = dockerenv.client()
-    dockerenv.ensure_standin_image(dc)
-    with short_tmpdir("oatb") as base:
-        # WARNING level: the per-call INFO line is not what is being measured.
-        executor = ExecutorProc(base, ORCH_LOG_LEVEL="WARNING").start()
-        try:
-            figures = asyncio.run(run(args, executor))
-        finally:
-            executor.stop()
-            cleanup_instance(dc, executor.instance)
+    # WARNING level: the per-call INFO line is not what is being measured.
+    with executor_run(ORCH_LOG_LEVEL="WARNING") as (dc, executor):
+        figures = asyncio.run(run(args, executor))
     result = {
         "bench": "proxy",
         **context(memory_gb=memory_gb(), engine=dc.version().get("Version")),

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import zmq.asyncio
 from common import wire
 from common.bus import Counters, Endpoints, RpcClient, RpcServer
 from testkit import dockerenv
-from testkit.helpers import ROOT, agent_env, async_wait_for
+from testkit.helpers import ROOT, agent_env, async_wait_for, short_tmpdir
 
 STANDIN_REPO = "orchestrator/openplc-standin"
 STANDIN_TAG = "test"
@@ -123,6 +124,22 @@ def cleanup_instance(dc: docker.DockerClient, instance: str) -> None:
     for network in dc.networks.list(filters=wanted):
         with contextlib.suppress(docker.errors.APIError):
             network.remove()
+
+
+@contextlib.contextmanager
+def executor_run(**env: str) -> Iterator[tuple[docker.DockerClient, ExecutorProc]]:
+    """An executor on the stand-in image outside pytest (the benches): started in a
+    private directory, then stopped and its containers and networks removed."""
+    dockerenv.ensure_engine()
+    dc = dockerenv.client()
+    dockerenv.ensure_standin_image(dc)
+    with short_tmpdir("oatb") as base:
+        executor = ExecutorProc(base, **env).start()
+        try:
+            yield dc, executor
+        finally:
+            executor.stop()
+            cleanup_instance(dc, executor.instance)
 
 
 def owned_objects(dc: docker.DockerClient, instance: str) -> tuple[list[str], list[str]]:
