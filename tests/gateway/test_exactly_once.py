@@ -13,16 +13,11 @@ from common.bus import RemoteError
 from services.gateway import router
 from tests.gateway.conftest import (
     Env,
-    InProcessGateway,
+    connected,
     creating_reply,
     peers,
     running_gateway,
 )
-
-
-async def connected(env: Env, gateway: InProcessGateway) -> None:
-    assert await env.cloud.wait_connected(env.creds.agent_id, 10)
-    await gateway.wait(lambda: gateway.status.connected, 5, "the link")
 
 
 async def test_status_polls_with_a_fixed_id_see_the_state_change_and_reads_are_fresh(

@@ -23,7 +23,7 @@ from services.gateway.contracts import TOPICS
 from services.gateway.router import ROUTES
 from tests.gateway.conftest import (
     Env,
-    InProcessGateway,
+    connected,
     creating_reply,
     peers,
     running_gateway,
@@ -59,11 +59,6 @@ def echo(method: str) -> Any:
         return {"status": "success", "method": method, "params": params,
                 "action": "forged", "correlation_id": -1}
     return handler
-
-
-async def connected(env: Env, gateway: InProcessGateway) -> None:
-    assert await env.cloud.wait_connected(env.creds.agent_id, 10)
-    await gateway.wait(lambda: gateway.status.connected, 5, "the link")
 
 
 async def test_every_topic_reaches_its_process_and_method_once(env: Env) -> None:
