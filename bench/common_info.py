@@ -8,10 +8,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def context() -> dict[str, Any]:
+def context(**machine: Any) -> dict[str, Any]:
+    """The machine and the commit; ``machine`` adds facts a bench cares about (engine...)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=5).stdout.strip()
@@ -19,7 +22,8 @@ def context() -> dict[str, Any]:
         commit = ""
     return {
         "machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
-                    "kernel": platform.release(), "python": platform.python_version()},
+                    "kernel": platform.release(), "python": platform.python_version(),
+                    **machine},
         "commit": commit or None,
     }
 
@@ -28,3 +32,7 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def memory_gb() -> float:
+    return round(psutil.virtual_memory().total / 2**30, 1)

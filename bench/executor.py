@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,16 +26,15 @@ import zmq.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common_info import context, memory_gb
 from common.bus import RpcClient
-from testkit import dockerenv
 from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
-    cleanup_instance,
+    executor_run,
     https_ok,
     wait_ready,
 )
-from testkit.helpers import short_tmpdir
 
 
 def pct(values: list[float], q: float) -> float:
@@ -126,24 +123,12 @@ def main() -> int:
     parser.add_argument("--timed", type=int, default=10)
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
-    dockerenv.ensure_engine()
-    dc = dockerenv.client()
-    dockerenv.ensure_standin_image(dc)
-    with short_tmpdir("oatb") as base:
-        executor = ExecutorProc(base, ORCH_LOG_LEVEL="INFO").start()
-        try:
-            figures = asyncio.run(run(args, executor))
-        finally:
-            executor.stop()
-            cleanup_instance(dc, executor.instance)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    with executor_run(ORCH_LOG_LEVEL="INFO") as (dc, executor):
+        figures = asyncio.run(run(args, executor))
     result = {
         "bench": "executor",
-        "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total
-                                                                / 2**30, 1),
-                    "kernel": platform.release(), "engine": dc.version().get("Version")},
-        "commit": commit, "runtimes": args.runtimes, **figures,
+        **context(memory_gb=memory_gb(), engine=dc.version().get("Version")),
+        "runtimes": args.runtimes, **figures,
     }
     print(json.dumps(result, indent=2))
     return 0

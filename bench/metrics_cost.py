@@ -23,11 +23,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +37,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common_info import context, memory_gb
 from common import labels
 from services.metrics.access import EngineAccess
 from services.metrics.devices import DeviceCollector
@@ -208,15 +206,11 @@ def main() -> int:
             with contextlib.suppress(docker.errors.NotFound):
                 dc.containers.get(name).remove(force=True, v=True)
         network.remove()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    cgroup = "v2" if (CGROUP_ROOT / "cgroup.controllers").exists() else "v1"
     print(json.dumps({
         "bench": "metrics_cost",
-        "machine": {"cpus": os.cpu_count(),
-                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "kernel": platform.release(), "engine": dc.version().get("Version"),
-                    "cgroup": "v2" if (CGROUP_ROOT / "cgroup.controllers").exists() else "v1"},
-        "commit": commit, "interval_s": INTERVAL, "window_s": args.window,
+        **context(memory_gb=memory_gb(), engine=dc.version().get("Version"), cgroup=cgroup),
+        "interval_s": INTERVAL, "window_s": args.window,
         "runtimes": results,
     }, indent=2))
     return 0

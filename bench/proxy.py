@@ -19,31 +19,27 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import zmq.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common_info import context, memory_gb
 from common.bus import RpcClient
 from services.executor.proxy.forward import ProxyLimits, proxy
-from testkit import dockerenv
 from testkit.executor import (
     STANDIN_TAG,
     ExecutorProc,
-    cleanup_instance,
+    executor_run,
     https_ok,
     wait_ready,
     wait_status,
 )
-from testkit.helpers import short_tmpdir
 
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -131,25 +127,13 @@ def main() -> int:
     parser.add_argument("--runtimes", type=int, default=1)
     parser.add_argument("--calls", type=int, default=500)
     args = parser.parse_args()
-    dockerenv.ensure_engine()
-    dc = dockerenv.client()
-    dockerenv.ensure_standin_image(dc)
-    with short_tmpdir("oatb") as base:
-        # WARNING level: the per-call INFO line is not what is being measured.
-        executor = ExecutorProc(base, ORCH_LOG_LEVEL="WARNING").start()
-        try:
-            figures = asyncio.run(run(args, executor))
-        finally:
-            executor.stop()
-            cleanup_instance(dc, executor.instance)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    # WARNING level: the per-call INFO line is not what is being measured.
+    with executor_run(ORCH_LOG_LEVEL="WARNING") as (dc, executor):
+        figures = asyncio.run(run(args, executor))
     result = {
         "bench": "proxy",
-        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "engine": dc.version().get("Version")},
-        "commit": commit, "runtimes": args.runtimes, "request": "GET /api/version",
+        **context(memory_gb=memory_gb(), engine=dc.version().get("Version")),
+        "runtimes": args.runtimes, "request": "GET /api/version",
         "targets": {"p50_ms": 5.0, "p99_ms": 20.0},
         **figures,
     }

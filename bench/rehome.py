@@ -38,7 +38,7 @@ from common.bus import Endpoints, RpcClient, Subscriber
 from common.messages import parse
 from testkit import dockerenv
 from testkit.executor import STANDIN_TAG, ExecutorProc, cleanup_instance, wait_ready
-from testkit.helpers import agent_env, short_tmpdir, start_module, stop_process
+from testkit.helpers import agent_env, heard, short_tmpdir, start_module, stop_process
 from testkit.movinglan import MovingLan, free_blocks, make_moving_lan, remove_moving_lan
 
 # Runs inside the LAN namespace: reads a JSON list of IPs per line, answers with the Unix
@@ -102,9 +102,8 @@ async def create(bus: RpcClient, name: str, parent: str) -> None:
 
 
 async def next_topic(sub: Subscriber, topic: str, deadline: float) -> dict[str, Any]:
-    while (remaining := deadline - time.monotonic()) > 0:
-        envelope = await sub.recv(remaining)
-        if envelope is not None and envelope.topic == topic:
+    async for envelope in heard(sub, deadline - time.monotonic()):
+        if envelope.topic == topic:
             return parse(envelope).to_body()
     raise RuntimeError(f"no {topic} in time")
 

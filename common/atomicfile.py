@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -86,3 +92,27 @@ def read_json(path: Path) -> Any | None:
             return json.load(handle)
     except FileNotFoundError:
         return None
+
+
+def load_json_dir(directory: Path, parse: Callable[[Path, dict[str, Any]], T],
+                  what: str) -> list[T]:
+    """Every ``*.json`` object in `directory` (created if missing) through `parse`, in
+    name order, after removing the temporary files of writes a crash cut off.
+
+    A file that cannot be read, is not a JSON object, or that `parse` refuses (ValueError
+    or TypeError) is logged as an unreadable `what` and skipped: files are replaced
+    atomically, so such a file is damage from outside, and one bad record must not stop
+    the others from loading."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for tmp in directory.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    records: list[T] = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            raw = read_json(path)
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            records.append(parse(path, raw))
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("unreadable %s %s: %s; ignored", what, path.name, exc)
+    return records

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import aiohttp
 
@@ -177,28 +177,32 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator-devcloud", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
-    sub = parser.add_subparsers(dest="command", required=True)
+# argparse does not export the type of add_subparsers() publicly.
+_Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-    def with_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dir", default=DEFAULT_DIR, help="state directory of the cloud")
 
-    def with_admin(p: argparse.ArgumentParser) -> None:
-        with_dir(p)
-        p.add_argument("--admin-url", help="admin interface (default: from <dir>/run.json)")
-        p.add_argument("--admin-token-file",
-                       help=f"the admin token (default: <dir>/{TOKEN_FILE}, written by serve)")
+def _with_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", default=DEFAULT_DIR, help="state directory of the cloud")
 
+
+def _with_admin(p: argparse.ArgumentParser) -> None:
+    _with_dir(p)
+    p.add_argument("--admin-url", help="admin interface (default: from <dir>/run.json)")
+    p.add_argument("--admin-token-file",
+                   help=f"the admin token (default: <dir>/{TOKEN_FILE}, written by serve)")
+
+
+def _add_init(sub: _Sub) -> None:
     p = sub.add_parser("init", help="create the CA and the server certificate")
-    with_dir(p)
+    _with_dir(p)
     p.add_argument("--san", action="append", default=[], help="extra server name or IP")
     p.add_argument("--force", action="store_true", help="replace an existing CA")
     p.set_defaults(func=cmd_init)
 
+
+def _add_serve(sub: _Sub) -> None:
     p = sub.add_parser("serve", help="run the cloud (creates the PKI when missing)")
-    with_dir(p)
+    _with_dir(p)
     p.add_argument("--host", default="127.0.0.1", help="address of the TLS listeners")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="Socket.IO (mTLS) port")
     p.add_argument("--provision-port", type=int, default=DEFAULT_PROVISION_PORT)
@@ -208,13 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command-timeout", type=float, default=15.0)
     p.set_defaults(func=cmd_serve)
 
+
+def _add_admin_commands(sub: _Sub) -> None:
+    """The commands that talk to a running cloud's admin interface."""
     p = sub.add_parser("agents", help="list agents")
-    with_admin(p)
+    _with_admin(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_agents)
 
     p = sub.add_parser("send", help="send a command, print its ack")
-    with_admin(p)
+    _with_admin(p)
     p.add_argument("agent")
     p.add_argument("topic")
     p.add_argument("payload", nargs="?", default="{}", help="JSON payload (default {})")
@@ -224,24 +231,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("watch", help="print heartbeats as they arrive")
-    with_admin(p)
+    _with_admin(p)
     p.add_argument("agent")
     p.add_argument("--count", type=int, help="stop after this many")
     p.add_argument("--seconds", type=float, help="stop after this long")
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("acks", help="print recorded acks")
-    with_admin(p)
+    _with_admin(p)
     p.add_argument("--agent")
     p.add_argument("--topic")
     p.set_defaults(func=cmd_acks)
 
+
+def _add_enroll(sub: _Sub) -> None:
     p = sub.add_parser("enroll", help="enrol like the installer: id, key, CSR, certificate")
     p.add_argument("--url", required=True, help="provisioning base URL")
     p.add_argument("--out", required=True, help="directory for client.crt, client.key, ca.crt")
     p.add_argument("--cacert", help="trust anchor for the provisioning server")
     p.add_argument("--key-type", default="ec", choices=["ec", "rsa", "rsa4096"])
     p.set_defaults(func=cmd_enroll)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator-devcloud", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_init(sub)
+    _add_serve(sub)
+    _add_admin_commands(sub)
+    _add_enroll(sub)
     return parser
 
 

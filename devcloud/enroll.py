@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 
-from devcloud import pki
+from devcloud import agentcerts, pki
 from devcloud.errors import ProvisioningError
 from devcloud.fsutil import ensure_private_dir, write_atomic
 from devcloud.provisioning import ENROLL_PATH, ID_PATH
@@ -135,7 +135,7 @@ async def enroll(
         issued = await request_id(session, base_url)
         agent_id = issued["id"]
         key = pki.make_key(key_kind)
-        data = await submit_csr(session, base_url, pki.make_csr(key, agent_id), agent_id)
+        data = await submit_csr(session, base_url, agentcerts.make_csr(key, agent_id), agent_id)
     cert_pem = data["certificate"].encode()
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)

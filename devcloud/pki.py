@@ -1,9 +1,9 @@
 """A small certificate authority for the development cloud and for mTLS tests.
 
 One CA signs the server certificate of the cloud and the client certificates of
-the agents (the agent's identity is the client certificate's CN). The helpers
-that make *bad* credentials (another CA, expired, wrong host name) are part of
-the public API on purpose: the gateway's negative mTLS tests build on them.
+the agents (those live in ``devcloud.agentcerts``). The helpers that make *bad*
+credentials (another CA, expired, wrong host name) are part of the public API on
+purpose: the gateway's negative mTLS tests build on them.
 
 Keys are ECDSA P-256 by default because they are generated in microseconds,
 which keeps tests fast; CSRs with RSA keys (as the installer makes) are signed
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -38,14 +37,6 @@ SERVER_CERT = "server.crt"
 SERVER_KEY = "server.key"
 
 DEFAULT_SERVER_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
-# The subject the product's installer puts in its CSR, minus the CN.
-AGENT_SUBJECT_PREFIX: tuple[tuple[x509.ObjectIdentifier, str], ...] = (
-    (NameOID.COUNTRY_NAME, "BR"),
-    (NameOID.STATE_OR_PROVINCE_NAME, "SP"),
-    (NameOID.LOCALITY_NAME, "SaoPaulo"),
-    (NameOID.ORGANIZATION_NAME, "AutonomyLogic"),
-    (NameOID.ORGANIZATIONAL_UNIT_NAME, "Development"),
-)
 # Clocks of a VM and its host drift; back-dating avoids "not yet valid" flakes.
 _BACKDATE = dt.timedelta(minutes=5)
 
@@ -193,7 +184,7 @@ def fingerprint(cert: x509.Certificate) -> str:
 # ----------------------------------------------------------------------- builders
 
 
-def _validity(
+def validity(
     not_before: dt.datetime | None, not_after: dt.datetime | None, days: float
 ) -> tuple[dt.datetime, dt.datetime]:
     start = not_before if not_before is not None else utcnow() - _BACKDATE
@@ -203,7 +194,7 @@ def _validity(
     return start, end
 
 
-def _signing_hash(key: PrivateKey) -> hashes.SHA256:
+def signing_hash(key: PrivateKey) -> hashes.SHA256:
     return hashes.SHA256()
 
 
@@ -221,7 +212,7 @@ def make_ca(
     The directory is made private (0700) and the key 0600.
     """
     key = make_key(key_kind)
-    start, end = _validity(not_before, not_after, days)
+    start, end = validity(not_before, not_after, days)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
@@ -248,7 +239,7 @@ def make_ca(
             critical=True,
         )
         .add_extension(ski, critical=False)
-        .sign(key, _signing_hash(key))
+        .sign(key, signing_hash(key))
     )
     ca = CertificateAuthority(cert=cert, key=key, directory=directory)
     if directory is not None:
@@ -265,7 +256,7 @@ def load_ca(directory: Path) -> CertificateAuthority:
     )
 
 
-def _leaf_builder(
+def leaf_builder(
     ca: CertificateAuthority,
     subject: x509.Name,
     public_key: object,
@@ -293,7 +284,7 @@ def _leaf_builder(
     return builder
 
 
-def _leaf_key_usage() -> x509.KeyUsage:
+def leaf_key_usage() -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
@@ -335,105 +326,16 @@ def issue_server_cert(
     """
     names = list(dict.fromkeys(names))
     key = key or make_key()
-    start, end = _validity(not_before, not_after, days)
+    start, end = validity(not_before, not_after, days)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "server")])
     cert = (
-        _leaf_builder(ca, subject, key.public_key(), start, end)
-        .add_extension(_leaf_key_usage(), critical=True)
+        leaf_builder(ca, subject, key.public_key(), start, end)
+        .add_extension(leaf_key_usage(), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(_san(names), critical=False)
-        .sign(ca.key, _signing_hash(ca.key))
+        .sign(ca.key, signing_hash(ca.key))
     )
     return IssuedCert(cert=cert, key=key)
-
-
-def agent_subject(cn: str) -> x509.Name:
-    attrs = [x509.NameAttribute(oid, value) for oid, value in AGENT_SUBJECT_PREFIX]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
-    return x509.Name(attrs)
-
-
-def _client_cert(
-    ca: CertificateAuthority,
-    subject: x509.Name,
-    public_key: object,
-    start: dt.datetime,
-    end: dt.datetime,
-) -> x509.Certificate:
-    return (
-        _leaf_builder(ca, subject, public_key, start, end)
-        .add_extension(_leaf_key_usage(), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca.key, _signing_hash(ca.key))
-    )
-
-
-def issue_client_cert(
-    ca: CertificateAuthority,
-    cn: str,
-    *,
-    not_before: dt.datetime | None = None,
-    not_after: dt.datetime | None = None,
-    days: float = 365,
-    key: PrivateKey | None = None,
-) -> IssuedCert:
-    """A client certificate (clientAuth) with the agent subject and the given CN.
-
-    This skips the cloud's registry: a development cloud refuses such a
-    certificate unless it was registered (see ``Registry.register_certificate``),
-    which is exactly what a "signed by the right CA but never enrolled" test needs.
-    """
-    key = key or make_key()
-    start, end = _validity(not_before, not_after, days)
-    cert = _client_cert(ca, agent_subject(cn), key.public_key(), start, end)
-    return IssuedCert(cert=cert, key=key)
-
-
-def make_csr(key: PrivateKey, cn: str) -> bytes:
-    """A PEM CSR with the installer's subject layout and the given CN."""
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(agent_subject(cn))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM)
-
-
-def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
-    try:
-        csr = x509.load_pem_x509_csr(pem)
-    except ValueError as exc:
-        log.debug("CSR not loadable: %s", exc)
-        raise PkiError("not a PEM certificate signing request") from exc
-    try:
-        valid = csr.is_signature_valid
-    except (InvalidSignature, ValueError) as exc:
-        raise PkiError(f"CSR signature cannot be checked: {exc}") from exc
-    if not valid:
-        raise PkiError("CSR signature is not valid")
-    return csr
-
-
-def sign_csr(
-    ca: CertificateAuthority,
-    csr: x509.CertificateSigningRequest,
-    *,
-    expected_cn: str,
-    days: float = 365,
-) -> IssuedCert:
-    """Sign a client CSR whose CN must equal ``expected_cn`` (the issued agent id).
-
-    The subject is taken from the CSR (the installer's C/ST/L/O/OU), the
-    extensions are the CA's choice: whatever the CSR asks for, the result is a
-    leaf certificate good for TLS client authentication only.
-    """
-    cn = cert_cn(csr)
-    if cn != expected_cn:
-        raise PkiError(f"CSR CN {cn!r} does not match the id {expected_cn!r}")
-    start, end = _validity(None, None, days)
-    cert = _client_cert(ca, csr.subject, csr.public_key(), start, end)
-    return IssuedCert(cert=cert, key=None)
 
 
 # ---------------------------------------------------------------------- init

@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
-from devcloud import pki
+from devcloud import agentcerts, pki
 from devcloud.errors import PkiError, ProvisioningError
 from devcloud.fsutil import write_atomic
 
@@ -127,7 +127,7 @@ class Registry:
     ) -> Enrolment:
         """Sign ``csr_pem`` for the pending id named by its CN; refuse anything else."""
         try:
-            csr = pki.load_csr(csr_pem)
+            csr = agentcerts.load_csr(csr_pem)
             cn = pki.cert_cn(csr)
         except PkiError as exc:
             raise ProvisioningError(f"Invalid CSR: {exc}", 400) from exc
@@ -147,7 +147,7 @@ class Registry:
                 f"Orchestrator id '{cn}' expired at {iso_utc(expires_at)}; request a new id", 410
             )
         try:
-            issued = pki.sign_csr(ca, csr, expected_cn=cn, days=self.cert_days)
+            issued = agentcerts.sign_csr(ca, csr, expected_cn=cn, days=self.cert_days)
         except PkiError as exc:
             raise ProvisioningError(f"Invalid CSR: {exc}", 400) from exc
         del self._pending[cn]

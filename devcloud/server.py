@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 
-from devcloud import admin, pki, provisioning
+from devcloud import admin, agentcerts, pki, provisioning
 from devcloud.adminclient import AdminClient
 from devcloud.enroll import Credentials, enroll, write_credentials
 from devcloud.fsutil import write_atomic
@@ -274,7 +274,7 @@ class DevCloud:
         """Enrol a new agent in-process (same registry rules, no HTTP)."""
         issued = self.registry.request_id()
         key = pki.make_key()
-        done = self.registry.enroll(self.ca, pki.make_csr(key, issued.id), issued.id)
+        done = self.registry.enroll(self.ca, agentcerts.make_csr(key, issued.id), issued.id)
         return write_credentials(
             Path(out_dir),
             done.agent_id,
@@ -286,7 +286,7 @@ class DevCloud:
         )
 
     def register_certificate(self, cert: x509.Certificate) -> str:
-        """Admit a client certificate made out of band (e.g. ``pki.issue_client_cert``)."""
+        """Admit a client certificate made out of band (e.g. ``agentcerts.issue_client_cert``)."""
         return self.registry.register_certificate(cert)
 
     def agents(self) -> list[dict[str, Any]]:

@@ -256,8 +256,13 @@ def standin_answers(ip: str, timeout: float = 5.0) -> bool:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     conn = http.client.HTTPSConnection(ip, STANDIN_PORT, timeout=timeout, context=context)
+    return answers_ok(conn, "/api/version")
+
+
+def answers_ok(conn: http.client.HTTPConnection, path: str) -> bool:
+    """True when GET `path` on `conn` answers 200; False when it fails to; closes `conn`."""
     try:
-        conn.request("GET", "/api/version")
+        conn.request("GET", path)
         return conn.getresponse().status == 200
     except (OSError, http.client.HTTPException):
         return False

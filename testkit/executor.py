@@ -14,10 +14,10 @@ import itertools
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import zmq.asyncio
 from common import wire
 from common.bus import Counters, Endpoints, RpcClient, RpcServer
 from testkit import dockerenv
-from testkit.helpers import ROOT, agent_env, async_wait_for
+from testkit.helpers import ROOT, agent_env, async_wait_for, short_tmpdir
 
 STANDIN_REPO = "orchestrator/openplc-standin"
 STANDIN_TAG = "test"
@@ -124,6 +124,22 @@ def cleanup_instance(dc: docker.DockerClient, instance: str) -> None:
     for network in dc.networks.list(filters=wanted):
         with contextlib.suppress(docker.errors.APIError):
             network.remove()
+
+
+@contextlib.contextmanager
+def executor_run(**env: str) -> Iterator[tuple[docker.DockerClient, ExecutorProc]]:
+    """An executor on the stand-in image outside pytest (the benches): started in a
+    private directory, then stopped and its containers and networks removed."""
+    dockerenv.ensure_engine()
+    dc = dockerenv.client()
+    dockerenv.ensure_standin_image(dc)
+    with short_tmpdir("oatb") as base:
+        executor = ExecutorProc(base, **env).start()
+        try:
+            yield dc, executor
+        finally:
+            executor.stop()
+            cleanup_instance(dc, executor.instance)
 
 
 def owned_objects(dc: docker.DockerClient, instance: str) -> tuple[list[str], list[str]]:
@@ -311,19 +327,7 @@ class FakeNetbridge:
 
 def https_ok(ip: str, timeout: float = 3.0) -> bool:
     """From the host (how the agent reaches a runtime's internal address)."""
-    import http.client
-
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    conn = http.client.HTTPSConnection(ip, 8443, timeout=timeout, context=context)
-    try:
-        conn.request("GET", "/api/version")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
+    return dockerenv.standin_answers(ip, timeout)
 
 
 def https_ok_from(ns: str, ip: str, timeout: float = 3.0) -> bool:

@@ -13,10 +13,14 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.bus import Subscriber
+    from common.wire import Envelope
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -75,6 +79,15 @@ async def async_wait_for(condition: Callable[[], Any], timeout: float, what: str
         if poll.expired():
             raise poll.failure()
         await asyncio.sleep(interval)
+
+
+async def heard(sub: Subscriber, timeout: float) -> AsyncIterator[Envelope]:
+    """Each valid message `sub` receives from now until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        envelope = await sub.recv(min(remaining, 1.0))
+        if envelope is not None:
+            yield envelope
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from devcloud import pki
+from devcloud import agentcerts, pki
 from devcloud.errors import PkiError
 
 
@@ -60,26 +60,26 @@ def test_init_is_idempotent_and_keeps_the_ca_when_names_change(tmp_path: Path) -
 
 def test_sign_csr_requires_the_issued_id_as_cn() -> None:
     ca = pki.make_ca(None)
-    csr = pki.load_csr(pki.make_csr(pki.make_key(), "07048933"))
-    signed = pki.sign_csr(ca, csr, expected_cn="07048933")
+    csr = agentcerts.load_csr(agentcerts.make_csr(pki.make_key(), "07048933"))
+    signed = agentcerts.sign_csr(ca, csr, expected_cn="07048933")
     assert signed.cn == "07048933"
     assert "OU=Development" in signed.cert.subject.rfc4514_string()
     eku = signed.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     signed.cert.verify_directly_issued_by(ca.cert)
     with pytest.raises(PkiError, match="does not match"):
-        pki.sign_csr(ca, csr, expected_cn="11111111")
+        agentcerts.sign_csr(ca, csr, expected_cn="11111111")
 
 
 def test_rsa_csr_is_accepted() -> None:
     ca = pki.make_ca(None)
-    csr = pki.load_csr(pki.make_csr(pki.make_key("rsa"), "12345678"))
-    assert pki.sign_csr(ca, csr, expected_cn="12345678").cn == "12345678"
+    csr = agentcerts.load_csr(agentcerts.make_csr(pki.make_key("rsa"), "12345678"))
+    assert agentcerts.sign_csr(ca, csr, expected_cn="12345678").cn == "12345678"
 
 
 def test_garbage_csr_is_refused() -> None:
     with pytest.raises(PkiError):
-        pki.load_csr(
+        agentcerts.load_csr(
             b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
         )
 
@@ -88,11 +88,11 @@ def test_bad_credential_helpers(tmp_path: Path) -> None:
     ca = pki.make_ca(tmp_path / "ca1", "CA one")
     other = pki.make_ca(tmp_path / "ca2", "CA two")
     past = pki.utcnow() - dt.timedelta(days=2)
-    expired = pki.issue_client_cert(
+    expired = agentcerts.issue_client_cert(
         ca, "07048933", not_before=past, not_after=past + dt.timedelta(days=1)
     )
     assert expired.cert.not_valid_after_utc < pki.utcnow()
-    foreign = pki.issue_client_cert(other, "07048933")
+    foreign = agentcerts.issue_client_cert(other, "07048933")
     with pytest.raises(ValueError):
         foreign.cert.verify_directly_issued_by(ca.cert)
     wrong_host = pki.issue_server_cert(ca, ["elsewhere.example.test"])
@@ -101,4 +101,4 @@ def test_bad_credential_helpers(tmp_path: Path) -> None:
     assert key_path is not None and _mode(key_path) == 0o600
     assert pki.load_cert(cert_path) == wrong_host.cert
     with pytest.raises(PkiError):
-        pki.issue_client_cert(ca, "x", not_before=past, not_after=past)
+        agentcerts.issue_client_cert(ca, "x", not_before=past, not_after=past)

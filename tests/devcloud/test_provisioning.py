@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from cryptography import x509
 
-from devcloud import pki
+from devcloud import agentcerts, pki
 from devcloud.enroll import client_ssl_context, submit_csr
 from devcloud.errors import ProvisioningError
 from devcloud.registry import Registry
@@ -92,11 +92,11 @@ def test_enroll_refusals(tmp_path: Path) -> None:
             issued = (await _get_id(session, cloud))["id"]
             other = "99999999" if issued != "99999999" else "88888888"
 
-            status, body = await _post_csr(session, cloud, pki.make_csr(key, other), issued)
+            status, body = await _post_csr(session, cloud, agentcerts.make_csr(key, other), issued)
             assert status == 400 and "does not match" in body["message"]
             assert body["statusCode"] == 400 and body["error"] == "Bad Request"
 
-            status, body = await _post_csr(session, cloud, pki.make_csr(key, other))
+            status, body = await _post_csr(session, cloud, agentcerts.make_csr(key, other))
             assert status == 404 and f"Unknown orchestrator id '{other}'" in body["message"]
 
             status, body = await _post_csr(session, cloud, b"not a csr")
@@ -109,9 +109,9 @@ def test_enroll_refusals(tmp_path: Path) -> None:
                 assert "Missing 'csr'" in (await resp.json())["message"]
 
             # The refusals above did not consume the id.
-            status, body = await _post_csr(session, cloud, pki.make_csr(key, issued), issued)
+            status, body = await _post_csr(session, cloud, agentcerts.make_csr(key, issued), issued)
             assert status == 200 and body["data"]["id"] == issued
-            status, body = await _post_csr(session, cloud, pki.make_csr(key, issued), issued)
+            status, body = await _post_csr(session, cloud, agentcerts.make_csr(key, issued), issued)
             assert status == 409 and "already enrolled" in body["message"]
 
     run(scenario())
@@ -122,7 +122,9 @@ def test_expired_id_is_refused(tmp_path: Path) -> None:
         async with _cloud(tmp_path, id_ttl=0) as cloud, _session(cloud) as session:
             issued = (await _get_id(session, cloud))["id"]
             with pytest.raises(ProvisioningError, match="expired") as info:
-                await submit_csr(session, cloud.provision_url, pki.make_csr(pki.make_key(), issued))
+                await submit_csr(
+                    session, cloud.provision_url, agentcerts.make_csr(pki.make_key(), issued)
+                )
             assert info.value.status == 410
             assert not cloud.registry.is_registered(issued)
 
@@ -136,10 +138,10 @@ def test_registry_expiry_with_a_clock(tmp_path: Path) -> None:
     fresh, stale = registry.request_id(), registry.request_id()
     assert fresh.expires_in == 60
     now[0] += 30
-    assert registry.enroll(ca, pki.make_csr(pki.make_key(), fresh.id)).agent_id == fresh.id
+    assert registry.enroll(ca, agentcerts.make_csr(pki.make_key(), fresh.id)).agent_id == fresh.id
     now[0] += 31
     with pytest.raises(ProvisioningError) as info:
-        registry.enroll(ca, pki.make_csr(pki.make_key(), stale.id))
+        registry.enroll(ca, agentcerts.make_csr(pki.make_key(), stale.id))
     assert info.value.status == 410
 
 
@@ -160,7 +162,7 @@ def test_registry_persists_across_restarts(tmp_path: Path) -> None:
             assert [a["id"] for a in cloud.agents()] == [agent_id]
             # The id handed out before the restart can still be enrolled.
             key = pki.make_key()
-            done = cloud.registry.enroll(cloud.ca, pki.make_csr(key, pending))
+            done = cloud.registry.enroll(cloud.ca, agentcerts.make_csr(key, pending))
             assert done.agent_id == pending
             assert isinstance(done.certificate.cert, x509.Certificate)
 

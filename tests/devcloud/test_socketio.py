@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import socketio
 
-from devcloud import pki
+from devcloud import agentcerts, pki
 from devcloud.enroll import Credentials, client_ssl_context
 from devcloud.errors import AckTimeout, AgentNotConnected
 from devcloud.server import DevCloud
@@ -164,26 +164,28 @@ def test_connections_without_valid_credentials_are_refused(tmp_path: Path) -> No
             # Another CA.
             other = pki.make_ca(None, "Someone else")
             await _expect_refused(
-                cloud, ctx_for(pki.issue_client_cert(other, enrolled.agent_id), "o")
+                cloud, ctx_for(agentcerts.issue_client_cert(other, enrolled.agent_id), "o")
             )
             # Right CA, expired.
             past = pki.utcnow() - dt.timedelta(days=2)
-            expired = pki.issue_client_cert(
+            expired = agentcerts.issue_client_cert(
                 ca, enrolled.agent_id, not_before=past, not_after=past + dt.timedelta(days=1)
             )
             await _expect_refused(cloud, ctx_for(expired, "e"))
             assert cloud.refusals == []  # those never got past TLS
 
             # Right CA, valid, but an id the cloud never issued.
-            await _expect_refused(cloud, ctx_for(pki.issue_client_cert(ca, "55555555"), "u"))
+            await _expect_refused(cloud, ctx_for(agentcerts.issue_client_cert(ca, "55555555"), "u"))
             # Right CA, enrolled id, but a certificate that was not issued by enrolment.
-            await _expect_refused(cloud, ctx_for(pki.issue_client_cert(ca, enrolled.agent_id), "s"))
+            await _expect_refused(
+                cloud, ctx_for(agentcerts.issue_client_cert(ca, enrolled.agent_id), "s")
+            )
             reasons = [r.reason for r in await cloud.wait_refusals(2, timeout=5)]
             assert "unknown orchestrator id '55555555'" in reasons[0]
             assert "not issued through enrolment" in reasons[1]
 
             # A registered out-of-band certificate is admitted.
-            extra = pki.issue_client_cert(ca, "44444444")
+            extra = agentcerts.issue_client_cert(ca, "44444444")
             assert cloud.register_certificate(extra.cert) == "44444444"
             async with agent_client(cloud.url, ctx_for(extra, "r")):
                 assert await cloud.wait_connected("44444444", 5)

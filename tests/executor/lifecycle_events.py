@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import zmq.asyncio
 
 from common.bus import Endpoints, Subscriber
 from common.messages import Message, parse
+from testkit.helpers import heard
 
 
 class LifecycleEvents:
@@ -26,11 +26,7 @@ class LifecycleEvents:
             if seen_topic == topic and cond(message):
                 del self.seen[i]
                 return message
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            envelope = await self.sub.recv(min(remaining, 1.0))
-            if envelope is None:
-                continue
+        async for envelope in heard(self.sub, timeout):
             message = parse(envelope)
             if envelope.topic == topic and cond(message):
                 return message
@@ -40,11 +36,8 @@ class LifecycleEvents:
 
     async def listen(self, seconds: float) -> None:
         """Hear everything for `seconds` (kept for `topics()`)."""
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            envelope = await self.sub.recv(remaining)
-            if envelope is not None:
-                self.seen.append((envelope.topic, parse(envelope)))
+        async for envelope in heard(self.sub, seconds):
+            self.seen.append((envelope.topic, parse(envelope)))
 
     def topics(self) -> list[str]:
         """Topics heard and not taken by a wait."""

@@ -101,14 +101,7 @@ class Env:
 
 
 def _helper_answers(ip: str) -> bool:
-    conn = http.client.HTTPConnection(ip, HELPER_PORT, timeout=2)
-    try:
-        conn.request("GET", "/latin1")
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
+    return dockerenv.answers_ok(http.client.HTTPConnection(ip, HELPER_PORT, timeout=2), "/latin1")
 
 
 @pytest.fixture(scope="module")

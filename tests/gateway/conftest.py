@@ -181,3 +181,16 @@ async def peers(ctx: zmq.asyncio.Context, run_dir: Path,
     finally:
         for peer in made.values():
             await peer.close()
+
+
+def creating_reply(params: dict[str, Any]) -> dict[str, Any]:
+    """What the executor answers to create_runtime once the creation is under way."""
+    name = params["container_name"]
+    return {"status": "creating", "container_id": name,
+            "message": f"Container creation started for {name}"}
+
+
+async def connected(env: Env, gateway: InProcessGateway) -> None:
+    """The cloud sees the agent and the gateway's link is up."""
+    assert await env.cloud.wait_connected(env.creds.agent_id, 10)
+    await gateway.wait(lambda: gateway.status.connected, 5, "the link")

@@ -11,12 +11,13 @@ import pytest
 
 from common.bus import RemoteError
 from services.gateway import router
-from tests.gateway.conftest import Env, InProcessGateway, peers, running_gateway
-
-
-async def connected(env: Env, gateway: InProcessGateway) -> None:
-    assert await env.cloud.wait_connected(env.creds.agent_id, 10)
-    await gateway.wait(lambda: gateway.status.connected, 5, "the link")
+from tests.gateway.conftest import (
+    Env,
+    connected,
+    creating_reply,
+    peers,
+    running_gateway,
+)
 
 
 async def test_status_polls_with_a_fixed_id_see_the_state_change_and_reads_are_fresh(
@@ -63,9 +64,7 @@ async def test_status_polls_with_a_fixed_id_see_the_state_change_and_reads_are_f
 
 async def test_a_reused_id_with_another_payload_runs_and_a_resend_does_not(env: Env) -> None:
     async def create(params: dict[str, Any]) -> dict[str, Any]:
-        name = params["container_name"]
-        return {"status": "creating", "container_id": name,
-                "message": f"Container creation started for {name}"}
+        return creating_reply(params)
 
     config = env.config()
     async with running_gateway(config) as gw, \

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from devcloud import pki
+from devcloud import agentcerts, pki
 from devcloud.server import DevCloud
 from tests.gateway.conftest import Env, running_gateway
 
@@ -99,7 +99,7 @@ def _write_client(env: Env, issued: pki.IssuedCert, name: str) -> Path:
 
 async def test_expired_client_certificate_is_refused(env: Env,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    expired = pki.issue_client_cert(env.cloud.ca, env.creds.agent_id, **EXPIRED)
+    expired = agentcerts.issue_client_cert(env.cloud.ca, env.creds.agent_id, **EXPIRED)
     mtls = _write_client(env, expired, "expired")
     found = await expect_refused(env, caplog, "refused client certificate", mtls_dir=mtls)
     # The gateway says why before the cloud does.
@@ -109,7 +109,7 @@ async def test_expired_client_certificate_is_refused(env: Env,
 
 async def test_client_certificate_from_another_ca_is_refused(
         env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    other = pki.issue_client_cert(pki.make_ca(None, "Another CA"), env.creds.agent_id)
+    other = agentcerts.issue_client_cert(pki.make_ca(None, "Another CA"), env.creds.agent_id)
     mtls = _write_client(env, other, "other-ca")
     await expect_refused(env, caplog, "refused client certificate", mtls_dir=mtls)
 

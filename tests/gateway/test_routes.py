@@ -21,7 +21,13 @@ from common.bus import RemoteError, RpcClient
 from devcloud.errors import AckTimeout
 from services.gateway.contracts import TOPICS
 from services.gateway.router import ROUTES
-from tests.gateway.conftest import Env, InProcessGateway, peers, running_gateway
+from tests.gateway.conftest import (
+    Env,
+    connected,
+    creating_reply,
+    peers,
+    running_gateway,
+)
 
 VALID: dict[str, dict[str, Any]] = {
     "create_new_runtime": {
@@ -53,11 +59,6 @@ def echo(method: str) -> Any:
         return {"status": "success", "method": method, "params": params,
                 "action": "forged", "correlation_id": -1}
     return handler
-
-
-async def connected(env: Env, gateway: InProcessGateway) -> None:
-    assert await env.cloud.wait_connected(env.creds.agent_id, 10)
-    await gateway.wait(lambda: gateway.status.connected, 5, "the link")
 
 
 async def test_every_topic_reaches_its_process_and_method_once(env: Env) -> None:
@@ -258,9 +259,7 @@ async def test_repeated_correlation_id_runs_once_even_in_flight_and_after_reconn
         env: Env) -> None:
     async def create(params: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.3)
-        name = params["container_name"]
-        return {"status": "creating", "container_id": name,
-                "message": f"Container creation started for {name}"}
+        return creating_reply(params)
 
     config = env.config()
     async with running_gateway(config) as gw, \

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.config import Config, ConfigError
-from devcloud import pki
+from devcloud import agentcerts, pki
 from devcloud.enroll import write_credentials
 from devcloud.server import DevCloud
 from services.gateway.tls import CredentialsError, load_identity
@@ -127,7 +127,7 @@ def test_gateway_process_will_not_start_on_an_http_url(base_dir: Path) -> None:
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
 def test_key_open_to_group_or_others_is_refused(tmp_path: Path, mode: int) -> None:
-    pki.issue_client_cert(pki.make_ca(None), "12345678").write(tmp_path, "client")
+    agentcerts.issue_client_cert(pki.make_ca(None), "12345678").write(tmp_path, "client")
     assert load_identity(tmp_path).agent_id == "12345678"  # 0600 as written: accepted
     key = tmp_path / "client.key"
     key.chmod(mode)
@@ -145,7 +145,7 @@ async def test_gateway_refuses_a_world_readable_key(
 
 
 def test_enrolment_writes_the_key_owner_only(tmp_path: Path) -> None:
-    issued = pki.issue_client_cert(pki.make_ca(None), "12345678")
+    issued = agentcerts.issue_client_cert(pki.make_ca(None), "12345678")
     creds = write_credentials(tmp_path / "mtls", "12345678", issued.cert_pem, issued.key_pem,
                               issued.cert_pem)
     assert stat.S_IMODE(creds.key_path.stat().st_mode) == 0o600

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devcloud import pki
+from devcloud import agentcerts, pki
 from services.gateway import jsoncodec
 from services.gateway.link import Backoff
 from services.gateway.router import ROUTES, ip_addresses
@@ -60,7 +60,7 @@ def test_jsoncodec_keeps_the_event_name_of_what_it_cannot_decode() -> None:
 
 def test_agent_id_is_the_certificate_cn_and_the_context_is_strict(tmp_path: Path) -> None:
     ca = pki.make_ca(tmp_path / "ca")
-    pki.issue_client_cert(ca, "07048933").write(tmp_path / "mtls", "client")
+    agentcerts.issue_client_cert(ca, "07048933").write(tmp_path / "mtls", "client")
     identity = load_identity(tmp_path / "mtls")
     assert identity.agent_id == "07048933"
     assert identity.validity_problem() is None
@@ -86,7 +86,7 @@ def test_credential_problems_name_the_file_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(CredentialsError, match="not a PEM certificate"):
         load_identity(tmp_path)
     ca = pki.make_ca(None)
-    pki.issue_client_cert(ca, "12345678").write(tmp_path, "client")
+    agentcerts.issue_client_cert(ca, "12345678").write(tmp_path, "client")
     identity = load_identity(tmp_path)
     with pytest.raises(CredentialsError, match="extra CA file not found"):
         client_context(identity, tmp_path / "nope.crt")

@@ -28,6 +28,7 @@ import docker.errors
 import pytest
 
 from testkit import dockerenv
+from testkit.executor import cleanup_instance
 from testkit.helpers import short_tmpdir, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -123,13 +124,7 @@ def run_local(docker_client: docker.DockerClient, standin_image: str) -> Iterato
             run.stop()
             instance = (base / "state" / "instance_id")
             if instance.exists():
-                wanted = {"label": [f"orchestrator.instance={instance.read_text().strip()}"]}
-                for c in docker_client.containers.list(all=True, filters=wanted):
-                    with contextlib.suppress(docker.errors.APIError):
-                        c.remove(force=True, v=True)
-                for n in docker_client.networks.list(filters=wanted):
-                    with contextlib.suppress(docker.errors.APIError):
-                        n.remove()
+                cleanup_instance(docker_client, instance.read_text().strip())
 
 
 def test_make_run_examples_work_as_printed(run_local: RunLocal) -> None:

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import zmq.asyncio
 
 from common import wire
 from common.bus import Endpoints, RpcClient, Subscriber
-from testkit.helpers import agent_env, async_wait_for, start_module
+from testkit.helpers import agent_env, async_wait_for, heard, start_module
 
 # Short beats and reconnects so state changes show within a second or two.
 FAST_ENV = {"ORCH_BEAT_INTERVAL": "0.3", "ORCH_RECONNECT_MAX": "0.5", "ORCH_LOG_LEVEL": "DEBUG"}
@@ -94,10 +93,8 @@ class Bus:
     async def next_event(self, topic: str, cond: Callable[[dict[str, Any]], bool],
                          timeout: float) -> dict[str, Any]:
         """The body of the next message on `topic` that satisfies `cond`."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            envelope = await self.sub.recv(remaining)
-            if envelope is not None and envelope.topic == topic and cond(envelope.body):
+        async for envelope in heard(self.sub, timeout):
+            if envelope.topic == topic and cond(envelope.body):
                 return envelope.body
         raise AssertionError(f"no matching {topic} within {timeout} s")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import zmq.asyncio
 from common.bus import Endpoints, RpcClient, Subscriber
 from common.messages import Alive, parse
 from testkit.executor import wait_status
+from testkit.helpers import heard
 from testkit.movinglan import MovingLan, host
 
 
@@ -74,11 +74,7 @@ class Beats:
         self.last: dict[str, int] = {}
 
     async def wait(self, cond: Any, timeout: float = 20) -> dict[str, int]:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            envelope = await self.sub.recv(min(remaining, 1.0))
-            if envelope is None:
-                continue
+        async for envelope in heard(self.sub, timeout):
             message = parse(envelope)
             if isinstance(message, Alive):
                 self.last = dict(message.counters)

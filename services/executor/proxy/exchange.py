@@ -18,7 +18,7 @@ from urllib3 import encode_multipart_formdata
 from urllib3.util import Url
 
 from common.version import __version__
-from services.executor.proxy import http
+from services.executor.proxy import http, reply
 from services.executor.proxy.http import RequestBuildError
 from services.executor.proxy.pool import ConnectionPool, Key, Watchdog, cut
 
@@ -174,10 +174,10 @@ def _send(conn: http_client.HTTPConnection, method: str, url: Url, payload: byte
 
 def _reply(response: http_client.HTTPResponse, raw: bytes) -> dict[str, Any]:
     reply_type = response.headers.get("Content-Type", "")
-    return http.response_ack(
+    return reply.response_ack(
         response.status,
-        http.response_headers(response.headers.items()),
-        http.decode_body(raw, reply_type),
+        reply.response_headers(response.headers.items()),
+        reply.decode_body(raw, reply_type),
         reply_type,
     )
 
@@ -213,7 +213,7 @@ def _attempt(guard: _Guard, method: str, url: Url, payload: bytes | None,
         # A cut close-delimited reply reads like a complete one.
         raise _DeadlineExceeded("deadline passed")
     if raw is None:
-        return http.error_ack(
+        return reply.error_ack(
             500,
             f"response from the runtime is larger than {limits.max_response_bytes} bytes",
             upstream_status=response.status,

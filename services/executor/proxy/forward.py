@@ -54,7 +54,7 @@ from typing import Any
 import psutil
 from urllib3.util import Url, parse_url
 
-from services.executor.proxy import http
+from services.executor.proxy import http, reply
 from services.executor.proxy.exchange import TRANSPORT_ERRORS, exchange, transport_error
 from services.executor.proxy.http import RequestBuildError
 
@@ -318,30 +318,30 @@ async def proxy(
         return {"status": "error", "error": str(exc)}
     method = str(params.get("method") or "").strip().upper()
     if method not in http.SUPPORTED_METHODS:
-        return http.error_ack(400, f"Unsupported method: {method[:32] or '(none)'}")
+        return reply.error_ack(400, f"Unsupported method: {method[:32] or '(none)'}")
     port = params.get("port", limits.https_port)
     if isinstance(port, float) and port.is_integer():
         port = int(port)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        return http.error_ack(400, "port must be an integer from 1 to 65535")
+        return reply.error_ack(400, "port must be an integer from 1 to 65535")
     https = port == limits.https_port
     try:
         url = _build_url(address, port, str(params.get("api") or "/"), params.get("params"), https)
         body = http.build_body(params.get("data"), params.get("files"), params.get("headers") or {})
     except RequestBuildError as exc:
-        return http.error_ack(400, str(exc))
+        return reply.error_ack(400, str(exc))
     started = time.monotonic()
     try:
         ack = await _send(method, url, body, limits, runtime or str(address))
     except RequestBuildError as exc:
-        return http.error_ack(400, str(exc))
+        return reply.error_ack(400, str(exc))
     except RuntimeBusy as exc:
         log.warning("run_command %s %s:%d%s: %s", method, address, port, url.path, exc)
-        return http.error_ack(500, str(exc))
+        return reply.error_ack(500, str(exc))
     except TRANSPORT_ERRORS as exc:
         message = transport_error(exc, limits)
         log.warning("run_command %s %s:%d%s failed: %s", method, address, port, url.path, message)
-        return http.error_ack(500, message)
+        return reply.error_ack(500, message)
     log.info(
         "run_command %s %s:%d%s -> %s in %.0f ms",
         method,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common import vnic_rules
-from common.atomicfile import atomic_write_json, read_json, remove_durably
+from common.atomicfile import atomic_write_json, load_json_dir, remove_durably
 
 log = logging.getLogger(__name__)
 
@@ -111,25 +111,16 @@ class IntentStore:
         return path
 
     def load(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for tmp in self.dir.glob(".*.tmp"):  # left by a write cut off by a crash
-            tmp.unlink(missing_ok=True)
-        intents: dict[str, Intent] = {}
-        for path in sorted(self.dir.glob("*.json")):
-            try:
-                raw = read_json(path)
-                if not isinstance(raw, dict):
-                    raise ValueError("not a JSON object")
-                intent = Intent.from_dict(raw)
-                if self.path(intent.device) != path:
-                    raise ValueError(f"names device {intent.device!r}")
-            except (OSError, ValueError, TypeError) as exc:
-                # Outside damage (files are replaced atomically): the runtime is treated
-                # as one that should run, which is what the engine's state then decides.
-                log.error("unreadable lifecycle record %s: %s; ignored", path.name, exc)
-                continue
-            intents[intent.device] = intent
-        self._intents = intents
+        # A damaged record is skipped: the runtime is then treated as one that should
+        # run, which is what the engine's state then decides.
+        loaded = load_json_dir(self.dir, self._parse, "lifecycle record")
+        self._intents = {intent.device: intent for intent in loaded}
+
+    def _parse(self, path: Path, raw: dict[str, Any]) -> Intent:
+        intent = Intent.from_dict(raw)
+        if self.path(intent.device) != path:
+            raise ValueError(f"names device {intent.device!r}")
+        return intent
 
     def get(self, device: str) -> Intent:
         """The device's record; a fresh one (should run) when there is none."""

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from common.atomicfile import atomic_write_json, read_json, remove_durably
+from common.atomicfile import atomic_write_json, load_json_dir, remove_durably
 from common.statepath import within
 
 log = logging.getLogger(__name__)
@@ -78,30 +78,21 @@ class Operation:
         self.updated_at = self.finished_at = now_iso()
 
 
+def _parse_entry(path: Path, raw: dict[str, Any]) -> Operation:
+    op = Operation.from_dict(raw)
+    if op.device_id + ".json" != path.name:
+        raise ValueError(f"names device {op.device_id!r}")
+    return op
+
+
 class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir) / DIR_NAME
         self._ops: dict[str, Operation] = {}
 
     def load(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        ops: dict[str, Operation] = {}
-        for tmp in self.dir.glob(".*.tmp"):  # left by a write cut off by a crash
-            tmp.unlink(missing_ok=True)
-        for path in sorted(self.dir.glob("*.json")):
-            try:
-                raw = read_json(path)
-                if not isinstance(raw, dict):
-                    raise ValueError("not a JSON object")
-                op = Operation.from_dict(raw)
-            except (OSError, ValueError, TypeError) as exc:
-                log.error("unreadable journal entry %s: %s", path.name, exc)
-                continue
-            if op.device_id + ".json" != path.name:
-                log.error("journal entry %s names device %r; ignored", path.name, op.device_id)
-                continue
-            ops[op.device_id] = op
-        self._ops = ops
+        loaded = load_json_dir(self.dir, _parse_entry, "journal entry")
+        self._ops = {op.device_id: op for op in loaded}
 
     def get(self, device: str) -> Operation | None:
         return self._ops.get(device)
