@@ -184,13 +184,11 @@ def agent() -> Iterator[Agent]:
         try:
             cloud = clouds.start()
             creds = clouds.call(cloud.enroll(base / "mtls"))
-            # The executor is real and sees the engine, so its answers are those of a
-            # device (a missing runtime is "not found", not "Docker unavailable", which a
-            # resend may retry).  It can create nothing: the runtime image does not exist
-            # and is never pulled, so a create fails before any network is made.
+            # The executor is real but kept off this machine's Docker engine: these tests
+            # are about the link, and Docker work has its own tests that clean up.
             suite = Suite(base, ORCH_CLOUD_URL=cloud.url, ORCH_MTLS_DIR=str(creds.directory),
-                          ORCH_CA_FILE=str(creds.ca_path), ORCH_PULL_POLICY="never",
-                          ORCH_RUNTIME_IMAGE="oat-e2e/no-such-runtime", **SUITE_ENV)
+                          ORCH_CA_FILE=str(creds.ca_path),
+                          ORCH_DOCKER_HOST=f"unix://{base}/no-docker.sock", **SUITE_ENV)
             traces = Traces(base / "run", ("executor", "metrics"))
             suite.start()
             suite.wait_running()

@@ -38,12 +38,14 @@ def kill_gateway(agent: Agent) -> None:
 
 def test_a_resend_after_a_gateway_kill_runs_once(agent: Agent) -> None:
     agent.sentinel("executor")
-    # 1. A finished command: its ack is on file before the gateway dies.
+    # 1. A finished command whose answer proves it did not run ("Docker unavailable":
+    #    this executor has no engine): that outcome is not kept across the gateway's death.
     done_cid = agent.next_cid()
     stop = {"device_id": "plc-e2e-once", "correlation_id": done_cid,
             "requested_at": "2026-01-01T00:00:00Z"}
     first = agent.send("stop_device", stop).ack
     assert first["correlation_id"] == done_cid and first.get("reason") != "in_doubt"
+    assert first["error"].startswith("Docker unavailable"), first
     assert runs(agent, "stop_device") == 1
 
     # 2. A command the gateway dies on: sent to a frozen executor, then kill -9.
@@ -66,7 +68,8 @@ def test_a_resend_after_a_gateway_kill_runs_once(agent: Agent) -> None:
         lost = None
     assert lost is None  # the first attempt's ack died with the gateway
 
-    # 3. The cloud resends both after reconnecting: neither runs again.
+    # 3. The cloud resends both after reconnecting: the one that provably did not run runs
+    #    again (once); the one the gateway died on does not.
     assert agent.send("stop_device", stop).ack == first
     again = agent.send("delete_device", delete).ack
     assert again["status"] == "error" and again["reason"] == "in_doubt", again
@@ -75,7 +78,8 @@ def test_a_resend_after_a_gateway_kill_runs_once(agent: Agent) -> None:
     assert "Poll get_device_status" in again["error"]
     assert agent.send("delete_device", delete).ack == again
     traces = agent.sentinel("executor")
-    assert not [t for t in traces if t["method"] == "stop_device"], traces
+    assert len([t for t in traces if t["method"] == "stop_device"
+                and t["caller"] == "gateway"]) == 1, traces
     # The frozen executor may have served the first attempt late, or refused it as
     # expired; the resend never reached it.
     assert sum(1 for t in traces if t["method"] == "delete_device"
