@@ -32,12 +32,11 @@ from devcloud.enroll import Credentials
 from devcloud.server import DevCloud
 from testkit import dockerenv
 from testkit.executor import (
-    LAN_BLOCKS,
     STANDIN_REPO,
     Lan,
     cleanup_instance,
+    make_lan,
     remove_lan,
-    taken_subnets,
 )
 from testkit.helpers import agent_env, short_tmpdir, start_module
 from testkit.movinglan import sh
@@ -47,30 +46,8 @@ _counter = itertools.count()
 
 
 def make_free_lan(dc: docker.DockerClient, tag: str) -> Lan:
-    """A veth LAN on the first /26 documentation block nothing uses yet."""
-    used = taken_subnets(dc)
-    for block in LAN_BLOCKS:
-        net = ipaddress.IPv4Network(block)
-        if any(net.overlaps(u) for u in used):
-            continue
-        parent, ns = f"oat{tag}", f"oatns{tag}"
-        lan = Lan(parent, ns, block, str(net[10]), str(net[1]))
-        try:
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", parent, "type", "veth", "peer", "name", f"{parent}p")
-            sh("ip", "link", "set", f"{parent}p", "netns", ns)
-            # The host end's address claims the block (its route) for this LAN.
-            sh("ip", "addr", "add", f"{net[2]}/{net.prefixlen}", "dev", parent)
-            sh("ip", "link", "set", parent, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{lan.host_ip}/{net.prefixlen}", "dev",
-               f"{parent}p")
-            sh("ip", "-n", ns, "link", "set", f"{parent}p", "up")
-        except subprocess.CalledProcessError:
-            remove_lan(lan)
-            raise
-        return lan
-    raise RuntimeError("no free documentation block for a test LAN")
+    """A veth LAN on the first free /26 documentation block, claimed by a host route."""
+    return make_lan(dc, set(), tag=tag, claim=True)
 
 
 @dataclass

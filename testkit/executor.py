@@ -274,21 +274,26 @@ def taken_subnets(dc: docker.DockerClient) -> list[ipaddress.IPv4Network]:
     return used
 
 
-def make_lan(dc: docker.DockerClient, taken: set[str]) -> Lan:
+def make_lan(dc: docker.DockerClient, taken: set[str], *, tag: str | None = None,
+             claim: bool = False) -> Lan:
+    """A veth LAN on the first /26 documentation block nothing uses yet (`taken` holds the
+    caller's own).  With `claim`, the host end gets an address too, whose route claims the
+    block for a long-lived LAN (a benchmark's) so that other tests' LANs skip it."""
     used = taken_subnets(dc)
     for block in LAN_BLOCKS:
         net = ipaddress.IPv4Network(block)
         if block in taken or any(net.overlaps(u) for u in used):
             continue
         taken.add(block)
-        n = next(_counter)
-        tag = f"{os.getpid() % 10000}x{n}"
-        parent, ns = f"oat{tag}", f"oatns{tag}"
+        name = tag if tag is not None else f"{os.getpid() % 10000}x{next(_counter)}"
+        parent, ns = f"oat{name}", f"oatns{name}"
         lan = Lan(parent, ns, block, str(net[10]), str(net[1]))
         try:
             sh("ip", "netns", "add", ns)
             sh("ip", "link", "add", parent, "type", "veth", "peer", "name", f"{parent}p")
             sh("ip", "link", "set", f"{parent}p", "netns", ns)
+            if claim:
+                sh("ip", "addr", "add", f"{net[2]}/{net.prefixlen}", "dev", parent)
             sh("ip", "link", "set", parent, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "addr", "add", f"{lan.host_ip}/{net.prefixlen}", "dev",
