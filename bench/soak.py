@@ -91,10 +91,20 @@ class Watch:
         self.pids: dict[str, set[int]] = {}
         self.beats: list[tuple[int, float]] = []
         self.last_seq = 0
+        self.started = time.monotonic()
+        # (minute, pid, PSS MB) per program, a sample a minute: a restarted program starts
+        # a new series, so growth is judged per process, not across a fault's restart.
+        self.memory: dict[str, list[tuple[float, int, float]]] = {}
 
     def poll(self) -> None:
         for name, pid in self.agent.pids().items():
             self.pids.setdefault(name, set()).add(pid)
+        minute = (time.monotonic() - self.started) / 60
+        if all(not rows or minute - rows[-1][0] >= 1 for rows in self.memory.values()):
+            for name, pid in self.agent.pids().items():
+                with contextlib.suppress(psutil.Error):
+                    mb = psutil.Process(pid).memory_full_info().pss / MB
+                    self.memory.setdefault(name, []).append((round(minute, 1), pid, round(mb, 1)))
         for beat in self.agent.cloud.hub.heartbeats(self.agent.id, after_seq=self.last_seq):
             self.beats.append((beat.seq, beat.received_at))
             self.last_seq = beat.seq
@@ -104,6 +114,24 @@ class Watch:
             await asyncio.to_thread(self.poll)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 5)
+
+    def memory_trend(self) -> dict[str, Any]:
+        """Per program, the longest-lived process: its PSS after ten minutes of life and
+        at its last sample, and the timeline of every sample (for a plot)."""
+        out: dict[str, Any] = {}
+        for name, rows in sorted(self.memory.items()):
+            by_pid: dict[int, list[tuple[float, float]]] = {}
+            for minute, pid, mb in rows:
+                by_pid.setdefault(pid, []).append((minute, mb))
+            series = max(by_pid.values(), key=lambda r: r[-1][0] - r[0][0])
+            settled = [r for r in series if r[0] - series[0][0] >= 10] or series
+            first, last = settled[0], settled[-1]
+            out[name] = {"minutes": round(last[0] - first[0], 1), "from_mb": first[1],
+                         "to_mb": last[1], "max_mb": max(mb for _, mb in settled),
+                         "growth_percent": round(100 * (last[1] - first[1]) / first[1], 1),
+                         "processes": len(by_pid),
+                         "timeline": [[m, mb] for m, _, mb in rows]}
+        return out
 
     def heartbeat(self, period: float) -> dict[str, Any]:
         intervals = [b[1] - a[1] for a, b in zip(self.beats, self.beats[1:], strict=False)
@@ -218,6 +246,7 @@ async def soak(args: argparse.Namespace, tag: str) -> dict[str, Any]:
             "pss_mb_start": pss_start, "pss_mb_end": pss_end,
             "pss_mb_delta": {k: round(pss_end[k] - v, 1) for k, v in pss_start.items()
                              if k in pss_end},
+            "pss_trend": watch.memory_trend(),
             "heartbeat": watch.heartbeat(5.0),
             "program_restarts": {k: len(v) - 1 for k, v in sorted(watch.pids.items())},
             "programs_at_end": {k: v[0] for k, v in status.items()},
