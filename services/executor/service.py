@@ -51,7 +51,7 @@ from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
 from services.executor.proxy.forward import internal_limits, proxy
 from services.executor.rehome.watch import TOPICS, NetWatch
-from services.executor.runtime import adopt, create, lifecycle, selfdestruct, status
+from services.executor.runtime import adopt, create, dedicated, lifecycle, selfdestruct, status
 from services.executor.runtime.bootsync import boot_sync
 from services.executor.runtime.dedicated import DedicatedStore
 from services.executor.runtime.dedicatedkeeper import DedicatedKeeper
@@ -167,7 +167,7 @@ class ExecutorService:
         assert self.ctx.serials is not None
         keeper = asyncio.create_task(self.ctx.serials.run(), name="serial-keeper")
         assert self.ctx.dedicated is not None
-        nics = asyncio.create_task(self.ctx.dedicated.run(), name="dedicated-keeper")
+        nics = asyncio.create_task(self._keep_nics(self.ctx.dedicated), name="dedicated-keeper")
         try:
             await self.rt.stop.wait()
         finally:
@@ -185,6 +185,12 @@ class ExecutorService:
                 await refresher
             if self.ctx.dhcp is not None:
                 await asyncio.to_thread(self.ctx.dhcp.stop)
+
+    async def _keep_nics(self, keeper: DedicatedKeeper) -> None:
+        # Not before the live view is whole: an empty view would read as "no runtime
+        # runs" and take every NIC out of its running runtime at each executor start.
+        await self.ctx.ready.wait()
+        await keeper.run()
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -252,6 +258,9 @@ class ExecutorService:
     def _on_view_change(self, old: ContainerView | None, new: ContainerView | None) -> None:
         if self.ctx.dedicated is not None:
             self.ctx.dedicated.poke()  # a stop or a removal by hand brings its NICs home
+            if old is not None and new is None and self.ctx.ops.current(old.name) is None:
+                # Removed behind our back: its NICs go home and leave the record.
+                self._spawn(dedicated.release(self.ctx, old.name), f"nics-{old.name}")
         if self.ctx.dhcp is not None and old is not None and old.running and \
                 (new is None or not new.running):
             self._spawn(self._dhcp_stopped(old.name, gone=new is None), f"dhcp-{old.name}")

@@ -93,6 +93,7 @@ async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     async def prepare() -> Operation:
         ctx.require_docker()
         check_conflicts(req, macs_in_use(ctx, device), ips_in_use(ctx, device))
+        dedicated.check_parents(ctx, req)  # before: a dedicated NIC is not on the host
         if ctx.on_host:
             check_parents_local(req)
         if await ctx.docker.call(containers.container_exists, device, budget=QUICK):

@@ -93,16 +93,22 @@ def record(vnic: dict[str, Any]) -> dict[str, Any]:
 # --- request checks (before anything changes) ----------------------------------------------
 
 
+def check_parents(ctx: Context, req: CreateRequest) -> None:
+    """No MACVLAN vNIC on a NIC that is dedicated to a runtime."""
+    if ctx.dedicated is None:
+        return
+    for vnic in req.vnics:
+        owner = ctx.dedicated.store.owner(vnic["parent_interface"])
+        if owner is not None:
+            raise InvalidRequest(f"vnic {vnic['name']!r}: parent_interface "
+                                 f"{vnic['parent_interface']} is dedicated to runtime {owner}")
+
+
 async def check_request(ctx: Context, req: CreateRequest) -> None:
     """What only the host can tell: the NIC exists there, is an ordinary NIC, is nobody's
     MACVLAN parent and is not given to another runtime.  InvalidRequest otherwise."""
     assert ctx.dedicated is not None
     store = ctx.dedicated.store
-    for i, vnic in enumerate(req.vnics):
-        owner = store.owner(vnic["parent_interface"])
-        if owner is not None:
-            raise InvalidRequest(f"vnic_configs[{i}].parent_interface: interface "
-                                 f"{vnic['parent_interface']} is dedicated to runtime {owner}")
     for vnic in req.dedicated:
         name = vnic["dedicated_interface"]
         where = f"vnic {vnic['name']!r}: dedicated_interface"
