@@ -7,6 +7,7 @@ monitor socket")::
     {"type":"network_discovery","data":{"interfaces":[IFACE...],"timestamp":"<iso>"}}
     {"type":"network_change","data":IFACE}
     {"type":"serial_devices","data":{"devices":[SERIAL...],"timestamp":"<iso>"}}
+    {"type":"ethernet_links","data":{"links":[{"interface","mac_address"}...],"timestamp":"<iso>"}}
 
 `serial_devices` (the USB serial adapters under the by-id directory, the whole list every
 time it changes, and right after the discovery line when there are any; a discovery
@@ -37,6 +38,10 @@ SOCKET_NAME = "netmon.sock"
 DISCOVERY = "network_discovery"
 CHANGE = "network_change"
 SERIAL = "serial_devices"
+# Up, plain Ethernet links with or without IPv4 (services/netmon/links.py); as new as
+# `serial_devices` and sent the same way: after the discovery line when there are any,
+# and whole on every change.
+LINKS = "ethernet_links"
 
 Interface = dict[str, Any]
 
@@ -109,6 +114,10 @@ def change_line(iface: Interface) -> bytes:
 
 def serial_line(devices: list[dict[str, Any]], timestamp: str) -> bytes:
     return encode_line({"type": SERIAL, "data": {"devices": devices, "timestamp": timestamp}})
+
+
+def links_line(links: list[dict[str, Any]], timestamp: str) -> bytes:
+    return encode_line({"type": LINKS, "data": {"links": links, "timestamp": timestamp}})
 
 
 class BadLine(Exception):
@@ -246,4 +255,12 @@ def parse_line(raw: bytes) -> tuple[str, Any]:
         if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
             raise BadLine("dropped_bad_shape")
         return kind, [_check_serial(d) for d in data["devices"]]
+    if kind == LINKS:
+        if not isinstance(data, dict) or not isinstance(data.get("links"), list):
+            raise BadLine("dropped_bad_shape")
+        links = data["links"]
+        if not all(isinstance(lk, dict) and isinstance(lk.get("interface"), str)
+                   for lk in links):
+            raise BadLine("dropped_bad_shape")
+        return kind, links
     raise BadLine("dropped_unknown_type")

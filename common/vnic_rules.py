@@ -20,6 +20,9 @@ The normalised vNIC always has every key, in this order::
     gateway           str | None     IPv4 inside subnet
     dns               list[str]      IPv4 addresses, possibly empty
     mac_address       str | None     lower-case colon form, unicast, not zero (alias "mac")
+    dedicated_interface str          only when given: a host NIC moved into the runtime
+                                     (docs/features.md); the vNIC then has no MACVLAN
+                                     network and `parent_interface` is not used
 
 ``parent_subnet`` / ``parent_gateway`` fall back to ``subnet`` / ``gateway``: the current
 cloud sends only the latter, and on a MACVLAN network the vNIC's network is the parent's.
@@ -40,6 +43,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from common.netmon_proto import is_virtual
+
 # A meaning check: (type-checked value, the fields normalised before it) -> normalised value.
 Check = Callable[[Any, Mapping[str, Any]], Any]
 
@@ -59,7 +64,7 @@ ORCHESTRATOR_DEVICE_ID = "__orchestrator__"
 DEFAULT_IMAGE_TAG = "latest"
 # The order in which the fields of a vNIC are checked (each may read the earlier ones).
 VNIC_FIELDS = ("name", "parent_interface", "network_mode", "parent_subnet", "parent_gateway",
-               "ip_address", "subnet", "gateway", "dns", "mac_address")
+               "ip_address", "subnet", "gateway", "dns", "mac_address", "dedicated_interface")
 
 
 class Invalid(Exception):
@@ -179,6 +184,18 @@ def mac_address(value: str, _ctx: Mapping[str, Any]) -> str:
     if mac == "00:00:00:00:00:00":
         raise Invalid(f"{mac} is the all-zero MAC address")
     return mac
+
+
+def dedicated_interface(value: str, ctx: Mapping[str, Any]) -> str | None:
+    """A host NIC to move into the runtime: a valid name, never loopback nor a virtual
+    device of a container engine (bridges, veth ends and the like).  A blank value states
+    no dedicated NIC (a cloud form may send the key empty)."""
+    if not value.strip():
+        return None
+    name = interface_name(value.strip(), ctx)
+    if name == "lo" or is_virtual(name):
+        raise Invalid(f"{name} is a loopback or virtual interface and cannot be dedicated")
+    return name
 
 
 # --- vNIC fields ----------------------------------------------------------------------------
@@ -303,6 +320,8 @@ def vnic_post(vnic: dict[str, Any]) -> None:
     """Whole-vNIC rules; fills the subnet the other fields state (an ip_address with a
     prefix length, a dotted mask with a gateway) and the parent network from
     subnet/gateway when absent."""
+    if vnic.get("dedicated_interface") is None:
+        vnic.pop("dedicated_interface", None)  # the key is there only when given
     ip_prefix = vnic.pop(IP_PREFIX, None)
     mask = vnic.pop(MASK_PREFIX, None)
     if vnic["subnet"] is None and ip_prefix is not None and vnic["ip_address"]:
@@ -314,6 +333,10 @@ def vnic_post(vnic: dict[str, Any]) -> None:
         vnic["subnet"] = str(network(f"{vnic['gateway']}/{mask}"))
     if vnic["network_mode"] == "manual" and not vnic["ip_address"]:
         raise Invalid("network_mode 'manual' needs an ip_address", field="ip_address")
+    if vnic.get("dedicated_interface") and vnic["ip_address"] and vnic["subnet"] is None:
+        # Nothing can be detected for a NIC that leaves the host.
+        raise Invalid("a dedicated vNIC with an ip_address needs its subnet (a CIDR, a "
+                      "dotted mask or an ip_address with /prefix)", field="subnet")
     if vnic["parent_subnet"] is None:
         vnic["parent_subnet"] = vnic["subnet"]
     gw = vnic["gateway"]
@@ -332,6 +355,8 @@ def vnic_set(value: list[dict[str, Any]], _ctx: Mapping[str, Any]) -> list[dict[
     macs: set[str] = set()
     ips: set[str] = set()
     networks: set[tuple[str, str | None]] = set()
+    dedicated = {v["dedicated_interface"]: i for i, v in enumerate(value)
+                 if v.get("dedicated_interface")}
     for i, vnic in enumerate(value):
         if vnic["name"] in names:
             raise Invalid(f"duplicate vNIC name {vnic['name']!r}", field=f"[{i}].name")
@@ -346,6 +371,14 @@ def vnic_set(value: list[dict[str, Any]], _ctx: Mapping[str, Any]) -> list[dict[
             if ip in ips:
                 raise Invalid(f"duplicate IP address {ip}", field=f"[{i}].ip_address")
             ips.add(ip)
+        if vnic.get("dedicated_interface"):
+            if dedicated[vnic["dedicated_interface"]] != i:
+                raise Invalid(f"interface {vnic['dedicated_interface']} is dedicated twice",
+                              field=f"[{i}].dedicated_interface")
+            continue  # no MACVLAN network: the NIC itself moves into the runtime
+        if vnic["parent_interface"] in dedicated:
+            raise Invalid(f"{vnic['parent_interface']} is dedicated by another vNIC and "
+                          "cannot also be a MACVLAN parent", field=f"[{i}].parent_interface")
         # Docker gives a container one endpoint per network; one MACVLAN network exists
         # per parent and parent subnet (an unknown subnet will be detected as the same).
         key = (vnic["parent_interface"], vnic["parent_subnet"])

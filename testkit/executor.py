@@ -116,6 +116,21 @@ class ExecutorProc:
                          timeout)
 
 
+def release_pins(run_dir: Path) -> None:
+    """Unmount the namespace pins an executor left (dedicated NICs); run after its
+    containers are gone, so the namespaces end and a veth end held there with them."""
+    pins = run_dir / "netns"
+    if not pins.is_dir():
+        return
+    for ref in pins.iterdir():
+        for _ in range(4):
+            if not os.path.ismount(ref):
+                break
+            subprocess.run(["umount", "-l", str(ref)], capture_output=True, check=False)
+        with contextlib.suppress(OSError):
+            ref.unlink()
+
+
 def cleanup_instance(dc: docker.DockerClient, instance: str) -> None:
     wanted = {"label": [f"orchestrator.instance={instance}"]}
     for container in dc.containers.list(all=True, filters=wanted):

@@ -22,6 +22,7 @@ from services.executor.net.hostnets import HostNetworks
 from services.executor.net.netevents import NetEvents
 from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
+from services.executor.runtime.dedicatedkeeper import DedicatedKeeper
 from services.executor.runtime.intents import Intent, IntentStore
 from services.executor.runtime.journal import Journal, Operation
 from services.executor.runtime.registry import OperationRegistry
@@ -64,6 +65,7 @@ class Context:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     dhcp: DhcpWiring | None = None  # the lease keeper of dhcp vNICs; None when DHCP is off
     serials: SerialKeeper | None = None  # serial passthrough (runtime/serial.py)
+    dedicated: DedicatedKeeper | None = None  # dedicated NICs (runtime/dedicated.py)
 
     async def save_serials(self, device: str, configs: list[dict[str, Any]]) -> None:
         if self.serials is None:

@@ -51,8 +51,11 @@ from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
 from services.executor.proxy.forward import internal_limits, proxy
 from services.executor.rehome.watch import TOPICS, NetWatch
-from services.executor.runtime import adopt, create, lifecycle, selfdestruct, status
+from services.executor.runtime import adopt, create, dedicated, lifecycle, selfdestruct, status
 from services.executor.runtime.bootsync import boot_sync
+from services.executor.runtime.dedicated import DedicatedStore
+from services.executor.runtime.dedicatedkeeper import DedicatedKeeper
+from services.executor.runtime.dedicatednet import host_netns
 from services.executor.runtime.intents import IntentStore
 from services.executor.runtime.journal import Journal
 from services.executor.runtime.reconcile import reconcile
@@ -119,6 +122,10 @@ class ExecutorService:
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, intents=intents,
             publish=runtime.publisher.publish, serials=SerialKeeper(serials, view))
+        dedicated = DedicatedStore(cfg.state_dir)
+        dedicated.load()
+        self.ctx.dedicated = DedicatedKeeper(dedicated, view, cfg.run_dir, host_netns())
+        self.ctx.dedicated.write = self.ctx.io_call
         adopt.load(self.ctx)
         if cfg.dhcp_leases:
             self.ctx.dhcp = dhcp_wiring.DhcpWiring(cfg.state_dir, cfg.dhcp_no_offer_after)
@@ -159,12 +166,15 @@ class ExecutorService:
         netwatch = asyncio.create_task(self.netwatch.run(), name="netwatch")
         assert self.ctx.serials is not None
         keeper = asyncio.create_task(self.ctx.serials.run(), name="serial-keeper")
+        assert self.ctx.dedicated is not None
+        nics = asyncio.create_task(self._keep_nics(self.ctx.dedicated), name="dedicated-keeper")
         try:
             await self.rt.stop.wait()
         finally:
             refresher.cancel()
             netwatch.cancel()
             keeper.cancel()
+            nics.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await netwatch
             self.watchdog.close()
@@ -175,6 +185,12 @@ class ExecutorService:
                 await refresher
             if self.ctx.dhcp is not None:
                 await asyncio.to_thread(self.ctx.dhcp.stop)
+
+    async def _keep_nics(self, keeper: DedicatedKeeper) -> None:
+        # Not before the live view is whole: an empty view would read as "no runtime
+        # runs" and take every NIC out of its running runtime at each executor start.
+        await self.ctx.ready.wait()
+        await keeper.run()
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -240,6 +256,11 @@ class ExecutorService:
         self._detected = True
 
     def _on_view_change(self, old: ContainerView | None, new: ContainerView | None) -> None:
+        if self.ctx.dedicated is not None:
+            self.ctx.dedicated.poke()  # a stop or a removal by hand brings its NICs home
+            if old is not None and new is None and self.ctx.ops.current(old.name) is None:
+                # Removed behind our back: its NICs go home and leave the record.
+                self._spawn(dedicated.release(self.ctx, old.name), f"nics-{old.name}")
         if self.ctx.dhcp is not None and old is not None and old.running and \
                 (new is None or not new.running):
             self._spawn(self._dhcp_stopped(old.name, gone=new is None), f"dhcp-{old.name}")

@@ -123,9 +123,11 @@ VNIC = Contract(
             check=rules.dns_servers,
         ),
         Field("mac_address", Kind.STRING, aliases=("mac",), check=rules.mac_address),
+        Field("dedicated_interface", Kind.STRING, check=rules.dedicated_interface),
     ),
     post=rules.vnic_post,
-    doc="one virtual NIC of a runtime, bridged to the LAN through MACVLAN",
+    doc="one virtual NIC of a runtime, bridged to the LAN through MACVLAN, or a host NIC "
+        "moved into it (dedicated_interface)",
 )
 
 

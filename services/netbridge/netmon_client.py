@@ -26,6 +26,7 @@ from typing import Any
 
 from common.netmon_proto import (
     DISCOVERY,
+    LINKS,
     SERIAL,
     BadLine,
     Interface,
@@ -51,6 +52,7 @@ COUNTER_NAMES = (
     "discoveries",
     "changes",
     "serial_updates",
+    "links_updates",
     "dropped_invalid_utf8",
     "dropped_not_json",
     "dropped_not_object",
@@ -138,6 +140,8 @@ class NetmonClient:
         self.interfaces: dict[str, Interface] = {}
         # USB serial adapters (netmon's `serial_devices`); a discovery empties the list.
         self.serial_devices: list[dict[str, Any]] = []
+        # Up ethernet links with or without IPv4 (netmon's `ethernet_links`); likewise.
+        self.ethernet_links: list[dict[str, Any]] = []
         self.stale = True
         self.connected = asyncio.Event()
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
@@ -221,8 +225,13 @@ class NetmonClient:
             self.serial_devices = data
             self.counters["serial_updates"] += 1
             return False
+        if kind == LINKS:
+            self.ethernet_links = data
+            self.counters["links_updates"] += 1
+            return False
         if kind == DISCOVERY:
             self.serial_devices = []
+            self.ethernet_links = []
             self.interfaces = self._bounded({i["interface"]: i for i in data if is_active(i)})
             self.stale = False
             self.counters["discoveries"] += 1

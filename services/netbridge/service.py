@@ -10,7 +10,10 @@ Request methods (params → result):
   original's virtual names left out unless `include_virtual`; `detailed`, true unless
   given false, keeps `subnet` and `gateway` and adds netmon's details), or the original's
   error text when the cache is empty.  A host with only virtual interfaces answers
-  success with an empty list.
+  success with an empty list.  A NIC given to a runtime carries `dedicated_to` (its row
+  comes from the executor's record, `common.dedicated_rules`, when the NIC is inside the
+  runtime and so not on the host); an up ethernet link without IPv4 (netmon's
+  `ethernet_links`) gets a row with `dedicated_only: true`.
   Stale data is served: a lost monitor connection does not make the host's NICs vanish,
   and the executor needs a subnet to re-home onto.  `"stale": true` says so, with
   `"stale_since"` (ISO time) once the cache was fresh at least once.
@@ -38,8 +41,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from common.dedicated_rules import dedicated_interfaces
 from common.messages import NetChange, NetDiscovery
-from common.netmon_proto import SOCKET_NAME, iface_is_virtual
+from common.netmon_proto import SOCKET_NAME, iface_is_virtual, is_listed_virtual
 from common.service import Runtime
 from services.netbridge.netmon_client import Interface, NetmonClient, host_interfaces
 
@@ -70,14 +74,37 @@ def _physical(interfaces: Any) -> list[Interface]:
     return [i for i in interfaces if not iface_is_virtual(i)]
 
 
+def _bare_row(name: str, mac: Any) -> dict[str, Any]:
+    """A row for a NIC without IPv4, in the shape of the cache's rows."""
+    return {"name": name, "ip_address": None, "ipv4_addresses": [], "mac_address": mac,
+            "subnet": None, "gateway": None}
+
+
+def _extra_rows(rows: list[dict[str, Any]], links: list[dict[str, Any]],
+                dedicated: dict[str, str], include_virtual: bool) -> list[dict[str, Any]]:
+    """`rows` plus the NICs the cache does not hold: up ethernet links without IPv4
+    (`dedicated_only`) and NICs inside a runtime (`dedicated_to`); sorted by name."""
+    by_name = {row["name"]: row for row in rows}
+    for link in links:
+        name = str(link["interface"])
+        if name not in by_name and (include_virtual or not is_listed_virtual(name)):
+            by_name[name] = {**_bare_row(name, link.get("mac_address")),
+                             "dedicated_only": True}
+    for name, runtime in dedicated.items():
+        by_name.setdefault(name, _bare_row(name, None))["dedicated_to"] = runtime
+    return [by_name[n] for n in sorted(by_name)]
+
+
 def host_interfaces_reply(cache: dict[str, Interface], include_virtual: bool,
-                          detailed: bool) -> dict[str, Any]:
+                          detailed: bool, links: list[dict[str, Any]] | None = None,
+                          dedicated: dict[str, str] | None = None) -> dict[str, Any]:
     """The `get_host_interfaces` body for a cache (the original's shapes and text)."""
     if not cache:
         return {"status": "error", "error": NOT_REPORTED}
-    rows = host_interfaces(cache, include_virtual)
+    rows = _extra_rows(host_interfaces(cache, include_virtual), links or [],
+                       dedicated or {}, include_virtual)
     for row in rows:
-        iface = cache[row["name"]]
+        iface = cache.get(row["name"], {})
         if detailed:
             row["addresses"] = copy.deepcopy(iface.get("ipv4_addresses") or [])
             for key in DETAILED_KEYS:
@@ -179,7 +206,10 @@ class NetbridgeService:
         if not cache:
             log.info("host_interfaces: the cache is empty (netmon socket %s)",
                      self.socket_path)
-        return {**host_interfaces_reply(cache, include_virtual, detailed), **freshness}
+        dedicated = await asyncio.to_thread(dedicated_interfaces, self.rt.config.state_dir)
+        reply = host_interfaces_reply(cache, include_virtual, detailed,
+                                      self.client.ethernet_links, dedicated)
+        return {**reply, **freshness}
 
     async def interfaces(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"interfaces": self._sorted(_physical(self.client.interfaces.values())),

@@ -25,6 +25,7 @@ from common.config import Config, ConfigError
 from common.logs import setup_logging
 from common.netmon_proto import DISCOVERY, SOCKET_NAME
 from services.netmon.discovery import DiscoveryError
+from services.netmon.links import LinkWatch
 from services.netmon.monitor import DEFAULT_DEBOUNCE, Monitor
 from services.netmon.serial import SerialWatch
 from services.netmon.server import Server, ServerError
@@ -112,10 +113,13 @@ async def serve(state_dir: Path, debounce: float, group: int | None = None,
     state_dir.mkdir(parents=True, exist_ok=True)
     # The lambda binds late: the server asks the monitor for its state only once serving.
     server = Server(state_dir / SOCKET_NAME, lambda: monitor.interfaces(), group=group,
-                    serial=None if serial_dir is None else lambda: serial_devices())
+                    serial=None if serial_dir is None else lambda: serial_devices(),
+                    links=lambda: links.links)
     monitor = Monitor(server.broadcast, debounce=debounce)
     serial = (SerialWatch(serial_dir, server.broadcast_serial, interval=serial_poll)
               if serial_dir is not None else None)
+
+    links = LinkWatch(server.broadcast_links, interval=serial_poll)
 
     def serial_devices() -> list[dict[str, object]]:
         return serial.devices if serial is not None else []
@@ -125,11 +129,13 @@ async def serve(state_dir: Path, debounce: float, group: int | None = None,
         await monitor.start()
         if serial is not None:
             serial.start()
+        links.start()
         await server.serve()
     except (ServerError, DiscoveryError, OSError) as exc:
         log.error("cannot start: %s", exc)
         if serial is not None:
             await serial.stop()
+        await links.stop()
         await monitor.stop()
         await server.stop()
         return 1
@@ -146,6 +152,7 @@ async def serve(state_dir: Path, debounce: float, group: int | None = None,
         task.cancel()
     if serial is not None:
         await serial.stop()
+    await links.stop()
     await server.stop()
     await monitor.stop()
     return code

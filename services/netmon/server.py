@@ -101,10 +101,12 @@ class Server:
         max_clients: int = DEFAULT_MAX_CLIENTS,
         group: int | None = None,
         serial: SerialProvider | None = None,
+        links: SerialProvider | None = None,
     ) -> None:
         self.path = path
         self._interfaces = interfaces
         self._serial = serial
+        self._links = links
         self._client_queue = client_queue
         self._max_clients = max_clients
         self._group = group
@@ -165,6 +167,11 @@ class Server:
         for client in list(self._clients):
             self._enqueue(client, line)
 
+    def broadcast_links(self, links: list[dict[str, Any]]) -> None:
+        line = netmon_proto.links_line(links, utc_now_iso())
+        for client in list(self._clients):
+            self._enqueue(client, line)
+
     def _enqueue(self, client: _Client, line: bytes) -> None:
         try:
             client.queue.put_nowait(line)
@@ -196,6 +203,9 @@ class Server:
         devices = self._serial() if self._serial is not None else []
         if devices:
             self._enqueue(client, netmon_proto.serial_line(devices, utc_now_iso()))
+        links = self._links() if self._links is not None else []
+        if links:  # likewise: "no up ethernet links" until a links line says otherwise
+            self._enqueue(client, netmon_proto.links_line(links, utc_now_iso()))
         log.debug("client %s connected (%d total)", client.peer, len(self._clients))
         client.tasks = [
             asyncio.create_task(self._write_loop(client)),

@@ -19,6 +19,7 @@ from testkit.executor import (
     Lan,
     cleanup_instance,
     make_lan,
+    release_pins,
     remove_lan,
     wait_ready,
 )
@@ -48,6 +49,7 @@ def make_executor(docker_client: docker.DockerClient, standin_image: str
         lines = proc.output().splitlines()
         print(f"--- executor {proc.instance} log (tail) ---\n" + "\n".join(lines[-80:]))
         cleanup_instance(docker_client, proc.instance)
+        release_pins(proc.run_dir)
         stack.close()
 
 

@@ -65,13 +65,24 @@ class LineClient:
         self.sock.connect(str(path))
         self._buf = b""
         self.seen: list[dict[str, Any]] = []
+        self.links: list[dict[str, Any]] = []
 
     def close(self) -> None:
         self.sock.close()
 
     def read(self, timeout: float) -> dict[str, Any] | None:
-        """Next message, or None when nothing complete arrives within ``timeout``."""
+        """Next interface message, or None when nothing complete arrives within
+        ``timeout``.  `ethernet_links` lines (the links watch, sent after the discovery and
+        on sysfs changes) are kept in ``links`` and skipped: these tests are about the
+        interface records."""
         deadline = time.monotonic() + timeout
+        while True:
+            message = self._read_line(deadline)
+            if message is None or message.get("type") != "ethernet_links":
+                return message
+            self.links.append(message)
+
+    def _read_line(self, deadline: float) -> dict[str, Any] | None:
         while b"\n" not in self._buf:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

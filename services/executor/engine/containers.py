@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 PER_ENDPOINT_MAC_API = "1.44"
 CAPABILITIES = ["SYS_NICE"]
+# A runtime with a dedicated NIC speaks raw Ethernet on it (EtherCAT, PROFINET): packet
+# sockets need NET_RAW, stated here rather than trusted to the engine's default set.  No
+# NET_ADMIN: the executor brings the NIC up, promiscuous and addressed from outside.
+RAW_NIC_CAPABILITIES = ["NET_RAW"]
 RESTART_POLICY = {"Name": "no"}
 
 
@@ -69,10 +73,13 @@ def container_exists(api: Any, name: str) -> dict[str, Any] | None:
 
 def create_and_connect(api: Any, *, name: str, image: str, container_labels: dict[str, str],
                        internal: str, vnics: list[dict[str, Any]], per_endpoint_mac: bool,
-                       rt: bool, device_cgroup_rules: list[str] | None = None) -> str:
+                       rt: bool, device_cgroup_rules: list[str] | None = None,
+                       raw_nic: bool = False) -> str:
     primary, rest = plan_endpoints(internal, vnics, per_endpoint_mac)
     host_config = api.create_host_config(
-        network_mode=primary.network, cap_add=CAPABILITIES, restart_policy=RESTART_POLICY,
+        network_mode=primary.network,
+        cap_add=CAPABILITIES + (RAW_NIC_CAPABILITIES if raw_nic else []),
+        restart_policy=RESTART_POLICY,
         ulimits=rt_ulimits() if rt else None, dns=resolv.servers(vnics) or None,
         device_cgroup_rules=device_cgroup_rules or None)
     endpoint = api.create_endpoint_config(

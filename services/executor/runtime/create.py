@@ -44,7 +44,7 @@ from services.executor.errors import (
 )
 from services.executor.net import names
 from services.executor.net.netinfo import detected_network, parent_address
-from services.executor.runtime import serial
+from services.executor.runtime import dedicated, serial
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.validate import (
     CreateRequest,
@@ -93,15 +93,17 @@ async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     async def prepare() -> Operation:
         ctx.require_docker()
         check_conflicts(req, macs_in_use(ctx, device), ips_in_use(ctx, device))
+        dedicated.check_parents(ctx, req)  # before: a dedicated NIC is not on the host
         if ctx.on_host:
             check_parents_local(req)
         if await ctx.docker.call(containers.container_exists, device, budget=QUICK):
             raise Conflict(f"Container {device} already exists")
+        await dedicated.claim(ctx, req)
         remember_macs(ctx, req)
         op = Operation(device, "create", step=STEPS[0],
                        message=f"Container {device} is being created",
                        request={"runtime_version": req.tag, "vnics": req.vnics,
-                                "serials": req.serials})
+                                "serials": req.serials, "dedicated": req.dedicated})
         await ctx.save_op(op)
         return op
 
@@ -203,6 +205,7 @@ async def roll_back(ctx: Context, device: str, networks: list[str]) -> None:
     await ctx.networks.collect_macvlans(only=networks)
     ctx.applied_macs.pop(device, None)
     await ctx.save_serials(device, [])
+    await dedicated.release(ctx, device)
 
 
 # --- step 1 ----------------------------------------------------------------------------------
@@ -251,7 +254,7 @@ async def resolve_vnics(ctx: Context, op: Operation, req: CreateRequest) -> list
         if not vnic["mac_address"]:
             vnic["mac_address"] = names.generate_mac(taken)
             taken.add(vnic["mac_address"])
-    check_conflicts(CreateRequest(req.device, req.tag, vnics, req.serials),
+    check_conflicts(CreateRequest(req.device, req.tag, vnics, req.serials, req.dedicated),
                     macs_in_use(ctx, req.device), ips_in_use(ctx, req.device))
     op.request["vnics"] = vnics
     await ctx.save_op(op)
@@ -311,7 +314,8 @@ async def create_container(ctx: Context, op: Operation, device: str, image: str,
         container_labels=container_labels, internal=names.internal_network(device),
         vnics=vnics, per_endpoint_mac=ctx.docker.supports(containers.PER_ENDPOINT_MAC_API),
         rt=use_rt(ctx) if rt is None else rt,
-        device_cgroup_rules=serial.create_rules(op.request.get("serials") or []))
+        device_cgroup_rules=serial.create_rules(op.request.get("serials") or []),
+        raw_nic=bool(op.request.get("dedicated")))
 
 
 async def start_runtime(ctx: Context, device: str, image: str, vnics: list[dict[str, Any]],
@@ -361,6 +365,7 @@ async def complete(ctx: Context, op: Operation, vnics: list[dict[str, Any]]) -> 
     await ctx.save_vnics(device, vnics)
     await ctx.save_serials(device, op.request.get("serials") or [])
     await dhcp_wiring.after_start(ctx, device)
+    await dedicated.attach(ctx, device)
 
 
 async def apply_live(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:

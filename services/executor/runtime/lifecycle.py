@@ -31,7 +31,7 @@ from services.executor.errors import (
     NotManaged,
     OperationFailed,
 )
-from services.executor.runtime import adopt
+from services.executor.runtime import adopt, dedicated
 from services.executor.runtime.create import apply_live, error_text
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.watchdog import set_desired
@@ -103,6 +103,8 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
             await dhcp_wiring.after_start(ctx, device)  # after _act's MACs: found by MAC
         else:
             await dhcp_wiring.stopped(ctx, device)  # done before the answer, not after
+        if ctx.dedicated is not None:  # NICs in (start) or home (stop) before the answer
+            await ctx.dedicated.sync_device(device)
         previous = ctx.journal.get(device)
         if previous is not None and previous.state == "error" and \
                 previous.operation in ACTIONS:
@@ -194,6 +196,7 @@ async def remove_runtime(ctx: Context, device: str, op: Operation | None = None)
             await adopt.forget(ctx, cid)
     await ctx.forget_vnics(device)
     await ctx.save_serials(device, [])
+    await dedicated.release(ctx, device)
     ctx.applied_macs.pop(device, None)
     await ctx.networks.collect_macvlans(only=[n for n in networks if n])
     if await ctx.view.refresh(device) is not None:

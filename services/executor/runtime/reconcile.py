@@ -19,6 +19,7 @@ from common import labels
 from services.executor.context import Context
 from services.executor.errors import OperationFailed
 from services.executor.net import names, networks
+from services.executor.runtime import dedicated
 from services.executor.runtime.create import (
     apply_live,
     complete,
@@ -122,4 +123,8 @@ async def collect_leftovers(ctx: Context) -> None:
         for device in ctx.serials.store.devices():
             if device not in busy and ctx.view.get(device) is None:
                 await ctx.save_serials(device, [])
+    if ctx.dedicated is not None:
+        for device in ctx.dedicated.store.devices():
+            if device not in busy and ctx.view.get(device) is None:
+                await dedicated.release(ctx, device)
     await ctx.networks.collect_macvlans()

@@ -16,6 +16,7 @@ from typing import Any
 from services.executor.context import Context
 from services.executor.engine.liveview import ContainerView
 from services.executor.net import names
+from services.executor.runtime.dedicated import status_networks
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.watchdog import lifecycle_block
 
@@ -53,6 +54,7 @@ def container_body(ctx: Context, view: ContainerView) -> dict[str, Any]:
                 networks[name]["mac_address"] = mac
     if ctx.dhcp is not None:  # a dhcp vNIC shows its lease, never the engine's address
         ctx.dhcp.decorate(view.name, ctx.vnics.get(view.name), networks)
+    networks.update(status_networks(ctx, view.name))
     body: dict[str, Any] = {
         "status": "success", "device_id": view.name, "container_status": view.status,
         "is_running": view.running, "networks": networks,

@@ -36,7 +36,7 @@ CHECKS: dict[str, rules.Check] = {
     "network_mode": rules.network_mode, "parent_subnet": rules.parent_subnet,
     "parent_gateway": rules.parent_gateway, "ip_address": rules.ip_address,
     "subnet": rules.subnet, "gateway": rules.gateway, "dns": rules.dns_servers,
-    "mac_address": rules.mac_address,
+    "mac_address": rules.mac_address, "dedicated_interface": rules.dedicated_interface,
 }
 
 
@@ -46,6 +46,9 @@ class CreateRequest:
     tag: str
     vnics: list[dict[str, Any]]
     serials: list[dict[str, str]] = field(default_factory=list)
+    # vNICs with `dedicated_interface`: no MACVLAN network, the NIC itself moves in
+    # (`dedicated.py`); `vnics` holds the others only.
+    dedicated: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _invalid(where: str, exc: rules.Invalid) -> InvalidRequest:
@@ -104,7 +107,8 @@ def normalise_vnic(raw: Any, i: int) -> dict[str, Any]:
     """One vNIC as the gateway normalises it, plus the MACVLAN network it will be on."""
     vnic = _checked(_typed(raw, f"vnic_configs[{i}]"), f"vnic_configs[{i}]")
     vnic["network"] = (names.macvlan_network(vnic["parent_interface"], vnic["parent_subnet"])
-                       if vnic["parent_subnet"] else None)
+                       if vnic["parent_subnet"] and not vnic.get("dedicated_interface")
+                       else None)
     return vnic
 
 
@@ -137,8 +141,9 @@ def check_request(params: Mapping[str, Any],
             rules.vnic_set(vnics, {})
         except rules.Invalid as exc:
             raise _invalid("vnic_configs", exc) from None
-    return CreateRequest(device, tag, vnics, check_serials(params.get("serial_configs"),
-                                                           by_id_dir))
+    serials = check_serials(params.get("serial_configs"), by_id_dir)
+    return CreateRequest(device, tag, [v for v in vnics if not v.get("dedicated_interface")],
+                         serials, [v for v in vnics if v.get("dedicated_interface")])
 
 
 def check_conflicts(req: CreateRequest, macs_in_use: Mapping[str, str],
