@@ -366,6 +366,8 @@ agent_args() {
                                           # capabilities (SYS_NICE) are not a subset of ours
         --cap-add SYS_ADMIN               # setns() into that network namespace
         --cap-add NET_ADMIN               # set the MAC on the runtime's interface
+        --security-opt apparmor=unconfined   # a dedicated NIC's runtime namespace is held
+                                          # by a bind mount; docker-default forbids mount
         -v /sys/fs/cgroup:/host/cgroup:ro -e ORCH_CGROUP_ROOT=/host/cgroup   # per-runtime
                                           # usage from cgroup files, not stats streams
         -e "ORCH_CLOUD_URL=$CLOUD_URL"

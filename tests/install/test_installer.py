@@ -130,6 +130,7 @@ def test_install_rerun_upgrade_uninstall(docker_client: docker.DockerClient,
     assert host["PidMode"] == "host"
     assert {"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_PTRACE"} <= {
         c if c.startswith("CAP_") else f"CAP_{c}" for c in host["CapAdd"]}
+    assert "apparmor=unconfined" in (host.get("SecurityOpt") or [])
     assert "/var/run/docker.sock:/var/run/docker.sock" in host["Binds"]
     assert netmon.attrs["HostConfig"]["NetworkMode"] == "host"
     assert netmon.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
