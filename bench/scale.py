@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +282,12 @@ class Bench:
                 "total_growth_percent": round(100 * (last - first) / first, 2)}
 
 
-async def run(args: argparse.Namespace, base: Path, instance: str, tag: str) -> dict[str, Any]:
+Body = Callable[["Bench", list[int], argparse.Namespace], Awaitable[dict[str, Any]]]
+
+
+async def run(args: argparse.Namespace, base: Path, instance: str, tag: str,
+              body: Body | None = None) -> dict[str, Any]:
+    """The suite and the cloud around `body` (default: the levels of this bench)."""
     levels = sorted({int(n) for n in args.levels.split(",")})
     zctx = zmq.asyncio.Context()
     suite: Suite | None = None
@@ -302,7 +308,7 @@ async def run(args: argparse.Namespace, base: Path, instance: str, tag: str) -> 
             try:
                 await wait_ready(bus, 60)
                 bench = Bench(args, suite, cloud, creds.agent_id, bus, tag, f"sc-{instance}")
-                return await levels_run(bench, levels, args)
+                return await (body or levels_run)(bench, levels, args)
             finally:
                 bus.close()
     finally:

@@ -34,18 +34,31 @@ class DiskTotals:
     total_gb: float
 
 
-def disk_totals() -> DiskTotals:
-    """Used and total GB over physical partitions, each device counted once."""
+# The mount table is re-read this often; the usage of each partition at every sample.  On
+# a host with a hundred containers the table has hundreds of lines (their overlays), and
+# parsing it every 5 s was most of the host sample's cost.
+MOUNTS_TTL = 60.0
+
+
+def physical_mounts() -> list[tuple[str, str]]:
+    """(device, mount point) of every physical partition."""
+    return [(part.device, part.mountpoint) for part in psutil.disk_partitions(all=False)
+            if part.fstype not in VIRTUAL_FS and part.device.startswith("/")]
+
+
+def disk_totals(mounts: list[tuple[str, str]] | None = None) -> DiskTotals:
+    """Used and total GB over physical partitions (`mounts`, default: read now), each
+    device counted once."""
     seen: set[str] = set()
     used = total = 0
-    for part in psutil.disk_partitions(all=False):
-        if part.fstype in VIRTUAL_FS or part.device in seen or not part.device.startswith("/"):
+    for device, mountpoint in physical_mounts() if mounts is None else mounts:
+        if device in seen:
             continue
         try:
-            usage = psutil.disk_usage(part.mountpoint)
+            usage = psutil.disk_usage(mountpoint)
         except OSError:  # a mount that vanished or is unreadable
             continue
-        seen.add(part.device)
+        seen.add(device)
         used += usage.used
         total += usage.total
     if total == 0:
@@ -60,11 +73,15 @@ class HostSampler:
     def __init__(self) -> None:
         psutil.cpu_percent(interval=None)  # the first reading is meaningless; prime it
         self._boot = psutil.boot_time()
+        self._mounts: list[tuple[str, str]] = []
+        self._mounts_at = -MOUNTS_TTL
 
     def sample(self) -> HostMetrics:
         cpu = psutil.cpu_percent(interval=None)
         mem = psutil.virtual_memory()
-        disk = disk_totals()
+        if time.monotonic() - self._mounts_at >= MOUNTS_TTL:
+            self._mounts, self._mounts_at = physical_mounts(), time.monotonic()
+        disk = disk_totals(self._mounts)
         now = time.time()
         return HostMetrics(
             cpu_usage=round(cpu, 1),

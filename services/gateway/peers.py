@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 OTHERS = ("executor", "metrics", "netbridge")
 # A process is presumed down after this many missed liveness beats.
 MISSED_BEATS = 3
+RECV_WAIT = 5.0  # seconds; the loop ends by cancellation, not by noticing `stop`
 
 
 @dataclass
@@ -89,8 +90,11 @@ class PeerWatch:
             self.host_sample, self.host_sample_at = message, now
 
     async def watch(self, sub: Subscriber, stop: Any) -> None:
-        """Feed from `sub` until `stop` (an asyncio.Event) is set."""
+        """Feed from `sub` until `stop` (an asyncio.Event) is set or the task is
+        cancelled (the service does that when it stops)."""
         while not stop.is_set():
-            envelope = await sub.recv(0.2)
+            # A long wait: beats arrive every beat interval anyway, and a short one only
+            # woke the idle process five times a second.
+            envelope = await sub.recv(RECV_WAIT)
             if envelope is not None:
                 self.feed(envelope)

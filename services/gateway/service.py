@@ -64,12 +64,18 @@ class GatewayService:
 
     async def run(self) -> None:
         stop = self.rt.stop
-        tasks = [asyncio.create_task(self.watch.watch(self.sub, stop), name="bus-watch"),
-                 asyncio.create_task(self.link.run(stop), name="cloud-link")]
+        watch = asyncio.create_task(self.watch.watch(self.sub, stop), name="bus-watch")
+        link = asyncio.create_task(self.link.run(stop), name="cloud-link")
+        stopped = asyncio.create_task(stop.wait(), name="gateway-stop")
+        tasks = [watch, link, stopped]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # a loop that died is a failure of the process
+            # Stopping: the bus watch has nothing to finish (it waits for beats without a
+            # short timeout, so it is ended here); the link says goodbye on its own.
+            watch.cancel()
+            await link
         finally:
             for task in tasks:
                 task.cancel()

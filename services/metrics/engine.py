@@ -1,11 +1,12 @@
 """A small, read-only Docker Engine API client on the standard library.
 
-Metrics asks the engine four things: its version, a filtered container listing, one
-container's inspect, and a container's stats stream.  A full SDK (with its HTTP stack) costs
-more memory than the rest of the process, so this module speaks the few HTTP requests
-itself with `http.client`, over the engine's unix socket (`unix:///var/run/docker.sock`)
-or plain TCP (`tcp://host:2375`).  TLS is not offered: an `https://` or `tcp://` address
-that needs certificates is refused with `EngineAddressError`.
+Metrics asks the engine five things: its version, a filtered container listing, one
+container's inspect, a container's stats stream and the event stream of its runtimes.  A
+full SDK (with its HTTP stack) costs more memory than the rest of the process, so this
+module speaks the few HTTP requests itself with `http.client`, over the engine's unix
+socket (`unix:///var/run/docker.sock`) or plain TCP (`tcp://host:2375`).  TLS is not
+offered: an `https://` or `tcp://` address that needs certificates is refused with
+`EngineAddressError`.
 
 Every request opens its own connection: a unix socket connects in microseconds, and no
 connection is ever shared between threads.  Connecting is bounded by `connect_timeout`,
@@ -162,6 +163,19 @@ class Engine:
             raise
         return StatsReader(conn, response)
 
+    def events(self, filters: dict[str, list[str]], timeout: float | None = None
+               ) -> StatsReader:
+        """Open the engine's event stream (`GET /events`, JSON lines) with `filters`;
+        `timeout` bounds the wait for each event (default: the client's)."""
+        path = self._path("/events", {"filters": json.dumps(filters)})
+        conn = self._connection(timeout if timeout is not None else self.timeout)
+        try:
+            response = self._send(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+        return StatsReader(conn, response)
+
     # --- plumbing ---------------------------------------------------------------------
 
     def _path(self, path: str, query: dict[str, str] | None = None) -> str:
@@ -208,8 +222,9 @@ class Engine:
 
 
 class StatsReader:
-    """An open stats stream: iterating yields one decoded object per line (the engine sends
-    one about every second); `interrupt()` may be called from another thread to end it."""
+    """An open stream of JSON lines (stats: one object about every second; events: one per
+    event): iterating yields one decoded object per line; `interrupt()` may be called from
+    another thread to end it."""
 
     def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
                  ) -> None:

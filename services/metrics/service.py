@@ -124,6 +124,8 @@ class MetricsService:
         if self._known is None:
             self._known = await self._io(self.history.known_devices)
         collected: Collected = await self.docker.run(self.collector.collect)
+        self.rt.counters["device_cycles"] += 1
+        self.rt.counters["device_listings"] += collected.fresh
         if collected.present is None:
             self.rt.counters["device_cycle_no_engine"] += 1
             return
@@ -135,7 +137,12 @@ class MetricsService:
             self.rt.counters["device_samples"] += len(collected.rows)
             for source, count in collected.by_source.items():
                 self.rt.counters[f"device_samples_{source}"] += count
-        await self._forget_missing(collected.present)
+        if collected.fresh:  # an absence from a listing of earlier cycles counts once
+            await self._forget_missing(collected.present)
+        if self._absent:
+            # A device is missing: list every cycle until it is back or forgotten, so a
+            # removal is forgotten after FORGET_AFTER cycles, as when every cycle listed.
+            self.collector.want_listing()
 
     async def _remember_limits(self, device: str, limits: tuple[int, int]) -> None:
         if self._limits.get(device) == limits:

@@ -49,9 +49,10 @@ from services.netbridge.netmon_client import Interface, NetmonClient, host_inter
 
 log = logging.getLogger(__name__)
 
-# How often the client's counters are copied into the process counters; well under the
-# beat interval so a beat never reports figures much older than itself.
-COUNTER_SYNC = 0.5
+# How often the loop looks for a lost netmon to log it (answers look themselves); the
+# client's counters are copied right before each liveness beat (`before_beat`), so the
+# process does not wake for them.
+STATE_CHECK = 2.0
 # Extra keys a `detailed` host_interfaces row carries, taken from the netmon IFACE.
 DETAILED_KEYS = ("index", "operstate", "timestamp")
 
@@ -130,25 +131,28 @@ class NetbridgeService:
         runtime.rpc.register("host_interfaces", self.host_interfaces)
         runtime.rpc.register("interfaces", self.interfaces)
         runtime.rpc.register("serial_devices", self.serial_devices)
+        runtime.before_beat.append(self._sync_counters)
 
     # --- the service loop ---------------------------------------------------------------
 
     async def run(self) -> None:
         client_task = asyncio.create_task(self.client.run(), name="netmon-client")
+        # One task for the stop flag for the whole loop (not one per wait).
+        stop_task = asyncio.create_task(self.rt.stop.wait(), name="netbridge-stop")
         try:
             while not self.rt.stop.is_set():
                 if client_task.done():
                     # The client loops forever by design; its end is a bug worth a restart.
                     client_task.result()
                     raise RuntimeError("netmon client stopped")
-                self._sync_counters()
                 self._track_state()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.rt.stop.wait(), COUNTER_SYNC)
+                await asyncio.wait((client_task, stop_task), timeout=STATE_CHECK,
+                                   return_when=asyncio.FIRST_COMPLETED)
         finally:
-            client_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await client_task
+            for task in (client_task, stop_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self._sync_counters()
 
     def _sync_counters(self) -> None:
@@ -196,7 +200,7 @@ class NetbridgeService:
         include_virtual = _flag(params, "include_virtual")
         detailed = _flag(params, "detailed", default=True)
         cache = self.client.interfaces
-        # The loop notes a lost netmon only every COUNTER_SYNC s; an answer in between
+        # The loop notes a lost netmon only every STATE_CHECK s; an answer in between
         # must not say stale without saying since when.
         self._track_state()
         stale = self.client.stale

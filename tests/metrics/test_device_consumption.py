@@ -9,6 +9,7 @@ for real with a short interval.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import subprocess
@@ -27,6 +28,7 @@ from common import adopted, labels, wire
 from common.bus import Endpoints, RpcClient, RpcError, Subscriber
 from common.messages import Alive
 from services.metrics.cgroups import locate
+from services.metrics.devices import RESYNC_CYCLES
 from services.metrics.service import HISTORY_FILE
 from testkit import dockerenv
 from testkit.helpers import agent_env, async_wait_for, short_tmpdir, start_module, stop_process
@@ -265,4 +267,37 @@ async def test_runtimes_adopted_from_the_original_are_sampled(
     check_shape(reply, stand.unmanaged)
     assert stand.unmanaged in m.stored_devices()
     assert stand.stranger not in m.stored_devices()
+    assert m.stop() == 0
+
+
+async def test_listing_follows_engine_events_and_restarts_keep_sampling(
+        stand: Stand, make_metrics: Callable[..., Metrics], docker_client: docker.DockerClient,
+        standin_image: str, zctx: zmq.asyncio.Context) -> None:
+    """The container set is listed when the engine says it changed, not every cycle; a new
+    runtime is still sampled, and a restarted one goes on being sampled (its cgroup files,
+    kept open, are replaced by the new cgroup's)."""
+    m = make_metrics(stand.instance).start()
+    await samples_of(m, stand.plain, 2)
+    first = await m.counters(zctx)
+    await asyncio.sleep(RESYNC_CYCLES * float(INTERVAL) * 2)
+    later = await m.counters(zctx)
+    cycles = later["device_cycles"] - first["device_cycles"]
+    listings = later["device_listings"] - first["device_listings"]
+    assert cycles >= RESYNC_CYCLES, (first, later)
+    # Nothing changed: the periodic resync only (an unrelated event may add one or two).
+    assert listings <= cycles // RESYNC_CYCLES + 3, (cycles, listings)
+
+    name = f"oat-me-{uuid.uuid4().hex[:6]}"
+    _run(docker_client, standin_image, stand.network, name,
+         runtime_labels(stand.instance, name))
+    try:
+        await samples_of(m, name, 2)
+        container = docker_client.containers.get(name)
+        container.restart(timeout=1)
+        before = len((await m.device(name))["cpu_usage"])
+        await samples_of(m, name, before + 3)
+        assert name in m.stored_devices()
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.containers.get(name).remove(force=True, v=True)
     assert m.stop() == 0

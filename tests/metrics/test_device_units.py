@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,44 @@ def test_adopted_containers_count_by_id_without_labels() -> None:
     facts = mc.parse_inspect(attrs, "inst", {"abc123": "plc-old"})
     assert facts is not None and facts.device == "plc-old" and facts.running
     assert mc.parse_inspect(attrs, "inst", {"other": "plc-x"}) is None
+
+
+def test_open_reader_matches_path_reads_and_reopens(tmp_path: Path) -> None:
+    from services.metrics.cgroups import CgroupReader
+    v2_tree(tmp_path, f"docker/{CID}", usec=1500)
+    files = locate(tmp_path, CID)
+    assert files is not None
+    reader = CgroupReader(files)
+    assert reader.read(1.0) == files.read(1.0) == Reading(1.0, 1_500_000, 40 * 2**20)
+    # Re-read from the open files: a new value is seen without reopening them.
+    (tmp_path / "docker" / CID / "cpu.stat").write_text("user_usec 1\nusage_usec 2500\n")
+    assert reader.read(2.0) == Reading(2.0, 2_500_000, 40 * 2**20)
+    # A descriptor that fails (kernfs answers ENODEV once the cgroup is removed) is
+    # replaced by opening the path again: a restarted container's new cgroup.
+    assert reader._fds is not None
+    os.close(reader._fds[0])
+    assert reader.read(3.0).cpu_ns == 2_500_000
+    # Gone for good: the reopen fails too, a typed error, and nothing stays open.
+    os.close(reader._fds[2])
+    (tmp_path / "docker" / CID / "memory.stat").unlink()
+    with pytest.raises(CgroupGone):
+        reader.read(4.0)
+    assert reader._fds is None
+
+
+def test_open_reader_v1_and_absent_keys(tmp_path: Path) -> None:
+    from services.metrics.cgroups import CgroupReader
+    write(tmp_path / "cpuacct" / "docker" / CID / "cpuacct.usage", "77\n")
+    mem = tmp_path / "memory" / "docker" / CID
+    write(mem / "memory.usage_in_bytes", "3000\n")
+    # `inactive_file` must not be taken for `total_inactive_file`, and a long file is read
+    # past the first buffer.
+    write(mem / "memory.stat", "inactive_file 900\n" + "x 1\n" * 6000 +
+          "total_inactive_file 1000")
+    files = locate(tmp_path, CID)
+    assert files is not None and files.version == 1
+    reader = CgroupReader(files)
+    assert reader.read(1.0) == Reading(1.0, 77, 2000)
+    write(mem / "memory.stat", "cache 5\n")
+    assert reader.read(2.0) == Reading(2.0, 77, 3000)
+    reader.close()

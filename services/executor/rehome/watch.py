@@ -33,7 +33,7 @@ from services.executor.rehome import check as rehome
 
 log = logging.getLogger(__name__)
 
-RECV_WAIT = 1.0
+RECV_WAIT = 10.0  # the listener ends by cancellation; messages wake it at once anyway
 SNAPSHOT_TIMEOUT = 3.0
 BUSY_RETRY = 0.3
 ALL = "*"

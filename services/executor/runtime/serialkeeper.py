@@ -53,8 +53,11 @@ class SerialKeeper:
             except Exception:
                 log.exception("serial keeper pass failed")
             self._wake.clear()
+            # Without any serial port configured there is nothing to poll for (a new
+            # configuration pokes): the idle process does not wake every second.
+            wait = self.interval if self.store.devices() else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def sync(self) -> None:
         devices = set(self.store.devices())
