@@ -30,6 +30,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -308,6 +309,8 @@ async def run(args: argparse.Namespace, base: Path, instance: str, tag: str) -> 
     finally:
         if suite is not None:
             suite.stop()
+            if args.keep_log:
+                shutil.copyfile(suite.log, args.keep_log)
         zctx.destroy(linger=0)
 
 
@@ -393,6 +396,8 @@ def main() -> int:
     parser.add_argument("--soak-seconds", type=float, default=0.0,
                         help="mixed commands and churn at the top level, PSS sampled")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--keep-log", default="",
+                        help="copy the suite's log (every program's output) here at the end")
     parser.add_argument("--profile-dir", default="",
                         help="py-spy collapsed stacks of the idle window at the top level "
                              "(needs py-spy in the environment)")

@@ -61,6 +61,8 @@ class Context:
     destroying: bool = False
     # device → (pid, {network: mac}) for MACs set in a container's namespace (macfix.py)
     applied_macs: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    # device → (pid, the work after that start): done once per start (runtime/live.py)
+    start_work: dict[str, tuple[int, asyncio.Future[None]]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     dhcp: DhcpWiring | None = None  # the lease keeper of dhcp vNICs; None when DHCP is off
     serials: SerialKeeper | None = None  # serial passthrough (runtime/serial.py)

@@ -51,7 +51,7 @@ from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
 from services.executor.proxy.forward import internal_limits, proxy
 from services.executor.rehome.watch import TOPICS, NetWatch
-from services.executor.runtime import adopt, create, lifecycle, selfdestruct, status
+from services.executor.runtime import adopt, create, lifecycle, live, selfdestruct, status
 from services.executor.runtime.bootsync import boot_sync
 from services.executor.runtime.intents import IntentStore
 from services.executor.runtime.journal import Journal
@@ -250,11 +250,7 @@ class ExecutorService:
         if self.ctx.ops.current(new.name) is not None:
             return  # the operation applies them itself
         if self.ctx.vnics.get(new.name):
-            self._spawn(self._restarted(new.name), f"macs-{new.name}")
-
-    async def _restarted(self, device: str) -> None:
-        await create.apply_live(self.ctx, device, self.ctx.vnics.get(device))
-        await dhcp_wiring.after_start(self.ctx, device)  # after the MACs: found by MAC
+            self._spawn(live.after_start(self.ctx, new.name), f"macs-{new.name}")
 
     async def _dhcp_stopped(self, device: str, gone: bool) -> None:
         if gone and self.ctx.ops.current(device) is None:

@@ -29,8 +29,9 @@ from services.executor.rehome.model import (
     stored_on_parent,
 )
 from services.executor.rehome.settle import finish, put_back
-from services.executor.runtime.create import apply_live, error_text
+from services.executor.runtime.create import error_text
 from services.executor.runtime.journal import Operation
+from services.executor.runtime.live import apply_live
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from services.executor.engine import containers
 from services.executor.errors import OperationFailed
 from services.executor.net import networks
 from services.executor.rehome.model import Member, Target, network_subnets
-from services.executor.runtime.create import apply_live, error_text
+from services.executor.runtime.create import error_text
 from services.executor.runtime.journal import now_iso
+from services.executor.runtime.live import apply_live
 
 log = logging.getLogger(__name__)
 
