@@ -237,12 +237,14 @@ def create_internal(api: Any, name: str, pool: str, prefix: int, instance: str,
                     network_labels: dict[str, str]) -> NetworkRef:
     """Get or create `<device>_internal` on the first free block of our pool."""
     for _attempt in range(8):
-        existing = find_network(api, name)
+        # One listing answers both questions: does the name exist, which blocks are taken.
+        listed = api.networks()
+        existing = next((r for r in listed if r.get("Name") == name), None)
         if existing is not None:
             if labels.owned(existing.get("Labels"), instance) and existing.get("Internal"):
                 return NetworkRef(name, existing["Id"], False)
             raise Conflict(f"Network {name} already exists and is not managed by this agent")
-        subnet = ipam.pick_subnet(pool, prefix, ipam.subnets_of(api.networks()))
+        subnet = ipam.pick_subnet(pool, prefix, ipam.subnets_of(listed))
         ipam_config = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
         try:
             result = api.create_network(name, driver="bridge", internal=True, ipam=ipam_config,
