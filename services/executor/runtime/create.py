@@ -8,9 +8,9 @@ The request is checked at once (`validate.py`, the name on the engine); the ack 
    settle every MAC (given, stored from an earlier create of this device, or generated
    once: locally administered, unicast);
 2. `pulling_image` — pull `<runtime_image>:<tag>` (bounded), or use the local image
-   (`pull_policy`: by default a pinned tag already present is not pulled again);
-3. `creating_networks` — `<name>_internal` on our own subnet pool, then each MACVLAN
-   network (get or create);
+   (`pull_policy`: by default a pinned tag already present is not pulled again); meanwhile
+   `<name>_internal` is made on our own subnet pool (two independent engine calls);
+3. `creating_networks` — each MACVLAN network (get or create);
 4. `creating_container` — create and connect the container, start it, set any MAC the
    engine could not, write the vNICs' dns servers into its resolver file (`resolv.py`),
    join the agent's own container to `<name>_internal`, record the internal IP, persist
@@ -159,13 +159,13 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest,
         vnics = await resolve_vnics(ctx, op, req)
         took.mark("validate")
         await step(ctx, op, "pulling_image")
-        image = await ensure_image(ctx, req.tag)
-        op.request["image"] = image
-        took.mark("image")
-        await step(ctx, op, "creating_networks")
         async with ctx.networks.locks.hold(v["network"] for v in vnics):
-            await ctx.networks.ensure_internal(device, op.op_id)
-            took.mark("internal")
+            # The image is looked at (or pulled) while the internal network is made: two
+            # independent engine calls; a failure of either rolls both back.
+            image = await image_and_internal(ctx, op, req.tag)
+            op.request["image"] = image
+            took.mark("image, internal")
+            await step(ctx, op, "creating_networks")
             for vnic in vnics:
                 ref = await ctx.networks.ensure_macvlan(device, vnic, op.op_id)
                 vnic["network"] = ref.name
@@ -189,6 +189,18 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest,
         raise  # shutting down: the journal keeps the step; reconcile decides at restart
     except Exception as exc:
         await fail_and_roll_back(ctx, op, exc, [v.get("network") for v in vnics])
+
+
+async def image_and_internal(ctx: Context, op: Operation, tag: str) -> str:
+    image = asyncio.ensure_future(ensure_image(ctx, tag))
+    try:
+        await ctx.networks.ensure_internal(op.device_id, op.op_id)
+        return await image
+    finally:
+        if not image.done():
+            image.cancel()
+        elif not image.cancelled():
+            image.exception()  # retrieved: the network's own error is the one raised
 
 
 async def step(ctx: Context, op: Operation, name: str) -> None:
