@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 QUICK = 6.0
 
 
+def _report_failed_write(written: asyncio.Future[None]) -> None:
+    if not written.cancelled() and written.exception() is not None:
+        log.error("journal entry not written: %s", written.exception())
+
+
 @dataclass
 class Context:
     config: Config
@@ -93,6 +98,16 @@ class Context:
     async def save_op(self, op: Operation) -> None:
         snapshot = self.journal.put(op)
         await self._io(self.journal.write, op.device_id, snapshot)
+
+    def note_op(self, op: Operation) -> None:
+        """Record `op` and write it without waiting: for a step whose loss in a crash only
+        means the restart finds an earlier step (a create found there is rolled back).
+        Writes keep their order (one state-io thread); the next awaited write of the
+        entry is on disk after this one."""
+        snapshot = self.journal.put(op)
+        written = asyncio.get_running_loop().run_in_executor(
+            self.io, self.journal.write, op.device_id, snapshot)
+        written.add_done_callback(_report_failed_write)
 
     async def forget_op(self, device: str) -> None:
         self.journal.drop(device)

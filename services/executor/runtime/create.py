@@ -156,28 +156,33 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest,
     vnics = req.vnics
     took = took or Timings()
     try:
+        # Steps are written without waiting (`note_op`); the entry is on disk before the
+        # container is made (its vNICs, settled MACs, networks) and at the end.
         vnics = await resolve_vnics(ctx, op, req)
         took.mark("validate")
-        await step(ctx, op, "pulling_image")
+        op.set_step("pulling_image")
+        ctx.note_op(op)
         async with ctx.networks.locks.hold(v["network"] for v in vnics):
             # The image is looked at (or pulled) while the internal network is made: two
             # independent engine calls; a failure of either rolls both back.
             image = await image_and_internal(ctx, op, req.tag)
             op.request["image"] = image
-            took.mark("image, internal")
-            await step(ctx, op, "creating_networks")
+            took.mark("image+internal")
+            op.set_step("creating_networks")
+            ctx.note_op(op)
             for vnic in vnics:
                 ref = await ctx.networks.ensure_macvlan(device, vnic, op.op_id)
                 vnic["network"] = ref.name
+            took.mark("macvlan")
             op.request["vnics"] = vnics
             op.progress["networks_done"] = True
+            op.set_step("creating_container")
             await ctx.save_op(op)
-            took.mark("macvlan")
-            await step(ctx, op, "creating_container")
+            took.mark("journal")
             cid = await create_container(ctx, op, device, image, vnics)
-            op.progress["container_id"] = cid
-            await ctx.save_op(op)
             took.mark("container")
+            op.progress["container_id"] = cid
+            ctx.note_op(op)
             await start_runtime(ctx, device, image, vnics, op)
             took.mark("start")
         await complete(ctx, op, vnics, took)
@@ -201,11 +206,6 @@ async def image_and_internal(ctx: Context, op: Operation, tag: str) -> str:
             image.cancel()
         elif not image.cancelled():
             image.exception()  # retrieved: the network's own error is the one raised
-
-
-async def step(ctx: Context, op: Operation, name: str) -> None:
-    op.set_step(name)
-    await ctx.save_op(op)
 
 
 async def fail_and_roll_back(ctx: Context, op: Operation, exc: BaseException,
@@ -290,7 +290,7 @@ async def resolve_vnics(ctx: Context, op: Operation, req: CreateRequest) -> list
     check_conflicts(CreateRequest(req.device, req.tag, vnics, req.serials),
                     macs_in_use(ctx, req.device), ips_in_use(ctx, req.device))
     op.request["vnics"] = vnics
-    await ctx.save_op(op)
+    ctx.note_op(op)
     return vnics
 
 
