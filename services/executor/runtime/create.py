@@ -176,9 +176,10 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest,
             took.mark("macvlan")
             op.request["vnics"] = vnics
             op.progress["networks_done"] = True
-            op.set_step("creating_container")
             await ctx.save_op(op)
             took.mark("journal")
+            op.set_step("creating_container")
+            ctx.note_op(op)
             cid = await create_container(ctx, op, device, image, vnics)
             took.mark("container")
             op.progress["container_id"] = cid
