@@ -99,6 +99,11 @@ class Context:
         snapshot = self.journal.put(op)
         await self._io(self.journal.write, op.device_id, snapshot)
 
+    async def save_ops(self, ops: list[Operation]) -> None:
+        """`save_op` of several entries in one write job (one directory flush)."""
+        snapshots = [(op.device_id, self.journal.put(op)) for op in ops]
+        await self._io(self.journal.write_many, snapshots)
+
     def note_op(self, op: Operation) -> None:
         """Record `op` and write it without waiting: for a step whose loss in a crash only
         means the restart finds an earlier step (a create found there is rolled back).

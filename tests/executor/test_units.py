@@ -216,6 +216,22 @@ def test_journal_and_vnic_store_round_trip(tmp_path: Path) -> None:
     assert other.ips() == {("n", "198.51.100.2"): "plc"}
 
 
+
+def test_journal_writes_many_entries_in_one_job(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    ops = [Operation(f"plc{i}", "rehome", step="connecting") for i in range(3)]
+    for op in ops:
+        op.succeed("moved")
+    journal.write_many([(op.device_id, journal.put(op)) for op in ops])
+    journal.write_many([])  # nothing to write: no error
+    again = Journal(tmp_path)
+    again.load()
+    assert sorted((o.device_id, o.state) for o in again.all()) == [
+        ("plc0", "success"), ("plc1", "success"), ("plc2", "success")]
+    assert [p.name for p in (tmp_path / "operations").iterdir() if p.name.startswith(".")] == []
+
+
 WRITER = """
 import sys
 from pathlib import Path
