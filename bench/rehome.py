@@ -229,6 +229,14 @@ def engine_floor(dc: docker.DockerClient, instance: str, lan: MovingLan,
             "total_s": round(t3 - t0, 3), **removal}
 
 
+def agent_share(move: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    """The agent's total for the largest move (change event to every runtime re-homed)
+    beside the engine's floor for the same runtimes, and the difference."""
+    return {"runtimes": move["runtimes"], "total_s": move["rehomed_after_event_s"],
+            "engine_floor_s": floor["total_s"],
+            "share_s": round(move["rehomed_after_event_s"] - floor["total_s"], 3)}
+
+
 def remove_when_left(api: Any, network: str) -> dict[str, Any]:
     """Remove the network once the engine has let go of every endpoint on it.
 
@@ -289,6 +297,7 @@ def main() -> int:
             figures = asyncio.run(run(args, base, executor, lan, blocks, netmon.pid))
             executor.stop()
             figures["engine_floor"] = engine_floor(dc, executor.instance, lan, blocks)
+            figures["agent"] = agent_share(figures["moves"][-1], figures["engine_floor"])
         finally:
             executor.stop()
             if args.log:
