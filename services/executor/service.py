@@ -243,6 +243,8 @@ class ExecutorService:
         if self.ctx.dhcp is not None and old is not None and old.running and \
                 (new is None or not new.running):
             self._spawn(self._dhcp_stopped(old.name, gone=new is None), f"dhcp-{old.name}")
+        if new is None and old is not None:
+            self.ctx.start_work.pop(old.name, None)  # gone: its last start's record too
         # Interfaces and the resolver file are re-created at every start: re-apply the MACs
         # the engine cannot set and the vNICs' dns servers.
         if new is None or not new.running or (old is not None and old.pid == new.pid):
