@@ -85,20 +85,37 @@ def netmon_footprint(pid: int, seconds: float) -> dict[str, Any]:
             "pss_max_mb": round(max(s.pss for s in samples) / 2**20, 1)}
 
 
+# The executor can be ready before netmon's first interface report has reached it; a
+# create asked then fails at once with this (and changes nothing), so it is asked again.
+NOT_YET = "has not reported any interface yet"
+
+
 async def create(bus: RpcClient, name: str, parent: str) -> None:
-    ack = await bus.call("create_runtime", {
-        "container_name": name, "runtime_version": STANDIN_TAG,
-        "vnic_configs": [{"name": "eth0", "parent_interface": parent,
-                          "network_mode": "dhcp"}]})
-    if ack.get("status") != "creating":
-        raise RuntimeError(f"create of {name}: {ack}")
+    for _attempt in range(40):
+        ack = await bus.call("create_runtime", {
+            "container_name": name, "runtime_version": STANDIN_TAG,
+            "vnic_configs": [{"name": "eth0", "parent_interface": parent,
+                              "network_mode": "dhcp"}]})
+        if ack.get("status") != "creating":
+            raise RuntimeError(f"create of {name}: {ack}")
+        body = await created(bus, name)
+        if body is None:
+            return
+        if NOT_YET not in str(body.get("error")):
+            raise RuntimeError(f"create of {name}: {body}")
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"create of {name}: no interface report from netmon")
+
+
+async def created(bus: RpcClient, name: str) -> dict[str, Any] | None:
+    """None once `name` runs; the status body when its create failed."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         body = await bus.call("device_status", {"device_id": name})
         if body["status"] == "success" and body.get("is_running"):
-            return
+            return None
         if body["status"] != "creating":
-            raise RuntimeError(f"create of {name}: {body}")
+            return dict(body)
         await asyncio.sleep(0.05)
     raise RuntimeError(f"create of {name} timed out")
 
