@@ -30,11 +30,14 @@ import asyncio
 import io
 import json
 import os
+import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,37 @@ def bench_image(dc: docker.DockerClient, interval: int) -> str:
     dc.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{STANDIN_REPO}:{tag}",
                     rm=True)
     return tag
+
+
+# The executor logs each create's milliseconds per step (runtime/create.py `Timings`);
+# these steps are the engine's calls, the rest is the agent's own work.
+CREATED = re.compile(r"runtime (\S+) created in (\d+) ms \((.*)\)")
+ENGINE_STEPS = frozenset({"image+internal", "macvlan", "container", "start", "inspect",
+                          "agent link"})
+
+
+def create_profile(log_text: str, prefix: str) -> dict[str, Any]:
+    """Medians over the creates named `prefix…`: the executor's whole create, the
+    engine's calls in it, the agent's share, and each step."""
+    totals, engine, steps = [], [], defaultdict(list)
+    for name, total, parts in CREATED.findall(log_text):
+        if not name.startswith(prefix):
+            continue
+        spent: dict[str, float] = defaultdict(float)
+        for part in parts.split(", "):
+            what, _, ms = part.rpartition(" ")
+            spent[what] += float(ms)
+        totals.append(float(total))
+        engine.append(sum(v for k, v in spent.items() if k in ENGINE_STEPS))
+        for what, ms in spent.items():
+            steps[what].append(ms)
+    if not totals:
+        return {}
+    agent = [t - e for t, e in zip(totals, engine, strict=True)]
+    return {"executor_p50_ms": statistics.median(totals),
+            "engine_calls_p50_ms": statistics.median(engine),
+            "agent_share_p50_ms": statistics.median(agent),
+            "steps_p50_ms": {k: statistics.median(v) for k, v in steps.items()}}
 
 
 class Bench:
@@ -138,7 +172,8 @@ class Bench:
             times.append(await self.create(name))
             await self.delete(name)
         return {"running_before": len(self.devices), "n": len(times),
-                "p50_s": round(statistics.median(times), 3), "max_s": round(max(times), 3)}
+                "p50_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
+                **create_profile(self.suite.output(), f"{self.prefix}-t{len(self.devices)}-")}
 
     # --- figures -----------------------------------------------------------------------
 
@@ -314,6 +349,8 @@ async def run(args: argparse.Namespace, base: Path, instance: str, tag: str,
     finally:
         if suite is not None:
             suite.stop()
+            if args.keep_log:
+                shutil.copyfile(suite.log, args.keep_log)
         zctx.destroy(linger=0)
 
 
@@ -351,11 +388,10 @@ def rehome(size: int) -> dict[str, Any]:
         last = (stderr.strip().splitlines() or [""])[-1]
         return {"error": f"bench/rehome.py exited {proc.returncode}: {last[:500]}"}
     figures = json.loads(stdout)
-    move, floor = figures["moves"][-1], figures["engine_floor"]
-    return {"runtimes": move["runtimes"], "rehomed_after_event_s": move["rehomed_after_event_s"],
-            "engine_floor_s": floor["total_s"],
-            "agent_share_s": round(move["rehomed_after_event_s"] - floor["total_s"], 3),
-            "change_event_s": move["change_event_s"],
+    move, floor, agent = figures["moves"][-1], figures["engine_floor"], figures["agent"]
+    return {"runtimes": move["runtimes"], "engine_floor_s": floor["total_s"],
+            "agent_total_s": agent["total_s"], "agent_share_s": agent["share_s"],
+            "engine_floor": floor, "change_event_s": move["change_event_s"],
             "all_reachable_after_event_s": move["reachable_after_event_s"]}
 
 
@@ -399,6 +435,8 @@ def main() -> int:
     parser.add_argument("--soak-seconds", type=float, default=0.0,
                         help="mixed commands and churn at the top level, PSS sampled")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--keep-log", default="",
+                        help="copy the suite's log (every program's output) here at the end")
     parser.add_argument("--profile-dir", default="",
                         help="py-spy collapsed stacks of the idle window at the top level "
                              "(needs py-spy in the environment)")

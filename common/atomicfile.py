@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` atomically and durably."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, sync_dir: bool = True) -> None:
+    """Replace `path` with `data` atomically and durably (`sync_dir=False`: the caller
+    flushes the directory itself, once for several files)."""
     path = Path(path)
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(directory)
+    if sync_dir:
+        fsync_dir(directory)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -57,10 +59,10 @@ def fsync_dir(directory: Path) -> None:
         os.close(dfd)
 
 
-def atomic_write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
+def atomic_write_json(path: Path, obj: Any, mode: int = 0o644, sync_dir: bool = True) -> None:
     """`atomic_write` of `obj` as indented, key-sorted JSON (operators read these files)."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, text.encode("utf-8"), mode)
+    atomic_write(path, text.encode("utf-8"), mode, sync_dir)
 
 
 def remove_durably(path: Path) -> bool:

@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 QUICK = 6.0
 
 
+def _report_failed_write(written: asyncio.Future[None]) -> None:
+    if not written.cancelled() and written.exception() is not None:
+        log.error("journal entry not written: %s", written.exception())
+
+
 @dataclass
 class Context:
     config: Config
@@ -62,6 +67,8 @@ class Context:
     destroying: bool = False
     # device → (pid, {network: mac}) for MACs set in a container's namespace (macfix.py)
     applied_macs: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    # device → (pid, the work after that start): done once per start (runtime/live.py)
+    start_work: dict[str, tuple[int, asyncio.Future[None]]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     dhcp: DhcpWiring | None = None  # the lease keeper of dhcp vNICs; None when DHCP is off
     serials: SerialKeeper | None = None  # serial passthrough (runtime/serial.py)
@@ -93,6 +100,21 @@ class Context:
     async def save_op(self, op: Operation) -> None:
         snapshot = self.journal.put(op)
         await self._io(self.journal.write, op.device_id, snapshot)
+
+    async def save_ops(self, ops: list[Operation]) -> None:
+        """`save_op` of several entries in one write job (one directory flush)."""
+        snapshots = [(op.device_id, self.journal.put(op)) for op in ops]
+        await self._io(self.journal.write_many, snapshots)
+
+    def note_op(self, op: Operation) -> None:
+        """Record `op` and write it without waiting: for a step whose loss in a crash only
+        means the restart finds an earlier step (a create found there is rolled back).
+        Writes keep their order (one state-io thread); the next awaited write of the
+        entry is on disk after this one."""
+        snapshot = self.journal.put(op)
+        written = asyncio.get_running_loop().run_in_executor(
+            self.io, self.journal.write, op.device_id, snapshot)
+        written.add_done_callback(_report_failed_write)
 
     async def forget_op(self, device: str) -> None:
         self.journal.drop(device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import docker.errors
+
 from common.errors import AgentError, DockerUnavailable
 
 # The executor's errors are the agent's kinded errors; DockerUnavailable is shared with
@@ -9,7 +11,7 @@ from common.errors import AgentError, DockerUnavailable
 ExecutorError = AgentError
 
 __all__ = ["AgentError", "Busy", "Conflict", "DetectionUnavailable", "DockerUnavailable",
-           "ExecutorError", "InvalidRequest", "NotManaged", "OperationFailed"]
+           "ExecutorError", "InvalidRequest", "NotManaged", "OperationFailed", "error_text"]
 
 
 class InvalidRequest(ExecutorError):
@@ -51,3 +53,12 @@ class OperationFailed(ExecutorError):
 
 class DetectionUnavailable(OperationFailed):
     """A vNIC needs the host's interface cache, and the network monitor has not answered."""
+
+
+def error_text(exc: BaseException) -> str:
+    """The text an operation's failure is reported with."""
+    if isinstance(exc, ExecutorError):
+        return exc.text
+    if isinstance(exc, docker.errors.APIError):
+        return f"Docker error: {exc.explanation or exc}"
+    return f"{type(exc).__name__}: {exc}"

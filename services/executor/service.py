@@ -51,7 +51,15 @@ from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
 from services.executor.proxy.forward import internal_limits, proxy
 from services.executor.rehome.watch import TOPICS, NetWatch
-from services.executor.runtime import adopt, create, dedicated, lifecycle, selfdestruct, status
+from services.executor.runtime import (
+    adopt,
+    create,
+    dedicated,
+    lifecycle,
+    live,
+    selfdestruct,
+    status,
+)
 from services.executor.runtime.bootsync import boot_sync
 from services.executor.runtime.dedicated import DedicatedStore
 from services.executor.runtime.dedicatedkeeper import DedicatedKeeper
@@ -264,6 +272,8 @@ class ExecutorService:
         if self.ctx.dhcp is not None and old is not None and old.running and \
                 (new is None or not new.running):
             self._spawn(self._dhcp_stopped(old.name, gone=new is None), f"dhcp-{old.name}")
+        if new is None and old is not None:
+            self.ctx.start_work.pop(old.name, None)  # gone: its last start's record too
         # Interfaces and the resolver file are re-created at every start: re-apply the MACs
         # the engine cannot set and the vNICs' dns servers.
         if new is None or not new.running or (old is not None and old.pid == new.pid):
@@ -271,11 +281,7 @@ class ExecutorService:
         if self.ctx.ops.current(new.name) is not None:
             return  # the operation applies them itself
         if self.ctx.vnics.get(new.name):
-            self._spawn(self._restarted(new.name), f"macs-{new.name}")
-
-    async def _restarted(self, device: str) -> None:
-        await create.apply_live(self.ctx, device, self.ctx.vnics.get(device))
-        await dhcp_wiring.after_start(self.ctx, device)  # after the MACs: found by MAC
+            self._spawn(live.after_start(self.ctx, new.name), f"macs-{new.name}")
 
     async def _dhcp_stopped(self, device: str, gone: bool) -> None:
         if gone and self.ctx.ops.current(device) is None:

@@ -4,7 +4,8 @@
 operation code wrapped, chosen by `OAT_PAUSE_AT` (the production code knows nothing of it):
 
 * `creating_networks` — a create, right after the journal records its networks;
-* `container_created` — a create, right after the journal records its container;
+* `container_created` — a create, once its container is made and recorded, before its
+  start;
 * `creating_container` — a create, after its last step and before it is marked done;
 * `rehome_old_removed` — a move, between removing the old network and creating the new.
 
@@ -32,7 +33,7 @@ ENV = "OAT_PAUSE_AT"
 log = logging.getLogger(__name__)
 
 # After a journal write of a create whose progress first carries this mark.
-CREATE_MARKS = {"creating_networks": "networks_done", "container_created": "container_id"}
+CREATE_MARKS = {"creating_networks": "networks_done"}
 
 
 async def halt(point: str) -> None:
@@ -63,9 +64,20 @@ def wrap(module: Any, name: str, point: str) -> None:
     setattr(module, name, wrapper)
 
 
+def wrap_before(module: Any, name: str, point: str) -> None:
+    """Halt when the named function of `module` is called, before it runs."""
+
+    async def wrapper(*_args: Any, **_kwargs: Any) -> Any:
+        await halt(point)
+
+    setattr(module, name, wrapper)
+
+
 def install(point: str) -> None:
     if point in CREATE_MARKS:
         pause_after_save(point, CREATE_MARKS[point])
+    elif point == "container_created":
+        wrap_before(create, "start_runtime", point)  # the container's id is written first
     elif point == "creating_container":
         wrap(create, "complete", point)
     elif point == "rehome_old_removed":

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docker.errors
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +22,7 @@ from common.atomicfile import atomic_write_json, read_json, remove_stale_temps
 from services.executor.engine import selfinfo
 from services.executor.engine.liveview import parse_inspect, parse_time
 from services.executor.errors import InvalidRequest, OperationFailed
-from services.executor.net import ipam, names
+from services.executor.net import ipam, names, networks
 from services.executor.runtime.journal import Journal, Operation
 from services.executor.runtime.validate import check_conflicts, check_request
 from services.executor.runtime.vnic_store import VnicStore
@@ -215,6 +216,22 @@ def test_journal_and_vnic_store_round_trip(tmp_path: Path) -> None:
     assert other.ips() == {("n", "198.51.100.2"): "plc"}
 
 
+
+def test_journal_writes_many_entries_in_one_job(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    ops = [Operation(f"plc{i}", "rehome", step="connecting") for i in range(3)]
+    for op in ops:
+        op.succeed("moved")
+    journal.write_many([(op.device_id, journal.put(op)) for op in ops])
+    journal.write_many([])  # nothing to write: no error
+    again = Journal(tmp_path)
+    again.load()
+    assert sorted((o.device_id, o.state) for o in again.all()) == [
+        ("plc0", "success"), ("plc1", "success"), ("plc2", "success")]
+    assert [p.name for p in (tmp_path / "operations").iterdir() if p.name.startswith(".")] == []
+
+
 WRITER = """
 import sys
 from pathlib import Path
@@ -247,3 +264,42 @@ def test_atomic_write_survives_kill_9_mid_write(tmp_path: Path) -> None:
     for round_ in range(5):
         remove_stale_temps(tmp_path / f"state{round_}.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"state{i}.json" for i in range(5)]
+
+
+class ChurningEngine:
+    """An engine whose allocator still holds `held` blocks that no listed network has
+    (just released under churn): creating a network on one is refused as overlapping."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+        self.listed: list[dict] = []
+        self.tried: list[str] = []
+
+    def networks(self) -> list[dict]:
+        return list(self.listed)
+
+    def create_network(self, name: str, ipam: dict, **_: object) -> dict:
+        subnet = ipam["Config"][0]["Subnet"]
+        self.tried.append(subnet)
+        if subnet in self.held:
+            raise docker.errors.APIError("conflict", explanation="Pool overlaps with other "
+                                         "one on this address space")
+        self.listed.append({"Name": name, "Id": f"id-{name}",
+                            "IPAM": {"Config": [{"Subnet": subnet}]}})
+        return {"Id": f"id-{name}"}
+
+
+def test_internal_network_moves_past_blocks_the_engine_refuses() -> None:
+    engine = ChurningEngine({"198.51.100.0/28", "198.51.100.16/28", "198.51.100.32/28"})
+    ref = networks.create_internal(engine, "plc1_internal", "198.51.100.0/24", 28, "inst",
+                                   {"orchestrator.instance": "inst"})
+    assert ref.created and ref.name == "plc1_internal"
+    assert engine.tried == ["198.51.100.0/28", "198.51.100.16/28", "198.51.100.32/28",
+                            "198.51.100.48/28"]
+
+
+def test_internal_network_gives_up_after_bounded_attempts() -> None:
+    engine = ChurningEngine({f"198.51.100.{16 * i}/28" for i in range(16)})
+    with pytest.raises(OperationFailed, match="no free subnet after 8 attempts"):
+        networks.create_internal(engine, "plc1_internal", "198.51.100.0/24", 28, "inst", {})
+    assert len(engine.tried) == 8 and len(set(engine.tried)) == 8

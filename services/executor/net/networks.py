@@ -236,13 +236,19 @@ def connect(api: Any, container: str, network: str, ip: str | None, mac: str | N
 def create_internal(api: Any, name: str, pool: str, prefix: int, instance: str,
                     network_labels: dict[str, str]) -> NetworkRef:
     """Get or create `<device>_internal` on the first free block of our pool."""
+    # Blocks the engine refused although no listed network had them: taken meanwhile by
+    # another creator, or just released and not yet free in the engine's allocator (seen
+    # under create/delete churn).  Never tried twice, so each attempt moves on.
+    refused: list[str] = []
     for _attempt in range(8):
-        existing = find_network(api, name)
+        # One listing answers both questions: does the name exist, which blocks are taken.
+        listed = api.networks()
+        existing = next((r for r in listed if r.get("Name") == name), None)
         if existing is not None:
             if labels.owned(existing.get("Labels"), instance) and existing.get("Internal"):
                 return NetworkRef(name, existing["Id"], False)
             raise Conflict(f"Network {name} already exists and is not managed by this agent")
-        subnet = ipam.pick_subnet(pool, prefix, ipam.subnets_of(api.networks()))
+        subnet = ipam.pick_subnet(pool, prefix, [*ipam.subnets_of(listed), *refused])
         ipam_config = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
         try:
             result = api.create_network(name, driver="bridge", internal=True, ipam=ipam_config,
@@ -251,7 +257,10 @@ def create_internal(api: Any, name: str, pool: str, prefix: int, instance: str,
         except docker.errors.APIError as exc:
             text = str(exc.explanation or exc).lower()
             if "overlap" in text or "already exists" in text:
-                continue  # someone took the block (or the name) meanwhile: look again
+                log.info("network %s: block %s refused (%s); trying another", name, subnet,
+                         exc.explanation or exc)
+                refused.append(subnet)
+                continue  # the name taken meanwhile shows in the next listing
             raise OperationFailed(f"Creating network {name} failed: "
                                   f"{exc.explanation or exc}") from None
     raise OperationFailed(f"Creating network {name} failed: no free subnet after 8 attempts")

@@ -29,8 +29,9 @@ from services.executor.rehome.model import (
     stored_on_parent,
 )
 from services.executor.rehome.settle import finish, put_back
-from services.executor.runtime.create import apply_live, error_text
+from services.executor.runtime.create import error_text
 from services.executor.runtime.journal import Operation
+from services.executor.runtime.live import apply_live
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,6 @@ async def carry_out(ctx: Context, target: Target, leaving: list[str],
             return IDLE
     log.info("re-homing %d runtime(s) on %s: %s → %s", len(members), target.parent,
              ", ".join(leaving) or "(detached)", target.network)
-    await asyncio.gather(*(journal(ctx, m, target, leaving, "disconnecting") for m in members))
     old_nets: dict[str, dict[str, Any]] = {}
     try:
         await switch_networks(ctx, target, leaving, members, old_nets, started)
@@ -146,7 +146,7 @@ async def switch_networks(ctx: Context, target: Target, leaving: list[str],
                           started: float) -> None:
     """Leave and remove the old networks (kept in `old_nets` for a rollback), then get or
     create the target network."""
-    await leave_old(ctx, leaving, members, old_nets)
+    await leave_old(ctx, target, leaving, members, old_nets)
     log.debug("re-homing on %s: old network left after %.0f ms", target.parent,
               (time.monotonic() - started) * 1000)
     for m in members:
@@ -156,9 +156,15 @@ async def switch_networks(ctx: Context, target: Target, leaving: list[str],
     await ensure_target(ctx, target, members)
 
 
-async def leave_old(ctx: Context, leaving: list[str], members: list[Member],
+async def leave_old(ctx: Context, target: Target, leaving: list[str], members: list[Member],
                     old_nets: dict[str, dict[str, Any]]) -> None:
-    await asyncio.gather(*(leave(ctx, m, leaving) for m in members))
+    async def journal_and_leave(m: Member) -> None:
+        # Each member's entry is on disk before its own disconnect; the others' writes
+        # overlap the engine's disconnects instead of all coming first.
+        await journal(ctx, m, target, leaving, "disconnecting")
+        await leave(ctx, m, leaving)
+
+    await asyncio.gather(*(journal_and_leave(m) for m in members))
     for name in leaving:
         net = await remove_old(ctx, name, required=True)
         if net is not None:

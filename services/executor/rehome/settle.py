@@ -16,8 +16,9 @@ from services.executor.engine import containers
 from services.executor.errors import OperationFailed
 from services.executor.net import networks
 from services.executor.rehome.model import Member, Target, network_subnets
-from services.executor.runtime.create import apply_live, error_text
+from services.executor.runtime.create import error_text
 from services.executor.runtime.journal import now_iso
+from services.executor.runtime.live import apply_live
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +116,17 @@ async def finish(ctx: Context, target: Target, members: list[Member], started: f
         await ctx.io_call(ctx.vnics.write, vnic_snapshot)
     if events_snapshot is not None:
         await ctx.io_call(ctx.netevents.write, events_snapshot)
-    for m, event in zip(members, events, strict=True):
+    done = []
+    for m in members:
         if m.op is not None:
             if m.outcome == "failed" or (m.outcome == "detached" and m.error):
                 m.op.fail(m.error or "re-homing failed")
             else:
                 m.op.succeed(f"vNIC {m.vnic.get('name')} of {m.device}: {m.outcome} on "
                              f"{m.vnic.get('network') or 'no network'}")
-            await ctx.save_op(m.op)
+            done.append(m.op)
+    await ctx.save_ops(done)  # one write job for the whole move, before any event
+    for m, event in zip(members, events, strict=True):
         level = logging.INFO if m.outcome in ("rehomed", "reattached") else logging.WARNING
         log.log(level, "re-homing %s (%s on %s): %s %s → %s, ip %s%s", m.device,
                 m.vnic.get("name"), target.parent, m.outcome, event["from_network"],

@@ -33,7 +33,8 @@ from common.messages import LifecycleBoot
 from services.executor.context import QUICK, Context
 from services.executor.engine import containers
 from services.executor.errors import Busy, DockerUnavailable
-from services.executor.runtime.create import apply_macs, error_text
+from services.executor.runtime import live
+from services.executor.runtime.create import error_text
 from services.executor.runtime.intents import RUNNING, STOPPED, BadDevice, Intent
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ async def start_one(ctx: Context, device: str, tally: Tally) -> None:
         await ctx.docker.call(containers.start, view.id, budget=QUICK)
         view = await ctx.view.refresh(device)
         if view is not None and view.running:
-            await apply_macs(ctx, device, ctx.vnics.get(device))
+            await live.after_start(ctx, device)
         tally.started += 1
         log.info("boot sync started %s", device)
     except DockerUnavailable:

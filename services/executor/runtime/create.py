@@ -8,9 +8,9 @@ The request is checked at once (`validate.py`, the name on the engine); the ack 
    settle every MAC (given, stored from an earlier create of this device, or generated
    once: locally administered, unicast);
 2. `pulling_image` — pull `<runtime_image>:<tag>` (bounded), or use the local image
-   (`pull_policy`: by default a pinned tag already present is not pulled again);
-3. `creating_networks` — `<name>_internal` on our own subnet pool, then each MACVLAN
-   network (get or create);
+   (`pull_policy`: by default a pinned tag already present is not pulled again); meanwhile
+   `<name>_internal` is made on our own subnet pool (two independent engine calls);
+3. `creating_networks` — each MACVLAN network (get or create);
 4. `creating_container` — create and connect the container, start it, set any MAC the
    engine could not, write the vNICs' dns servers into its resolver file (`resolv.py`),
    join the agent's own container to `<name>_internal`, record the internal IP, persist
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from typing import Any
 
 import docker.errors
@@ -33,7 +34,7 @@ import docker.errors
 from common import labels
 from services.executor.context import QUICK, Context
 from services.executor.dhcp import wiring as dhcp_wiring
-from services.executor.engine import containers, macfix, resolv
+from services.executor.engine import containers
 from services.executor.errors import (
     Conflict,
     DetectionUnavailable,
@@ -41,10 +42,11 @@ from services.executor.errors import (
     ExecutorError,
     InvalidRequest,
     OperationFailed,
+    error_text,
 )
 from services.executor.net import names
 from services.executor.net.netinfo import detected_network, parent_address
-from services.executor.runtime import dedicated, serial
+from services.executor.runtime import dedicated, live, serial
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.validate import (
     CreateRequest,
@@ -59,6 +61,24 @@ log = logging.getLogger(__name__)
 MOVING_TAGS = frozenset({"latest"})
 
 STEPS = ("validating_config", "pulling_image", "creating_networks", "creating_container")
+
+
+class Timings:
+    """Milliseconds per step of one create, logged with its outcome: where a slow create
+    spent its time (the engine's calls against the agent's own bookkeeping)."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.parts: list[str] = []
+
+    def mark(self, what: str) -> None:
+        now = time.perf_counter()
+        self.parts.append(f"{what} {1000 * (now - self.last):.0f}")
+        self.last = now
+
+    def __str__(self) -> str:
+        total = 1000 * (time.perf_counter() - self.started)
+        return f"{total:.0f} ms ({', '.join(self.parts)})"
 
 
 def macs_in_use(ctx: Context, device: str) -> dict[str, str]:
@@ -90,6 +110,8 @@ async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     if ctx.destroying:
         raise Conflict("Self-destruct in progress: no runtime can be created")
 
+    took = Timings()
+
     async def prepare() -> Operation:
         ctx.require_docker()
         check_conflicts(req, macs_in_use(ctx, device), ips_in_use(ctx, device))
@@ -105,9 +127,10 @@ async def start_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                        request={"runtime_version": req.tag, "vnics": req.vnics,
                                 "serials": req.serials, "dedicated": req.dedicated})
         await ctx.save_op(op)
+        took.mark("accept")
         return op
 
-    await ctx.ops.launch(device, "create", prepare, lambda op: run_create(ctx, op, req),
+    await ctx.ops.launch(device, "create", prepare, lambda op: run_create(ctx, op, req, took),
                          name=f"create-{device}")
     return {"status": "creating", "container_id": device,
             "message": f"Container creation started for {device}",
@@ -129,49 +152,63 @@ def remember_macs(ctx: Context, req: CreateRequest) -> None:
                                    or earlier.get(vnic["name"]))
 
 
-async def run_create(ctx: Context, op: Operation, req: CreateRequest) -> None:
+async def run_create(ctx: Context, op: Operation, req: CreateRequest,
+                     took: Timings | None = None) -> None:
     device = req.device
     vnics = req.vnics
+    took = took or Timings()
     try:
+        # Steps are written without waiting (`note_op`); the entry is on disk before the
+        # container is made (its vNICs, settled MACs, networks) and at the end.
         vnics = await resolve_vnics(ctx, op, req)
-        await step(ctx, op, "pulling_image")
-        image = await ensure_image(ctx, req.tag)
-        op.request["image"] = image
-        await step(ctx, op, "creating_networks")
+        took.mark("validate")
+        op.set_step("pulling_image")
+        ctx.note_op(op)
         async with ctx.networks.locks.hold(v["network"] for v in vnics):
-            await ctx.networks.ensure_internal(device, op.op_id)
+            # The image is looked at (or pulled) while the internal network is made: two
+            # independent engine calls; a failure of either rolls both back.
+            image = await image_and_internal(ctx, op, req.tag)
+            op.request["image"] = image
+            took.mark("image+internal")
+            op.set_step("creating_networks")
+            ctx.note_op(op)
             for vnic in vnics:
                 ref = await ctx.networks.ensure_macvlan(device, vnic, op.op_id)
                 vnic["network"] = ref.name
+            took.mark("macvlan")
             op.request["vnics"] = vnics
             op.progress["networks_done"] = True
             await ctx.save_op(op)
-            await step(ctx, op, "creating_container")
+            took.mark("journal")
+            op.set_step("creating_container")
+            ctx.note_op(op)
             cid = await create_container(ctx, op, device, image, vnics)
+            took.mark("container")
             op.progress["container_id"] = cid
-            await ctx.save_op(op)
+            ctx.note_op(op)
             await start_runtime(ctx, device, image, vnics, op)
-        await complete(ctx, op, vnics)
+            took.mark("start")
+        await complete(ctx, op, vnics, took)
         op.succeed(f"Container {device} created")
         await ctx.save_op(op)
-        log.info("runtime %s created", device)
+        took.mark("journal")
+        log.info("runtime %s created in %s", device, took)
     except asyncio.CancelledError:
         raise  # shutting down: the journal keeps the step; reconcile decides at restart
     except Exception as exc:
         await fail_and_roll_back(ctx, op, exc, [v.get("network") for v in vnics])
 
 
-async def step(ctx: Context, op: Operation, name: str) -> None:
-    op.set_step(name)
-    await ctx.save_op(op)
-
-
-def error_text(exc: BaseException) -> str:
-    if isinstance(exc, ExecutorError):
-        return exc.text
-    if isinstance(exc, docker.errors.APIError):
-        return f"Docker error: {exc.explanation or exc}"
-    return f"{type(exc).__name__}: {exc}"
+async def image_and_internal(ctx: Context, op: Operation, tag: str) -> str:
+    image = asyncio.ensure_future(ensure_image(ctx, tag))
+    try:
+        await ctx.networks.ensure_internal(op.device_id, op.op_id)
+        return await image
+    finally:
+        if not image.done():
+            image.cancel()
+        elif not image.cancelled():
+            image.exception()  # retrieved: the network's own error is the one raised
 
 
 async def fail_and_roll_back(ctx: Context, op: Operation, exc: BaseException,
@@ -203,7 +240,7 @@ async def roll_back(ctx: Context, device: str, networks: list[str]) -> None:
         ctx.view.forget(device)
     await ctx.networks.remove_internal(device)
     await ctx.networks.collect_macvlans(only=networks)
-    ctx.applied_macs.pop(device, None)
+    live.forget(ctx, device)
     await ctx.save_serials(device, [])
     await dedicated.release(ctx, device)
 
@@ -257,7 +294,7 @@ async def resolve_vnics(ctx: Context, op: Operation, req: CreateRequest) -> list
     check_conflicts(CreateRequest(req.device, req.tag, vnics, req.serials, req.dedicated),
                     macs_in_use(ctx, req.device), ips_in_use(ctx, req.device))
     op.request["vnics"] = vnics
-    await ctx.save_op(op)
+    ctx.note_op(op)
     return vnics
 
 
@@ -349,72 +386,25 @@ async def start_runtime(ctx: Context, device: str, image: str, vnics: list[dict[
                               f"{exc.explanation or exc}") from None
 
 
-async def complete(ctx: Context, op: Operation, vnics: list[dict[str, Any]]) -> None:
+async def complete(ctx: Context, op: Operation, vnics: list[dict[str, Any]],
+                   took: Timings | None = None) -> None:
     """After the start: MACs, the agent's own link, the internal IP, the vNIC file."""
+    took = took or Timings()
     device = op.device_id
     internal = names.internal_network(device)
     if ctx.agent_container:
         await ctx.docker.call(containers.connect_agent, ctx.agent_container, internal)
+        took.mark("agent link")
     view = await ctx.view.refresh(device)
     if view is None:
         raise OperationFailed(f"Container {device} disappeared while it was being created")
-    await apply_live(ctx, device, vnics)
+    took.mark("inspect")
     if not view.internal_ip:
         raise OperationFailed(f"Container {device} has no address on {internal}")
     op.progress["internal_ip"] = view.internal_ip
     await ctx.save_vnics(device, vnics)
     await ctx.save_serials(device, op.request.get("serials") or [])
-    await dhcp_wiring.after_start(ctx, device)
+    took.mark("stores")
+    await live.after_start(ctx, device)  # dns, MACs, DHCP: from the vNICs just stored
+    took.mark("live")
     await dedicated.attach(ctx, device)
-
-
-async def apply_live(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:
-    """What a runtime needs after every start that the engine does not keep: its
-    resolver's dns servers and the MACs the engine could not set."""
-    await apply_dns(ctx, device, vnics)
-    await apply_macs(ctx, device, vnics)
-
-
-async def apply_dns(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:
-    dns = resolv.servers(vnics)
-    view = ctx.view.get(device)
-    if not dns or view is None or not view.running:
-        return
-    try:
-        await ctx.docker.call(resolv.write, view.id, dns)
-    except DockerUnavailable:
-        raise
-    except (resolv.ResolvFailed, docker.errors.APIError) as exc:
-        log.warning("dns servers %s of %s not written to its resolv.conf: %s", dns, device,
-                    error_text(exc))
-
-
-async def apply_macs(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:
-    """Set the MACs the engine could not (older engines): every vNIC whose endpoint
-    carries another MAC than the stored one — the second and further vNICs, and any vNIC
-    moved to a new network by re-homing (the engine sets a MAC only on the container's
-    primary network, the one it was created with)."""
-    if ctx.docker.supports(containers.PER_ENDPOINT_MAC_API) or not vnics:
-        return
-    view = ctx.view.get(device)
-    if view is None or not view.running:
-        return
-    wanted: list[tuple[str, str]] = []
-    networks: dict[str, str] = {}
-    for vnic in vnics:
-        net = view.networks.get(vnic.get("network") or "") or {}
-        mac = vnic.get("mac_address")
-        if not net.get("ip_address") or not mac or net.get("mac_address") == mac:
-            continue  # not connected, or the engine's own MAC is already the right one
-        wanted.append((str(net["ip_address"]), str(mac)))
-        networks[str(vnic["network"])] = str(mac)
-    if not wanted:
-        ctx.applied_macs.pop(device, None)
-        return
-    try:
-        await ctx.docker.run(macfix.apply, view.pid, wanted)
-    except (macfix.MacFixUnavailable, OSError) as exc:
-        log.warning("MACs of %s's vNICs %s stay as the engine chose them: %s", device,
-                    sorted(networks), exc)
-        return
-    ctx.applied_macs[device] = (view.pid, networks)

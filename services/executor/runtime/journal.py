@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from common.atomicfile import atomic_write_json, load_json_dir, remove_durably
+from common.atomicfile import atomic_write_json, fsync_dir, load_json_dir, remove_durably
 from common.statepath import within
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,13 @@ class Journal:
 
     def path(self, device: str) -> Path:
         return within(self.dir, device, ".json")
+
+    def write_many(self, snapshots: list[tuple[str, dict[str, Any]]]) -> None:
+        """Blocking: persist several entries, with one flush of the directory."""
+        for device, snapshot in snapshots:
+            atomic_write_json(self.path(device), snapshot, sync_dir=False)
+        if snapshots:
+            fsync_dir(self.dir)
 
     def write(self, device: str, snapshot: dict[str, Any] | None) -> None:
         """Blocking: persist a snapshot, or remove the entry when `snapshot` is None."""

@@ -31,8 +31,8 @@ from services.executor.errors import (
     NotManaged,
     OperationFailed,
 )
-from services.executor.runtime import adopt, dedicated
-from services.executor.runtime.create import apply_live, error_text
+from services.executor.runtime import adopt, dedicated, live
+from services.executor.runtime.create import error_text
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.watchdog import set_desired
 
@@ -100,7 +100,7 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
         if view is None:
             return error_body(device, f"Container {device} disappeared")
         if view.running:
-            await dhcp_wiring.after_start(ctx, device)  # after _act's MACs: found by MAC
+            await live.after_start(ctx, device)  # once per start, shared with the view's hook
         else:
             await dhcp_wiring.stopped(ctx, device)  # done before the answer, not after
         if ctx.dedicated is not None:  # NICs in (start) or home (stop) before the answer
@@ -135,10 +135,7 @@ async def _act(ctx: Context, view: ContainerView, action: str) -> ContainerView 
         await ctx.docker.call(containers.stop, view.id, grace, budget=grace + QUICK)
     else:
         await ctx.docker.call(containers.restart, view.id, grace, budget=grace + QUICK)
-    fresh = await ctx.view.refresh(view.name)
-    if fresh is not None and fresh.running:
-        await apply_live(ctx, fresh.name, ctx.vnics.get(fresh.name))
-    return fresh
+    return await ctx.view.refresh(view.name)
 
 
 # --- delete ------------------------------------------------------------------------------------
@@ -197,7 +194,7 @@ async def remove_runtime(ctx: Context, device: str, op: Operation | None = None)
     await ctx.forget_vnics(device)
     await ctx.save_serials(device, [])
     await dedicated.release(ctx, device)
-    ctx.applied_macs.pop(device, None)
+    live.forget(ctx, device)
     await ctx.networks.collect_macvlans(only=[n for n in networks if n])
     if await ctx.view.refresh(device) is not None:
         raise OperationFailed(f"Container {device} still exists after removal")

@@ -21,7 +21,6 @@ from services.executor.errors import OperationFailed
 from services.executor.net import names, networks
 from services.executor.runtime import dedicated
 from services.executor.runtime.create import (
-    apply_live,
     complete,
     fail_and_roll_back,
     roll_back,
@@ -29,6 +28,7 @@ from services.executor.runtime.create import (
 )
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.lifecycle import run_delete
+from services.executor.runtime.live import apply_live
 from services.executor.runtime.selfdestruct import run_self_destruct
 
 log = logging.getLogger(__name__)

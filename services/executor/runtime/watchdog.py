@@ -31,7 +31,8 @@ from services.executor.context import QUICK, Context
 from services.executor.engine import containers
 from services.executor.engine.liveview import ContainerView
 from services.executor.errors import Busy, DockerUnavailable
-from services.executor.runtime.create import apply_macs, error_text
+from services.executor.runtime import live
+from services.executor.runtime.create import error_text
 from services.executor.runtime.intents import RUNNING, STOPPED, BadDevice, now_iso
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class Watchdog:
                 text = f"exited right after its start (exit code {view.exit_code})"
                 ctx.publish(LifecycleRestarted(device, False, text))
                 return view.exit_code, view.oom_killed, view.finished_at, text
-            await apply_macs(ctx, device, ctx.vnics.get(device))
+            await live.after_start(ctx, device)
             log.info("runtime %s restarted by the watchdog", device)
             ctx.publish(LifecycleRestarted(device, True))
             return None
