@@ -145,10 +145,13 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest) -> None:
             op.progress["networks_done"] = True
             await ctx.save_op(op)
             await step(ctx, op, "creating_container")
-            cid = await create_container(ctx, op, device, image, vnics)
+            # dhcp vNICs are connected with their lease as a fixed address (the stored
+            # vNICs keep no address: the lease may change).
+            engine_vnics = await dhcp_wiring.lease_first(ctx, device, vnics)
+            cid = await create_container(ctx, op, device, image, engine_vnics)
             op.progress["container_id"] = cid
             await ctx.save_op(op)
-            await start_runtime(ctx, device, image, vnics, op)
+            await start_runtime(ctx, device, image, engine_vnics, op)
         await complete(ctx, op, vnics)
         op.succeed(f"Container {device} created")
         await ctx.save_op(op)
