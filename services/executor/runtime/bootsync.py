@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from common.messages import LifecycleBoot
 from services.executor.context import QUICK, Context
+from services.executor.dhcp import wiring as dhcp_wiring
 from services.executor.engine import containers
 from services.executor.errors import Busy, DockerUnavailable
 from services.executor.runtime.create import apply_macs, error_text
@@ -102,6 +103,8 @@ async def start_one(ctx: Context, device: str, tally: Tally) -> None:
         view = await ctx.view.refresh(device)
         if view is not None and view.running:
             await apply_macs(ctx, device, ctx.vnics.get(device))
+            # The live view's hook leaves a start under an operation to the operation.
+            await dhcp_wiring.after_start(ctx, device)
         tally.started += 1
         log.info("boot sync started %s", device)
     except DockerUnavailable:

@@ -28,6 +28,7 @@ from common.messages import (
     LifecycleRestartScheduled,
 )
 from services.executor.context import QUICK, Context
+from services.executor.dhcp import wiring as dhcp_wiring
 from services.executor.engine import containers
 from services.executor.engine.liveview import ContainerView
 from services.executor.errors import Busy, DockerUnavailable
@@ -178,6 +179,8 @@ class Watchdog:
                 ctx.publish(LifecycleRestarted(device, False, text))
                 return view.exit_code, view.oom_killed, view.finished_at, text
             await apply_macs(ctx, device, ctx.vnics.get(device))
+            # The live view's hook leaves a start under an operation to the operation.
+            await dhcp_wiring.after_start(ctx, device)
             log.info("runtime %s restarted by the watchdog", device)
             ctx.publish(LifecycleRestarted(device, True))
             return None
