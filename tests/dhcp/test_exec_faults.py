@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import docker
 import pytest
@@ -78,11 +79,14 @@ async def test_server_gone_then_back(
     # ... until the lease really expires: then status shows the loss, the address goes.
     body = await wait_status(bus, name, in_state("expired"), 30)
     lost_after = time.monotonic() - stopped_at
+    # Not before the expiry shown while the server was there (a renewal may only
+    # have moved it later).
+    assert time.time() >= datetime.fromisoformat(expiry).timestamp() - 0.5
     net = lease_of(body)
     assert net["ip_address"] is None and net["gateway"] is None
     assert net["dhcp"]["lease_expiry"] is None and net["dhcp"]["server"] is None
     assert container_addresses(pid_of(docker_client, name), mac) == []
-    assert lost_after <= 21, f"expired {lost_after:.1f} s after the server stopped"
+    assert lost_after <= 25, f"expired {lost_after:.1f} s after the server stopped"
     print(f"lease lost {lost_after:.1f} s after the server stopped (last expiry {expiry})")
 
     # The server is back: leased again, the same address (dnsmasq knows the MAC).
