@@ -15,6 +15,7 @@ an agent container with `--pid=host` (where the host's paths are not visible).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,9 +200,23 @@ async def lease_first(ctx: Context, device: str, vnics: list[dict[str, Any]]
         return vnics
     host = None if ctx.on_host else HOST_NETNS
     leased = await asyncio.gather(*(wiring.lease_first(device, v, host) for v in wanted))
-    fixed = {str(v["name"]): ip for v, ip in zip(wanted, leased, strict=True) if ip}
+    fixed = {str(v["name"]): ip for v, ip in zip(wanted, leased, strict=True)
+             if ip and fits(ip, v)}
     return [{**v, "ip_address": fixed[v["name"]]} if v["name"] in fixed else v
             for v in vnics]
+
+
+def fits(ip: str, vnic: dict[str, Any]) -> bool:
+    """The engine accepts a fixed address only inside its network's subnet; a server
+    leasing from another subnet than the one detected leaves the vNIC to the engine
+    (and the keeper), logged."""
+    subnet = vnic.get("parent_subnet")
+    if not subnet or ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(str(subnet),
+                                                                         strict=False):
+        return True
+    log.warning("%s: the lease %s is outside the network's subnet %s; not fixed",
+                vnic.get("name"), ip, subnet)
+    return False
 
 
 async def after_rehome(ctx: Context, device: str, vnic: dict[str, Any]) -> None:
