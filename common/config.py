@@ -81,9 +81,12 @@ class Config:
     # `serial_configs.device_id` must name an entry of (docs/features.md).
     serial_by_id_dir: Path = Path("/dev/serial/by-id")
     # DHCP for "dhcp" vNICs (docs/dhcp.md): off leaves them on the engine's IPAM address
-    # (the behaviour before leases); no_offer_after bounds the wait before `no_offer`.
+    # (the behaviour before leases); no_offer_after bounds the wait before `no_offer`;
+    # lease_cap (seconds, 0: off) gives up longer leases early — a local policy, and how
+    # a test sees expiry with a server whose shortest lease is two minutes.
     dhcp_leases: bool = True
     dhcp_no_offer_after: float = 30.0
+    dhcp_lease_cap: float = 0.0
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod
@@ -144,6 +147,8 @@ class Config:
         for name in ("docker_timeout", "pull_timeout", "dhcp_no_offer_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.dhcp_lease_cap < 0:
+            raise ConfigError("dhcp_lease_cap must not be negative")
         if self.stop_grace < 0:
             raise ConfigError("stop_grace must not be negative")
         if not 16 <= self.internal_prefix <= 30:

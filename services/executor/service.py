@@ -136,7 +136,8 @@ class ExecutorService:
         self.ctx.dedicated.write = self.ctx.io_call
         adopt.load(self.ctx)
         if cfg.dhcp_leases:
-            self.ctx.dhcp = dhcp_wiring.DhcpWiring(cfg.state_dir, cfg.dhcp_no_offer_after)
+            self.ctx.dhcp = dhcp_wiring.DhcpWiring(cfg.state_dir, cfg.dhcp_no_offer_after,
+                                                   cfg.dhcp_lease_cap or None)
         self.netwatch = NetWatch(runtime, self.ctx)
         self.watchdog = Watchdog(self.ctx)
         view.hooks.append(self._on_view_change)

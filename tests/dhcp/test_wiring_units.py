@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from services.executor.dhcp.wiring import DhcpWiring, is_dhcp
+from services.executor.dhcp.wiring import DhcpWiring, fits, is_dhcp
 
 LEASE = {"state": "bound", "ip_address": "198.51.100.120", "gateway": "198.51.100.1",
          "server": "198.51.100.1", "lease_start": "2026-11-29T15:22:44+00:00",
@@ -73,3 +73,10 @@ def test_unmanaged_vnic_shows_no_address_and_the_attach_error(tmp_path: Path) ->
 def test_mode_names() -> None:
     assert is_dhcp({"network_mode": "dhcp"}) and is_dhcp({"network_mode": "DHCP"})
     assert not is_dhcp({"network_mode": "manual"}) and not is_dhcp({})
+
+
+def test_a_lease_is_fixed_only_inside_the_networks_subnet() -> None:
+    vnic = {"name": "eth0", "parent_subnet": "198.51.100.0/24"}
+    assert fits("198.51.100.120", vnic)
+    assert not fits("203.0.113.7", vnic)  # the engine would refuse to start it
+    assert fits("203.0.113.7", {"name": "eth0"})  # no subnet known: nothing to check

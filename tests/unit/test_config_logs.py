@@ -27,6 +27,7 @@ def test_environment_then_flags_override_defaults(tmp_path: Path) -> None:
     ({"ORCH_METRICS_INTERVAL": "-1"}, "metrics_interval"),
     ({"ORCH_HEARTBEAT_INTERVAL": "soon"}, "ORCH_HEARTBEAT_INTERVAL"),
     ({"ORCH_LOG_LEVEL": "LOUD"}, "log level"),
+    ({"ORCH_DHCP_LEASE_CAP": "-5"}, "dhcp_lease_cap"),
     ({"ORCH_RUN_DIR": "/" + "x" * 100}, "too long"),
 ])
 def test_bad_settings_are_clear_errors(env: dict[str, str], message: str) -> None:

@@ -47,22 +47,17 @@ def _iproute() -> Any:
     return IPRoute
 
 
-def run_in_netns(netns: str, work: Callable[[], T], timeout: float = JOIN_TIMEOUT) -> T:
-    """Run `work()` in a thread that has entered the namespace at path `netns`."""
-    if not os.path.exists(netns):
+def run_in_netns(netns: str | None, work: Callable[[], T], timeout: float = JOIN_TIMEOUT) -> T:
+    """Run `work()` in a thread that has entered the namespace at path `netns` (or in
+    the process's own namespace when None)."""
+    if netns is not None and not os.path.exists(netns):
         raise NetnsError(f"network namespace {netns} is not visible here")
     outcome: dict[str, Any] = {}
 
     def worker() -> None:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(netns, os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise NetnsError(f"cannot enter {netns}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
+            if netns is not None:
+                _enter(netns)
             outcome["value"] = work()
         except BaseException as exc:
             outcome["error"] = exc
@@ -79,6 +74,82 @@ def run_in_netns(netns: str, work: Callable[[], T], timeout: float = JOIN_TIMEOU
         raise NetnsError(f"in {netns}: {error}") from error
     value: T = outcome["value"]
     return value
+
+
+def _enter(netns: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(netns, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NetnsError(f"cannot enter {netns}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class PrivateLink:
+    """A MACVLAN link on a LAN's parent interface, alone in a network namespace of its
+    own that nothing else uses: a DHCP client can lease through it with the vNIC's MAC
+    before the runtime's own interface exists.  The namespace lives as long as `fd`."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+
+    @property
+    def path(self) -> str:
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    def close(self) -> None:
+        """Delete the link now (so its MAC is free on the parent at once; the kernel
+        removes a dropped namespace's links only later), then drop the namespace."""
+        if self.fd < 0:
+            return
+
+        def work() -> None:
+            with _iproute()() as ipr:
+                for index in ipr.link_lookup(ifname=self.name):
+                    ipr.link("del", index=index)
+
+        try:
+            run_in_netns(self.path, work)
+        except NetnsError as exc:
+            log.warning("temporary DHCP link %s not deleted: %s", self.name, exc)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def private_macvlan(parent: str, mac: str, host_netns: str | None) -> PrivateLink:
+    """Make a MACVLAN (bridge mode, like the engine's) with `mac` on `parent` in
+    `host_netns` (None: ours) and move it into a fresh namespace; no address on it."""
+    name = f"oatdh{os.urandom(4).hex()}"
+
+    def work() -> PrivateLink:
+        libc = ctypes.CDLL(None, use_errno=True)
+        with _iproute()() as ipr:
+            found = ipr.link_lookup(ifname=parent)
+            if not found:
+                raise NetnsError(f"parent interface {parent} not found")
+            ipr.link("add", ifname=name, kind="macvlan", link=found[0],
+                     macvlan_mode="bridge", address=mac)
+            try:
+                # Only this thread moves to the new namespace; `ipr` stays in the old one.
+                if libc.unshare(CLONE_NEWNET) != 0:
+                    raise NetnsError(f"unshare: {os.strerror(ctypes.get_errno())}")
+                fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+                try:
+                    ipr.link("set", index=ipr.link_lookup(ifname=name)[0], net_ns_fd=fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    ipr.link("del", ifname=name)
+                raise
+        return PrivateLink(fd, name)
+
+    return run_in_netns(host_netns, work)
 
 
 def _link(ipr: Any, mac: str) -> tuple[int, str]:

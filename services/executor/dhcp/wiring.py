@@ -15,10 +15,12 @@ an agent container with `--pid=host` (where the host's paths are not visible).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.executor.dhcp import netns
 from services.executor.dhcp.client import Timing
 from services.executor.dhcp.keeper import DhcpError, LeaseKeeper, VnicTarget
 
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DHCP_MODE = "dhcp"
+# The host's namespace seen from an agent container with --pid=host.
+HOST_NETNS = "/proc/1/ns/net"
+LEASE_FIRST_POLL = 0.02
 # What status shows of the keeper's record (docs/dhcp.md).
 SHOWN = ("state", "server", "lease_start", "lease_expiry", "dns")
 
@@ -40,8 +45,11 @@ def is_dhcp(vnic: dict[str, Any]) -> bool:
 class DhcpWiring:
     """The executor's lease keeper and the attach errors it could not report itself."""
 
-    def __init__(self, state_dir: Path, no_offer_after: float) -> None:
-        self.keeper = LeaseKeeper(state_dir, Timing(no_offer_after=no_offer_after))
+    def __init__(self, state_dir: Path, no_offer_after: float,
+                 lease_cap: float | None = None) -> None:
+        self.keeper = LeaseKeeper(state_dir, Timing(no_offer_after=no_offer_after,
+                                                    lease_cap=lease_cap))
+        self.lease_first_for = no_offer_after
         self.errors: dict[tuple[str, str], str] = {}
 
     def start(self) -> DhcpWiring:
@@ -83,6 +91,54 @@ class DhcpWiring:
         except (DhcpError, TimeoutError) as exc:
             self.errors[key] = str(exc)
             log.warning("%s/%s: DHCP not started: %s", target.device, target.vnic, exc)
+
+    async def lease_first(self, device: str, vnic: dict[str, Any], host_netns: str | None
+                          ) -> str | None:
+        """Lease for `vnic` before its runtime exists, through a MACVLAN with its MAC in a
+        namespace of our own, waiting at most `no_offer_after`: the leased address, kept
+        on file for the runtime's first `attach`, or None (no offer in time, or the link
+        could not be made; logged)."""
+        name, mac = str(vnic["name"]), str(vnic["mac_address"]).lower()
+        try:
+            link = await asyncio.to_thread(netns.private_macvlan,
+                                           str(vnic["parent_interface"]), mac, host_netns)
+        except (netns.NetnsError, OSError) as exc:
+            log.warning("%s/%s: no lease before the start (%s)", device, name, exc)
+            return None
+        try:
+            await asyncio.to_thread(self.keeper.attach,
+                                    VnicTarget(device, name, mac, link.path, hostname=device))
+            ip = await self._bound_ip(device, name, self.lease_first_for)
+            if ip is None:
+                log.warning("%s/%s: no lease within %g s before the start", device, name,
+                            self.lease_first_for)
+            return ip
+        except (DhcpError, TimeoutError) as exc:
+            log.warning("%s/%s: no lease before the start (%s)", device, name, exc)
+            return None
+        finally:
+            await asyncio.to_thread(self._end_lease_first, device, name, link)
+
+    async def _bound_ip(self, device: str, vnic: str, within: float) -> str | None:
+        # Polled on the loop: a thread blocked per waiting vNIC would starve the pool
+        # when many creates wait for a silent server.
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while True:
+            found = self.keeper.status(device, vnic) or {}
+            if found.get("state") == "bound" and found.get("ip_address"):
+                return str(found["ip_address"])
+            if loop.time() >= end:
+                return None
+            await asyncio.sleep(LEASE_FIRST_POLL)
+
+    def _end_lease_first(self, device: str, vnic: str, link: netns.PrivateLink) -> None:
+        # The lease stays on file: the runtime's attach finds it on its interface.
+        try:
+            self.keeper.detach(device, vnic)
+        except (DhcpError, TimeoutError) as exc:
+            log.warning("%s/%s: %s", device, vnic, exc)
+        link.close()
 
     async def drop(self, device: str, how: str) -> None:
         """`how`: release (delete), detach (stopped) or forget (gone) every vNIC of
@@ -130,6 +186,37 @@ async def after_start(ctx: Context, device: str) -> None:
         return
     for target in await wiring.targets(ctx, view, ctx.vnics.get(device)):
         await wiring.attach(target)
+
+
+async def lease_first(ctx: Context, device: str, vnics: list[dict[str, Any]]
+                      ) -> list[dict[str, Any]]:
+    """Before the runtime's container is made: lease each dhcp vNIC's address through a
+    link of our own and return the vNICs as the engine is to connect them, each leased
+    one with its lease as a fixed address, so the engine's IPAM never gives the runtime
+    an address of its own choosing (docs/dhcp.md, "Never an address ...")."""
+    wiring: DhcpWiring | None = ctx.dhcp
+    wanted = [v for v in vnics if is_dhcp(v) and v.get("mac_address")]
+    if wiring is None or not wanted:
+        return vnics
+    host = None if ctx.on_host else HOST_NETNS
+    leased = await asyncio.gather(*(wiring.lease_first(device, v, host) for v in wanted))
+    fixed = {str(v["name"]): ip for v, ip in zip(wanted, leased, strict=True)
+             if ip and fits(ip, v)}
+    return [{**v, "ip_address": fixed[v["name"]]} if v["name"] in fixed else v
+            for v in vnics]
+
+
+def fits(ip: str, vnic: dict[str, Any]) -> bool:
+    """The engine accepts a fixed address only inside its network's subnet; a server
+    leasing from another subnet than the one detected leaves the vNIC to the engine
+    (and the keeper), logged."""
+    subnet = vnic.get("parent_subnet")
+    if not subnet or ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(str(subnet),
+                                                                         strict=False):
+        return True
+    log.warning("%s: the lease %s is outside the network's subnet %s; not fixed",
+                vnic.get("name"), ip, subnet)
+    return False
 
 
 async def after_rehome(ctx: Context, device: str, vnic: dict[str, Any]) -> None:

@@ -182,11 +182,15 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest,
             took.mark("journal")
             op.set_step("creating_container")
             ctx.note_op(op)
-            cid = await create_container(ctx, op, device, image, vnics)
+            # dhcp vNICs are connected with their lease as a fixed address (the stored
+            # vNICs keep no address: the lease may change).
+            engine_vnics = await dhcp_wiring.lease_first(ctx, device, vnics)
+            took.mark("lease")
+            cid = await create_container(ctx, op, device, image, engine_vnics)
             took.mark("container")
             op.progress["container_id"] = cid
             ctx.note_op(op)
-            await start_runtime(ctx, device, image, vnics, op)
+            await start_runtime(ctx, device, image, engine_vnics, op)
             took.mark("start")
         await complete(ctx, op, vnics, took)
         op.succeed(f"Container {device} created")

@@ -1,0 +1,130 @@
+"""A dhcp vPLC never carries an address the LAN's server did not lease to it.
+
+Every network namespace the engine makes during the test is watched from its first
+moment (`netwatch.NetnsWatch`: subscribed to its address events before the engine moves
+the MACVLAN interface in), so an address that lived for a millisecond is still seen.
+
+* Through the executor with dnsmasq: create, `docker restart`, stop/start: the only
+  address ever seen on the LAN's subnet is the lease.
+* The watch itself: it sees the engine's IPAM address of a plain container started on a
+  MACVLAN network, and the short-lived IPAM address of a dhcp vPLC created on a LAN
+  without a server (the one case left where the engine picks, docs/dhcp.md), which the
+  keeper removes within milliseconds: so a watch that saw nothing above would have seen
+  an IPAM address had there been one.
+
+Needs root, the engine and dnsmasq.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import docker
+import pytest
+
+from common.bus import RpcClient
+from testkit.dockerenv import TEST_LABELS
+from testkit.executor import ExecutorProc, create_ok, short_id, wait_ready, wait_status
+from testkit.helpers import wait_for
+from testkit.movinglan import host
+from tests.dhcp.lan import DhcpLan
+from tests.dhcp.netwatch import ENGINE_NETNS, NetnsWatch
+from tests.dhcp.test_docker import container_addresses
+from tests.dhcp.test_executor import (
+    blocks,
+    bridge,
+    bus,
+    dhcp_vnic,
+    executor,
+    iface,
+    in_state,
+    lease_of,
+    pid_of,
+    serve,
+)
+from tests.rehome.fakebridge import FakeBridge
+
+__all__ = ["blocks", "bridge", "bus", "executor"]
+
+pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(240),
+              pytest.mark.skipif(not __import__("os").path.isdir(ENGINE_NETNS),
+                                 reason="the engine's namespaces are not visible here")]
+
+
+async def test_only_the_lease_is_ever_on_the_vnic(
+        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
+        bus: RpcClient, blocks: Callable[[int], list[str]],
+        docker_client: docker.DockerClient) -> None:
+    (block,) = blocks(1)
+    lan = lans(ping=False)
+    serve(lan, block)
+    bridge.table[lan.parent] = iface(lan, block)
+    executor.start()
+    await wait_ready(bus)
+    name = f"oat-dw-{short_id()}"
+    with NetnsWatch() as watch:
+        await create_ok(bus, name, [dhcp_vnic(lan)])
+        body = await wait_status(bus, name, in_state("bound"), 30)
+        net = lease_of(body)
+        ip, mac = net["ip_address"], net["mac_address"]
+        leased = {f"{ip}/27"}
+        assert container_addresses(pid_of(docker_client, name), mac) == [f"{ip}/27"]
+        assert lan.leases() == {mac: ip}
+
+        # The engine restarts it: a new namespace, the same fixed (leased) address.
+        old_pid = pid_of(docker_client, name)
+        docker_client.containers.get(name).restart(timeout=3)
+        await wait_status(bus, name, lambda b: in_state("bound")(b) and
+                          pid_of(docker_client, name) != old_pid, 30)
+        # The executor stops and starts it.
+        assert (await bus.call("stop_device", {"device_id": name}))["status"] == "success"
+        assert (await bus.call("start_device", {"device_id": name}))["status"] == "success"
+        body = await wait_status(bus, name, in_state("bound"), 30)
+        assert lease_of(body)["ip_address"] == ip
+        wait_for(lambda: len(watch.seen) >= 3, 10, "three namespaces of the runtime watched")
+    print(f"namespaces watched: {len(watch.seen)}, watch lag (s): "
+          f"{sorted(round(v, 4) for v in watch.lag.values())}")
+    assert watch.addresses_in(block) == leased, watch.seen
+
+
+async def test_the_watch_sees_what_the_engine_puts(
+        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
+        bus: RpcClient, blocks: Callable[[int], list[str]],
+        docker_client: docker.DockerClient, standin_image: str) -> None:
+    plain_block, silent_block = blocks(2)
+    plain_lan, silent_lan = lans(), lans()  # no DHCP server on either
+    network = docker_client.networks.create(
+        f"oat-dwn-{uuid.uuid4().hex[:8]}", driver="macvlan",
+        options={"parent": plain_lan.parent}, labels=TEST_LABELS,
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+            subnet=plain_block, gateway=host(plain_block, 1))]))
+    plain = None
+    try:
+        with NetnsWatch() as watch:
+            plain = docker_client.containers.run(
+                standin_image, detach=True, name=f"oat-dwp-{short_id()}",
+                labels=TEST_LABELS, network=network.name)
+            plain.reload()
+            ipam = plain.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+            wait_for(lambda: watch.addresses_in(plain_block), 10, "the plain container seen")
+            assert watch.addresses_in(plain_block) == {f"{ipam}/27"}
+
+            # A dhcp vPLC on a LAN without a server: the engine's IPAM address, removed
+            # by the keeper at attach — seen by the watch although short-lived.
+            bridge.table[silent_lan.parent] = iface(silent_lan, silent_block)
+            executor.start()
+            await wait_ready(bus)
+            name = f"oat-dwq-{short_id()}"
+            await create_ok(bus, name, [dhcp_vnic(silent_lan)])
+            body = await wait_status(bus, name, in_state("requesting", "no_offer"), 30)
+            mac = lease_of(body)["mac_address"]
+            assert container_addresses(pid_of(docker_client, name), mac) == []
+            wait_for(lambda: watch.addresses_in(silent_block), 10, "the IPAM address seen")
+        print(f"watch lag (s): {sorted(round(v, 4) for v in watch.lag.values())}")
+        (seen,) = watch.addresses_in(silent_block)
+        assert seen.endswith("/27") and seen != f"{host(silent_block, 2)}/27"
+    finally:
+        if plain is not None:
+            plain.remove(force=True)
+        network.remove()
