@@ -84,6 +84,9 @@ class Config:
     # (the behaviour before leases); no_offer_after bounds the wait before `no_offer`.
     dhcp_leases: bool = True
     dhcp_no_offer_after: float = 30.0
+    # Interfaces taken as wireless besides those sysfs shows as such (names separated by
+    # commas or spaces): their vNICs use a veth pair, not MACVLAN (docs/features.md).
+    wireless_interfaces: str = ""
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod

@@ -45,6 +45,7 @@ from services.executor.engine.docker_api import DockerApi
 from services.executor.engine.events import Watcher
 from services.executor.engine.liveview import ContainerView, LiveView
 from services.executor.errors import DockerUnavailable, ExecutorError
+from services.executor.net import wifi
 from services.executor.net.hostnets import HostNetworks
 from services.executor.net.netevents import NetEvents
 from services.executor.net.netinfo import InterfaceCache
@@ -61,6 +62,7 @@ from services.executor.runtime.serial import SerialStore
 from services.executor.runtime.serialkeeper import SerialKeeper
 from services.executor.runtime.vnic_store import VnicStore
 from services.executor.runtime.watchdog import Watchdog
+from services.executor.runtime.wifilinks import WifiLinks
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,8 @@ class ExecutorService:
             ops=OperationRegistry(),
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, intents=intents,
-            publish=runtime.publisher.publish, serials=SerialKeeper(serials, view))
+            publish=runtime.publisher.publish, serials=SerialKeeper(serials, view),
+            wifi=WifiLinks(wifi.forced_list(cfg.wireless_interfaces)))
         adopt.load(self.ctx)
         if cfg.dhcp_leases:
             self.ctx.dhcp = dhcp_wiring.DhcpWiring(cfg.state_dir, cfg.dhcp_no_offer_after)

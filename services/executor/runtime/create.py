@@ -44,7 +44,7 @@ from services.executor.errors import (
 )
 from services.executor.net import names
 from services.executor.net.netinfo import detected_network, parent_address
-from services.executor.runtime import serial
+from services.executor.runtime import serial, wifilinks
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.validate import (
     CreateRequest,
@@ -139,6 +139,8 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest) -> None:
         async with ctx.networks.locks.hold(v["network"] for v in vnics):
             await ctx.networks.ensure_internal(device, op.op_id)
             for vnic in vnics:
+                if wifilinks.is_wifi(vnic):
+                    continue  # a veth pair after the start, no engine network
                 ref = await ctx.networks.ensure_macvlan(device, vnic, op.op_id)
                 vnic["network"] = ref.name
             op.request["vnics"] = vnics
@@ -183,7 +185,8 @@ async def fail_and_roll_back(ctx: Context, op: Operation, exc: BaseException,
     op.progress["rollback_pending"] = True
     await ctx.save_op(op)
     try:
-        await roll_back(ctx, op.device_id, [n for n in networks if n])
+        await roll_back(ctx, op.device_id, [n for n in networks if n],
+                        op.request.get("vnics") or [])
     except (DockerUnavailable, docker.errors.APIError) as err:
         log.warning("rollback of %s incomplete (%s); retried when the engine is back",
                     op.device_id, error_text(err))
@@ -192,7 +195,8 @@ async def fail_and_roll_back(ctx: Context, op: Operation, exc: BaseException,
     await ctx.save_op(op)
 
 
-async def roll_back(ctx: Context, device: str, networks: list[str]) -> None:
+async def roll_back(ctx: Context, device: str, networks: list[str],
+                    vnics: list[dict[str, Any]] | None = None) -> None:
     """Remove what a create of `device` made; idempotent."""
     view = await ctx.view.refresh(device)
     if view is not None:  # ours by labels; a foreign container of that name is skipped
@@ -203,6 +207,8 @@ async def roll_back(ctx: Context, device: str, networks: list[str]) -> None:
     await ctx.networks.collect_macvlans(only=networks)
     ctx.applied_macs.pop(device, None)
     await ctx.save_serials(device, [])
+    if ctx.wifi is not None:
+        await ctx.wifi.forget(device, vnics or [])
 
 
 # --- step 1 ----------------------------------------------------------------------------------
@@ -240,6 +246,8 @@ async def resolve_vnics(ctx: Context, op: Operation, req: CreateRequest) -> list
                 raise InvalidRequest(f"vnic_configs[{i}].ip_address: {vnic['ip_address']} is "
                                      f"outside the detected subnet {subnet} of {parent}")
             vnic["network"] = names.macvlan_network(parent, subnet)
+    if ctx.wifi is not None:
+        ctx.wifi.mark(vnics)
     seen: set[str] = set()
     for vnic in vnics:
         if vnic["network"] in seen:
@@ -309,7 +317,8 @@ async def create_container(ctx: Context, op: Operation, device: str, image: str,
     return await ctx.docker.call(
         containers.create_and_connect, name=device, image=image,
         container_labels=container_labels, internal=names.internal_network(device),
-        vnics=vnics, per_endpoint_mac=ctx.docker.supports(containers.PER_ENDPOINT_MAC_API),
+        vnics=[v for v in vnics if not wifilinks.is_wifi(v)],
+        per_endpoint_mac=ctx.docker.supports(containers.PER_ENDPOINT_MAC_API),
         rt=use_rt(ctx) if rt is None else rt,
         device_cgroup_rules=serial.create_rules(op.request.get("serials") or []))
 
@@ -368,6 +377,9 @@ async def apply_live(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> 
     resolver's dns servers and the MACs the engine could not set."""
     await apply_dns(ctx, device, vnics)
     await apply_macs(ctx, device, vnics)
+    view = ctx.view.get(device)
+    if ctx.wifi is not None and view is not None and view.running:
+        await ctx.wifi.apply(device, view.pid, vnics, view.internal_ip)
 
 
 async def apply_dns(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:
