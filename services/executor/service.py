@@ -111,6 +111,7 @@ class ExecutorService:
         view = LiveView(self.docker, self.instance)
         serials = SerialStore(cfg.state_dir)
         serials.load()
+        wifi_links = WifiLinks(wifi.forced_list(cfg.wireless_interfaces))
         self.ctx = Context(
             config=cfg, instance=self.instance, docker=self.docker, view=view,
             journal=journal, vnics=vnics,
@@ -121,10 +122,11 @@ class ExecutorService:
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, intents=intents,
             publish=runtime.publisher.publish, serials=SerialKeeper(serials, view),
-            wifi=WifiLinks(wifi.forced_list(cfg.wireless_interfaces)))
+            wifi=wifi_links)
         adopt.load(self.ctx)
         if cfg.dhcp_leases:
-            self.ctx.dhcp = dhcp_wiring.DhcpWiring(cfg.state_dir, cfg.dhcp_no_offer_after)
+            self.ctx.dhcp = dhcp_wiring.DhcpWiring(cfg.state_dir, cfg.dhcp_no_offer_after,
+                                                   on_address=wifi_links.leased)
         self.netwatch = NetWatch(runtime, self.ctx)
         self.watchdog = Watchdog(self.ctx)
         view.hooks.append(self._on_view_change)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +41,10 @@ def is_dhcp(vnic: dict[str, Any]) -> bool:
 class DhcpWiring:
     """The executor's lease keeper and the attach errors it could not report itself."""
 
-    def __init__(self, state_dir: Path, no_offer_after: float) -> None:
-        self.keeper = LeaseKeeper(state_dir, Timing(no_offer_after=no_offer_after))
+    def __init__(self, state_dir: Path, no_offer_after: float,
+                 on_address: Callable[[VnicTarget, str | None], None] | None = None) -> None:
+        self.keeper = LeaseKeeper(state_dir, Timing(no_offer_after=no_offer_after),
+                                  on_address=on_address)
         self.errors: dict[tuple[str, str], str] = {}
 
     def start(self) -> DhcpWiring:
@@ -63,13 +66,14 @@ class DhcpWiring:
     async def targets(self, ctx: Context, view: ContainerView,
                       vnics: list[dict[str, Any]]) -> list[VnicTarget]:
         wanted = [v for v in vnics if is_dhcp(v) and v.get("mac_address")
-                  and v.get("network") in view.networks]
+                  and (v.get("network") in view.networks or v.get("wifi"))]
         if not wanted or not view.running or view.pid <= 0:
             return []
         resolv = await self.resolv_conf(ctx, view)
         return [VnicTarget(view.name, str(v["name"]), str(v["mac_address"]).lower(),
                            f"/proc/{view.pid}/ns/net", hostname=view.name,
-                           resolv_conf=resolv, dns=tuple(v.get("dns") or ()))
+                           resolv_conf=resolv, dns=tuple(v.get("dns") or ()),
+                           relay=str(v["parent_interface"]) if v.get("wifi") else None)
                 for v in wanted]
 
     # --- keeper calls, off the loop -------------------------------------------------------

@@ -149,6 +149,7 @@ def plumb(link: WifiLink, pid: int, internal_ip: str | None = None) -> bool:
         host_side(link, link.ip)
     else:
         up(link, pid)  # no address until the lease
+        take_default(link, pid, "the lease's router", internal_ip)
     allow_forwarding(link.host)
     return made
 
@@ -221,6 +222,14 @@ def host_side(link: WifiLink, ip: str, old_ip: str | None = None) -> None:
 def _unproxy(ipr: object, parent_index: int, ip: str) -> None:
     with contextlib.suppress(Exception):
         ipr.neigh("del", dst=ip, ifindex=parent_index, flags=NTF_PROXY)  # type: ignore[attr-defined]
+
+
+def unproxy(link: WifiLink, ips: Iterable[str]) -> None:
+    """Drop the parent's proxy entries for `ips` (a lease that moved on)."""
+    with netns._iproute()() as ipr:
+        for parent in ipr.link_lookup(ifname=link.parent):
+            for ip in ips:
+                _unproxy(ipr, parent, ip)
 
 
 def unplumb(link: WifiLink, ips: Iterable[str]) -> None:

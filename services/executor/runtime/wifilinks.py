@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from services.executor.dhcp import netns
+from services.executor.dhcp.keeper import VnicTarget
 from services.executor.net import wifi
 from services.executor.net.wifi import WifiError, WifiLink
 
@@ -88,6 +89,28 @@ class WifiLinks:
                 if made:
                     log.info("%s/%s: wireless link %s on %s (%s)", device, link.vnic,
                              link.host, link.parent, link.ip or "address by DHCP")
+
+    def leased(self, target: VnicTarget, ip: str | None) -> None:
+        """The lease keeper applied `ip` (None: none) to a relayed vNIC (its thread):
+        the host's route and proxy entry follow."""
+        if not target.relay:
+            return
+        key = (target.device, target.vnic)
+        link = WifiLink(target.device, target.vnic, target.relay, target.mac, ip, 32, None)
+        known = self.addresses.setdefault(key, set())
+        try:
+            if ip is None:
+                wifi.unproxy(link, sorted(known))
+                known.clear()
+                return
+            wifi.host_side(link, ip)
+            stale = sorted(known - {ip})
+            wifi.unproxy(link, stale)
+            known.difference_update(stale)
+            known.add(ip)
+        except (WifiError, OSError) as exc:
+            log.warning("%s/%s: the host's route to the lease %s: %s", target.device,
+                        target.vnic, ip, exc)
 
     async def forget(self, device: str, vnics: list[dict[str, Any]]) -> None:
         """Remove every link of `device` (the runtime is deleted or gone)."""
