@@ -248,6 +248,8 @@ class ExecutorService:
         if self.ctx.dhcp is not None and old is not None and old.running and \
                 (new is None or not new.running):
             self._spawn(self._dhcp_stopped(old.name, gone=new is None), f"dhcp-{old.name}")
+        if old is not None and new is None and self.ctx.wifi is not None:
+            self._spawn(self._links_gone(old.name), f"wifi-{old.name}")
         # Interfaces and the resolver file are re-created at every start: re-apply the MACs
         # the engine cannot set and the vNICs' dns servers.
         if new is None or not new.running or (old is not None and old.pid == new.pid):
@@ -260,6 +262,12 @@ class ExecutorService:
     async def _restarted(self, device: str) -> None:
         await create.apply_live(self.ctx, device, self.ctx.vnics.get(device))
         await dhcp_wiring.after_start(self.ctx, device)  # after the MACs: found by MAC
+
+    async def _links_gone(self, device: str) -> None:
+        """Removed behind our back: its wireless links' host side goes now (a delete
+        removes them itself)."""
+        if self.ctx.wifi is not None and self.ctx.ops.current(device) is None:
+            await self.ctx.wifi.forget(device, self.ctx.vnics.get(device))
 
     async def _dhcp_stopped(self, device: str, gone: bool) -> None:
         if gone and self.ctx.ops.current(device) is None:

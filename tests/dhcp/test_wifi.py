@@ -186,10 +186,12 @@ def bound_on(network: str) -> Callable[[dict[str, Any]], bool]:
 
 
 async def test_dhcp_vnics_on_wifi(
-        wlan: tuple[DhcpLan, str], executor: ExecutorProc, bus: RpcClient) -> None:
+        wlan: tuple[DhcpLan, str], executor: ExecutorProc, bus: RpcClient,
+        docker_client: docker.DockerClient) -> None:
     """Two dhcp vNICs behind one WiFi station: the LAN's dnsmasq sees one hardware path
     but two clients (client id and chaddr from each vNIC's MAC, broadcast replies), and
-    leases each its own address; the LAN reaches both; delete releases both."""
+    leases each its own address; the LAN reaches both.  Delete releases the lease; a
+    runtime removed by hand loses its host side too."""
     lan, block = wlan
     lan.pool = (host(block, 16), host(block, 24))
     lan.start_server()
@@ -212,10 +214,17 @@ async def test_dhcp_vnics_on_wifi(
         wait_for(lambda ip=ip: https_ok_from(lan.ns, ip), 30, interval=0.5,
                  what=f"HTTPS from the WiFi LAN to the leased {ip}")
         assert lan_neighbour(lan, ip) == parent_mac(lan)
-    for name in names:
-        ack = await bus.call("delete_device", {"device_id": name})
-        assert ack["status"] == "deleting", ack
-        await wait_status(bus, name, lambda b: b.get("status") == "not_found", 30)
-        assert not wifi.exists(wifi.host_end(name, "eth0"))
-    wait_for(lambda: lan.leases() == {}, 10, "dnsmasq's lease file emptied by the releases")
-    assert not any(ip in proxies(lan) for ip in ips)
+    deleted, by_hand = names
+    ack = await bus.call("delete_device", {"device_id": deleted})
+    assert ack["status"] == "deleting", ack
+    await wait_status(bus, deleted, lambda b: b.get("status") == "not_found", 30)
+    assert not wifi.exists(wifi.host_end(deleted, "eth0"))
+    kept = {rows[1]["mac_address"]: rows[1]["ip_address"]}
+    wait_for(lambda: lan.leases() == kept, 10, "dnsmasq's lease file without the release")
+    assert rows[0]["ip_address"] not in proxies(lan)
+    assert forward_rules(wifi.host_end(deleted, "eth0")) == []
+
+    docker_client.containers.get(by_hand).remove(force=True)
+    link = wifi.host_end(by_hand, "eth0")
+    wait_for(lambda: not forward_rules(link) and rows[1]["ip_address"] not in proxies(lan),
+             20, interval=0.3, what="the host side of a runtime removed by hand")
