@@ -87,6 +87,9 @@ class Config:
     dhcp_leases: bool = True
     dhcp_no_offer_after: float = 30.0
     dhcp_lease_cap: float = 0.0
+    # Interfaces taken as wireless besides those sysfs shows as such (names separated by
+    # commas or spaces): their vNICs use a veth pair, not MACVLAN (docs/features.md).
+    wireless_interfaces: str = ""
 
     # env name -> field name; every field can be set from the environment.
     @staticmethod

@@ -28,6 +28,7 @@ from services.executor.runtime.journal import Journal, Operation
 from services.executor.runtime.registry import OperationRegistry
 from services.executor.runtime.serialkeeper import SerialKeeper
 from services.executor.runtime.vnic_store import VnicStore
+from services.executor.runtime.wifilinks import WifiLinks
 
 if TYPE_CHECKING:
     from services.executor.dhcp.wiring import DhcpWiring
@@ -73,6 +74,7 @@ class Context:
     dhcp: DhcpWiring | None = None  # the lease keeper of dhcp vNICs; None when DHCP is off
     serials: SerialKeeper | None = None  # serial passthrough (runtime/serial.py)
     dedicated: DedicatedKeeper | None = None  # dedicated NICs (runtime/dedicated.py)
+    wifi: WifiLinks | None = None  # vNICs on wireless parents (runtime/wifilinks.py)
 
     async def save_serials(self, device: str, configs: list[dict[str, Any]]) -> None:
         if self.serials is None:
@@ -124,6 +126,8 @@ class Context:
         await self._io(self.vnics.write, self.vnics.set(device, vnics))
 
     async def forget_vnics(self, device: str) -> None:
+        if self.wifi is not None:  # the links live outside the engine: removed here
+            await self.wifi.forget(device, self.vnics.get(device))
         snapshot = self.vnics.forget(device)
         if snapshot is not None:
             await self._io(self.vnics.write, snapshot)

@@ -45,6 +45,7 @@ from services.executor.engine.docker_api import DockerApi
 from services.executor.engine.events import Watcher
 from services.executor.engine.liveview import ContainerView, LiveView
 from services.executor.errors import DockerUnavailable, ExecutorError
+from services.executor.net import wifi
 from services.executor.net.hostnets import HostNetworks
 from services.executor.net.netevents import NetEvents
 from services.executor.net.netinfo import InterfaceCache
@@ -72,6 +73,7 @@ from services.executor.runtime.serial import SerialStore
 from services.executor.runtime.serialkeeper import SerialKeeper
 from services.executor.runtime.vnic_store import VnicStore
 from services.executor.runtime.watchdog import Watchdog
+from services.executor.runtime.wifilinks import WifiLinks
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ class ExecutorService:
         view = LiveView(self.docker, self.instance)
         serials = SerialStore(cfg.state_dir)
         serials.load()
+        wifi_links = WifiLinks(wifi.forced_list(cfg.wireless_interfaces))
         self.ctx = Context(
             config=cfg, instance=self.instance, docker=self.docker, view=view,
             journal=journal, vnics=vnics,
@@ -129,7 +132,8 @@ class ExecutorService:
             ops=OperationRegistry(),
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, intents=intents,
-            publish=runtime.publisher.publish, serials=SerialKeeper(serials, view))
+            publish=runtime.publisher.publish, serials=SerialKeeper(serials, view),
+            wifi=wifi_links)
         dedicated = DedicatedStore(cfg.state_dir)
         dedicated.load()
         self.ctx.dedicated = DedicatedKeeper(dedicated, view, cfg.run_dir, host_netns())
@@ -137,7 +141,8 @@ class ExecutorService:
         adopt.load(self.ctx)
         if cfg.dhcp_leases:
             self.ctx.dhcp = dhcp_wiring.DhcpWiring(cfg.state_dir, cfg.dhcp_no_offer_after,
-                                                   cfg.dhcp_lease_cap or None)
+                                                   cfg.dhcp_lease_cap or None,
+                                                   on_address=wifi_links.leased)
         self.netwatch = NetWatch(runtime, self.ctx)
         self.watchdog = Watchdog(self.ctx)
         view.hooks.append(self._on_view_change)
@@ -275,6 +280,8 @@ class ExecutorService:
             self._spawn(self._dhcp_stopped(old.name, gone=new is None), f"dhcp-{old.name}")
         if new is None and old is not None:
             self.ctx.start_work.pop(old.name, None)  # gone: its last start's record too
+        if old is not None and new is None and self.ctx.wifi is not None:
+            self._spawn(self._links_gone(old.name), f"wifi-{old.name}")
         # Interfaces and the resolver file are re-created at every start: re-apply the MACs
         # the engine cannot set and the vNICs' dns servers.
         if new is None or not new.running or (old is not None and old.pid == new.pid):
@@ -283,6 +290,12 @@ class ExecutorService:
             return  # the operation applies them itself
         if self.ctx.vnics.get(new.name):
             self._spawn(live.after_start(self.ctx, new.name), f"macs-{new.name}")
+
+    async def _links_gone(self, device: str) -> None:
+        """Removed behind our back: its wireless links' host side goes now (a delete
+        removes them itself)."""
+        if self.ctx.wifi is not None and self.ctx.ops.current(device) is None:
+            await self.ctx.wifi.forget(device, self.ctx.vnics.get(device))
 
     async def _dhcp_stopped(self, device: str, gone: bool) -> None:
         if gone and self.ctx.ops.current(device) is None:

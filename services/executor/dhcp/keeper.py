@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from services.executor.dhcp import netns, packet
-from services.executor.dhcp.client import Client, Timing
+from services.executor.dhcp.client import BROADCAST, Client, Timing
 from services.executor.dhcp.lease import Lease, LeaseStore, file_name, iso, lease_record
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,10 @@ class VnicTarget:
     resolv_conf: str | None = None  # the runtime's resolv.conf as seen from here
     dns: tuple[str, ...] = ()  # the vNIC's configured DNS servers, put before the lease's
     route_metric: int = 0
+    # A vNIC behind a wireless parent (a veth pair, docs/features.md): the broadcast
+    # exchanges go out and come back on this interface of the executor's own namespace;
+    # unicast renewals stay in the runtime's.
+    relay: str | None = None
 
 
 @dataclass
@@ -72,8 +76,12 @@ class _Vnic:
     client: Client = field(init=False)
     error: str | None = None
     applied: object = _NOTHING  # what the last successful apply put there
+    relay_sock: socket.socket | None = None
 
     def send(self, data: bytes, dest: str) -> None:
+        if self.relay_sock is not None and dest == BROADCAST:
+            self.relay_sock.sendto(data, (dest, packet.SERVER_PORT))
+            return
         self.sock.sendto(data, (dest, packet.SERVER_PORT))
 
     def apply(self, lease: Lease | None) -> None:
@@ -87,6 +95,8 @@ class _Vnic:
                 log.info("%s/%s: %s", self.target.device, self.target.vnic, change)
             if lease is not None and self.target.resolv_conf:
                 netns.write_resolv(self.target.resolv_conf, self.dns(lease), lease.domain)
+            if self.target.relay and self.keeper.on_address is not None:
+                self.keeper.on_address(self.target, want.ip if want else None)
             self.error = None
             self.applied = (want, self.dns(lease))
         except (netns.NetnsError, OSError) as exc:
@@ -130,8 +140,12 @@ class _Vnic:
 
 class LeaseKeeper:
     def __init__(self, state_dir: Path, timing: Timing | None = None,
-                 on_change: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
+                 on_change: Callable[[str, str, dict[str, Any]], None] | None = None,
+                 on_address: Callable[[VnicTarget, str | None], None] | None = None) -> None:
         self.store = LeaseStore(state_dir)
+        # Called (keeper thread) after a relayed vNIC's address is applied: the host's
+        # route and proxy entry follow the lease.
+        self.on_address = on_address
         self.timing = timing or Timing()
         self.on_change = on_change
         self._vnics: dict[Key, _Vnic] = {}
@@ -247,17 +261,20 @@ class LeaseKeeper:
             sock, ifname = netns.open_socket(target.netns, target.mac)
             carried = previous is not None and (previous.ip_address, previous.prefixlen) in \
                 netns.current(target.netns, target.mac)
+            relay = netns.relay_socket(target.relay) if target.relay else None
         except (netns.NetnsError, OSError) as exc:
             raise DhcpError(f"{target.device}/{target.vnic}: {exc}") from exc
         if old is not None:
             self._close(old)
-        entry = _Vnic(self, target, sock, ifname)
+        entry = _Vnic(self, target, sock, ifname, relay_sock=relay)
         entry.client = Client(target.mac, target.hostname, entry, self.timing,
                               name=f"{target.device}/{target.vnic}")
         if record is not None and previous is None:
             entry.client.previous_ip = record.get("previous_ip")
         self._vnics[key] = entry
         self._sel.register(sock, selectors.EVENT_READ, entry)
+        if relay is not None:
+            self._sel.register(relay, selectors.EVENT_READ, entry)
         entry.client.start(time.time(), previous, carried)
         self._changed(entry)
         log.info("%s/%s: DHCP on %s (%s)", target.device, target.vnic, ifname,
@@ -281,6 +298,10 @@ class LeaseKeeper:
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(entry.sock)
         entry.sock.close()
+        if entry.relay_sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(entry.relay_sock)
+            entry.relay_sock.close()
 
     def _close_all(self) -> None:
         for entry in list(self._vnics.values()):
@@ -313,7 +334,7 @@ class LeaseKeeper:
                 if key.data is None:
                     self._commands()
                 else:
-                    self._receive(key.data)
+                    self._receive(key.data, key.fileobj)  # type: ignore[arg-type]
             now = time.time()
             for entry in list(self._vnics.values()):
                 if entry.client.deadline <= now:
@@ -337,10 +358,10 @@ class LeaseKeeper:
             except BaseException as exc:
                 future.set_exception(exc)
 
-    def _receive(self, entry: _Vnic) -> None:
+    def _receive(self, entry: _Vnic, sock: socket.socket) -> None:
         for _ in range(64):  # bounded: a flood cannot hold the loop
             try:
-                data = entry.sock.recv(4096)
+                data = sock.recv(4096)
             except BlockingIOError:
                 return
             except OSError as exc:

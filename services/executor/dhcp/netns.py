@@ -168,19 +168,31 @@ def open_socket(netns: str, mac: str) -> tuple[socket.socket, str]:
         with _iproute()() as ipr:
             _index, name = _link(ipr, mac)
             ipr.link("set", index=_index, state="up")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, name.encode() + b"\0")
-            sock.bind(("0.0.0.0", packet.CLIENT_PORT))
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock, name
+        return _client_socket(name), name
 
     return run_in_netns(netns, work)
+
+
+def _client_socket(name: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, name.encode() + b"\0")
+        sock.bind(("0.0.0.0", packet.CLIENT_PORT))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def relay_socket(interface: str) -> socket.socket:
+    """The client socket on `interface` of this process's own namespace: for a vNIC
+    behind a wireless parent, whose broadcasts the host does not forward.  Every such
+    socket on one parent gets every broadcast reply; each client keeps its own (xid and
+    MAC)."""
+    return _client_socket(interface)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +47,11 @@ class DhcpWiring:
     """The executor's lease keeper and the attach errors it could not report itself."""
 
     def __init__(self, state_dir: Path, no_offer_after: float,
-                 lease_cap: float | None = None) -> None:
+                 lease_cap: float | None = None,
+                 on_address: Callable[[VnicTarget, str | None], None] | None = None) -> None:
         self.keeper = LeaseKeeper(state_dir, Timing(no_offer_after=no_offer_after,
-                                                    lease_cap=lease_cap))
+                                                    lease_cap=lease_cap),
+                                  on_address=on_address)
         self.lease_first_for = no_offer_after
         self.errors: dict[tuple[str, str], str] = {}
 
@@ -71,13 +74,14 @@ class DhcpWiring:
     async def targets(self, ctx: Context, view: ContainerView,
                       vnics: list[dict[str, Any]]) -> list[VnicTarget]:
         wanted = [v for v in vnics if is_dhcp(v) and v.get("mac_address")
-                  and v.get("network") in view.networks]
+                  and (v.get("network") in view.networks or v.get("wifi"))]
         if not wanted or not view.running or view.pid <= 0:
             return []
         resolv = await self.resolv_conf(ctx, view)
         return [VnicTarget(view.name, str(v["name"]), str(v["mac_address"]).lower(),
                            f"/proc/{view.pid}/ns/net", hostname=view.name,
-                           resolv_conf=resolv, dns=tuple(v.get("dns") or ()))
+                           resolv_conf=resolv, dns=tuple(v.get("dns") or ()),
+                           relay=str(v["parent_interface"]) if v.get("wifi") else None)
                 for v in wanted]
 
     # --- keeper calls, off the loop -------------------------------------------------------
@@ -195,7 +199,9 @@ async def lease_first(ctx: Context, device: str, vnics: list[dict[str, Any]]
     one with its lease as a fixed address, so the engine's IPAM never gives the runtime
     an address of its own choosing (docs/dhcp.md, "Never an address ...")."""
     wiring: DhcpWiring | None = ctx.dhcp
-    wanted = [v for v in vnics if is_dhcp(v) and v.get("mac_address")]
+    # A wireless parent's vNIC has no engine network and leases over the host's link
+    # (runtime/wifilinks.py), so no MACVLAN may be made for it here.
+    wanted = [v for v in vnics if is_dhcp(v) and v.get("mac_address") and not v.get("wifi")]
     if wiring is None or not wanted:
         return vnics
     host = None if ctx.on_host else HOST_NETNS

@@ -71,7 +71,8 @@ def stored_on_parent(ctx: Context, parent: str) -> list[Member]:
     for device in ctx.vnics.devices():
         vnics = ctx.vnics.get(device)
         for i, vnic in enumerate(vnics):
-            if vnic.get("parent_interface") == parent:
+            # A wireless vNIC is no MACVLAN member: its link follows its own way.
+            if vnic.get("parent_interface") == parent and not vnic.get("wifi"):
                 out.append(Member(device, vnics, i, old=dict(vnic)))
                 break  # one vNIC per parent: the engine allows one network per parent
     return out

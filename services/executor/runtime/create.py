@@ -46,7 +46,7 @@ from services.executor.errors import (
 )
 from services.executor.net import names
 from services.executor.net.netinfo import detected_network, parent_address
-from services.executor.runtime import dedicated, live, serial
+from services.executor.runtime import dedicated, live, serial, wifilinks
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.validate import (
     CreateRequest,
@@ -173,6 +173,8 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest,
             op.set_step("creating_networks")
             ctx.note_op(op)
             for vnic in vnics:
+                if wifilinks.is_wifi(vnic):
+                    continue  # a veth pair after the start, no engine network
                 ref = await ctx.networks.ensure_macvlan(device, vnic, op.op_id)
                 vnic["network"] = ref.name
             took.mark("macvlan")
@@ -226,7 +228,8 @@ async def fail_and_roll_back(ctx: Context, op: Operation, exc: BaseException,
     op.progress["rollback_pending"] = True
     await ctx.save_op(op)
     try:
-        await roll_back(ctx, op.device_id, [n for n in networks if n])
+        await roll_back(ctx, op.device_id, [n for n in networks if n],
+                        op.request.get("vnics") or [])
     except (DockerUnavailable, docker.errors.APIError) as err:
         log.warning("rollback of %s incomplete (%s); retried when the engine is back",
                     op.device_id, error_text(err))
@@ -235,7 +238,8 @@ async def fail_and_roll_back(ctx: Context, op: Operation, exc: BaseException,
     await ctx.save_op(op)
 
 
-async def roll_back(ctx: Context, device: str, networks: list[str]) -> None:
+async def roll_back(ctx: Context, device: str, networks: list[str],
+                    vnics: list[dict[str, Any]] | None = None) -> None:
     """Remove what a create of `device` made; idempotent."""
     view = await ctx.view.refresh(device)
     if view is not None:  # ours by labels; a foreign container of that name is skipped
@@ -247,6 +251,8 @@ async def roll_back(ctx: Context, device: str, networks: list[str]) -> None:
     live.forget(ctx, device)
     await ctx.save_serials(device, [])
     await dedicated.release(ctx, device)
+    if ctx.wifi is not None:
+        await ctx.wifi.forget(device, vnics or [])
 
 
 # --- step 1 ----------------------------------------------------------------------------------
@@ -284,6 +290,8 @@ async def resolve_vnics(ctx: Context, op: Operation, req: CreateRequest) -> list
                 raise InvalidRequest(f"vnic_configs[{i}].ip_address: {vnic['ip_address']} is "
                                      f"outside the detected subnet {subnet} of {parent}")
             vnic["network"] = names.macvlan_network(parent, subnet)
+    if ctx.wifi is not None:
+        ctx.wifi.mark(vnics)
     seen: set[str] = set()
     for vnic in vnics:
         if vnic["network"] in seen:
@@ -353,7 +361,8 @@ async def create_container(ctx: Context, op: Operation, device: str, image: str,
     return await ctx.docker.call(
         containers.create_and_connect, name=device, image=image,
         container_labels=container_labels, internal=names.internal_network(device),
-        vnics=vnics, per_endpoint_mac=ctx.docker.supports(containers.PER_ENDPOINT_MAC_API),
+        vnics=[v for v in vnics if not wifilinks.is_wifi(v)],
+        per_endpoint_mac=ctx.docker.supports(containers.PER_ENDPOINT_MAC_API),
         rt=use_rt(ctx) if rt is None else rt,
         device_cgroup_rules=serial.create_rules(op.request.get("serials") or []),
         raw_nic=bool(op.request.get("dedicated")))

@@ -59,6 +59,9 @@ async def apply_live(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> 
     resolver's dns servers and the MACs the engine could not set."""
     await apply_dns(ctx, device, vnics)
     await apply_macs(ctx, device, vnics)
+    view = ctx.view.get(device)
+    if ctx.wifi is not None and view is not None and view.running:
+        await ctx.wifi.apply(device, view.pid, vnics, view.internal_ip)
 
 
 async def apply_dns(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> None:

@@ -72,7 +72,7 @@ async def recover_create(ctx: Context, op: Operation) -> None:
         built = (view is not None and op.progress.get("networks_done")
                  and op.progress.get("container_id")
                  and view.labels.get(labels.OPERATION) == op.op_id
-                 and all(v.get("network") in view.networks for v in vnics))
+                 and all(v.get("network") in view.networks or v.get("wifi") for v in vnics))
         if not built:
             raise OperationFailed(f"Interrupted by an executor restart during step {op.step}; "
                                   "rolled back")
@@ -94,7 +94,8 @@ async def recover_create(ctx: Context, op: Operation) -> None:
 async def retry_rollback(ctx: Context, op: Operation) -> None:
     try:
         vnics = op.request.get("vnics") or []
-        await roll_back(ctx, op.device_id, [v.get("network") for v in vnics if v.get("network")])
+        await roll_back(ctx, op.device_id, [v.get("network") for v in vnics if v.get("network")],
+                        vnics)
         op.progress.pop("rollback_pending", None)
         await ctx.save_op(op)
     except Exception as exc:

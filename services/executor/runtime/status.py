@@ -52,6 +52,9 @@ def container_body(ctx: Context, view: ContainerView) -> dict[str, Any]:
         for name, mac in applied[1].items():
             if name in networks:
                 networks[name]["mac_address"] = mac
+    if ctx.wifi is not None:
+        ctx.wifi.decorate(view.name, view.pid if view.running else 0,
+                          ctx.vnics.get(view.name), networks)
     if ctx.dhcp is not None:  # a dhcp vNIC shows its lease, never the engine's address
         ctx.dhcp.decorate(view.name, ctx.vnics.get(view.name), networks)
     networks.update(status_networks(ctx, view.name))

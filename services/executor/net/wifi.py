@@ -1,0 +1,303 @@
+"""vNICs on a wireless parent: a veth pair and proxy ARP instead of MACVLAN.
+
+An access point drops frames whose source MAC did not associate with it, so a MACVLAN
+sub-interface (its own MAC) cannot talk over WiFi.  IPvlan L2 would share the parent's MAC
+but is not built into every kernel (it is optional, `CONFIG_IPVLAN`).  So, like the
+original agent, such a vNIC is a veth pair, and the host routes for it:
+
+* the runtime's end (`wf<hash>c`, carrying the vNIC's stable MAC) holds the vNIC's address
+  and its default route;
+* the host's end (`wf<hash>`) answers ARP for the whole LAN on the runtime's side
+  (`proxy_arp`) and carries a /32 route to the vNIC's address;
+* the parent answers ARP for the vNIC's address on the LAN (one proxy neighbour entry,
+  `ip neigh add proxy <ip> dev <parent>`: only that address, the parent's own settings
+  stay as they are), so the LAN sees the parent's MAC for it;
+* the engine's `DOCKER-USER` chain accepts what is forwarded through the host's end (the
+  engine sets the forward policy to drop).
+
+Everything here is blocking (netlink, sysctl files, `iptables`): run it in a worker
+thread.  Nothing but the pair, its route, the one proxy entry and the two rules made here
+is ever changed; removal takes exactly those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.executor.dhcp import netns
+
+log = logging.getLogger(__name__)
+
+SYSFS = Path("/sys/class/net")
+NTF_PROXY = 0x08
+RULE_CHAIN = "DOCKER-USER"
+IPTABLES_TIMEOUT = 10.0
+
+
+def network_name(parent: str, vnic: str) -> str:
+    """How status names the vNIC's link, as the original does: `wifi_<parent>_<vnic>`."""
+    return f"wifi_{parent}_{vnic}"
+
+
+def is_wifi_network(name: str | None) -> bool:
+    return bool(name) and str(name).startswith("wifi_")
+
+
+def is_wireless(name: str, forced: Iterable[str] = (), sysfs: Path = SYSFS) -> bool:
+    """True for an interface the kernel reports as wireless (cfg80211 puts `phy80211`,
+    the older wireless extensions `wireless`, in its sysfs directory), or one the
+    configuration lists (`ORCH_WIRELESS_INTERFACES`)."""
+    if name in set(forced):
+        return True
+    base = sysfs / name
+    return (base / "phy80211").exists() or (base / "wireless").exists()
+
+
+def forced_list(text: str) -> frozenset[str]:
+    """`ORCH_WIRELESS_INTERFACES`: names separated by commas or spaces."""
+    return frozenset(p for p in text.replace(",", " ").split() if p)
+
+
+def host_end(device: str, vnic: str) -> str:
+    """The host end's name: stable per (runtime, vNIC), short enough for IFNAMSIZ, and not
+    `veth*` (the network monitor leaves those out, and so should its reader)."""
+    digest = hashlib.sha1(f"{device}/{vnic}".encode()).hexdigest()[:10]
+    return f"wf{digest}"
+
+
+@dataclass(frozen=True)
+class WifiLink:
+    """What one wireless vNIC needs on the host and in its runtime."""
+
+    device: str
+    vnic: str
+    parent: str
+    mac: str
+    ip: str | None  # None: a dhcp vNIC whose lease is not known yet
+    prefixlen: int
+    gateway: str | None
+
+    @property
+    def host(self) -> str:
+        return host_end(self.device, self.vnic)
+
+    @property
+    def peer(self) -> str:
+        return self.host + "c"
+
+
+class WifiError(Exception):
+    """The link could not be made or changed."""
+
+
+# --- the runtime's side -----------------------------------------------------------------------
+
+
+def _ns_path(pid: int) -> str:
+    return f"/proc/{pid}/ns/net"
+
+
+def has_peer(pid: int, mac: str) -> bool:
+    """Whether the runtime's namespace already holds an interface with the vNIC's MAC."""
+    try:
+        netns.current(_ns_path(pid), mac)
+        return True
+    except netns.NetnsError:
+        return False
+
+
+def _make_pair(link: WifiLink, pid: int) -> None:
+    ipr_class = netns._iproute()
+    with ipr_class() as ipr:
+        for stale in ipr.link_lookup(ifname=link.host):
+            ipr.link("del", index=stale)  # a pair of an earlier process of this runtime
+        ipr.link("add", ifname=link.host, kind="veth", peer=link.peer)
+        (peer,) = ipr.link_lookup(ifname=link.peer)
+        ipr.link("set", index=peer, address=link.mac)
+        ipr.link("set", index=peer, net_ns_pid=pid)
+        (index,) = ipr.link_lookup(ifname=link.host)
+        ipr.link("set", index=index, state="up")
+
+
+def _sysctl(name: str, key: str, value: str) -> None:
+    path = Path("/proc/sys/net/ipv4/conf") / name / key
+    try:
+        path.write_text(value, encoding="ascii")
+    except OSError as exc:
+        raise WifiError(f"cannot set {key} on {name}: {exc}") from None
+
+
+def plumb(link: WifiLink, pid: int, internal_ip: str | None = None) -> bool:
+    """Make the pair for the runtime's current process (unless it is there) and put the
+    host's side in place.  True when a new pair was made."""
+    made = False
+    if not has_peer(pid, link.mac) or not SYSFS.joinpath(link.host).exists():
+        _make_pair(link, pid)
+        made = True
+    _sysctl(link.host, "proxy_arp", "1")
+    if link.ip is not None:
+        address(link, pid, link.ip, link.prefixlen, link.gateway, internal_ip)
+        host_side(link, link.ip)
+    else:
+        up(link, pid)  # no address until the lease
+        take_default(link, pid, "the lease's router", internal_ip)
+    allow_forwarding(link.host)
+    return made
+
+
+def up(link: WifiLink, pid: int) -> None:
+    def work() -> None:
+        with netns._iproute()() as ipr:
+            index, _name = netns._link(ipr, link.mac)
+            ipr.link("set", index=index, state="up")
+
+    netns.run_in_netns(_ns_path(pid), work)
+
+
+def address(link: WifiLink, pid: int, ip: str, prefixlen: int, gateway: str | None,
+            internal_ip: str | None = None) -> None:
+    """The vNIC's address and default route in the runtime, as a lease would be applied."""
+    up(link, pid)
+    if gateway:
+        take_default(link, pid, gateway, internal_ip)
+    netns.apply(_ns_path(pid), link.mac, netns.Addressing(ip, prefixlen, gateway))
+
+
+def take_default(link: WifiLink, pid: int, gateway: str, internal_ip: str | None) -> None:
+    """Drop a default route through the runtime's internal bridge: the engine gives one
+    when that bridge is the container's first network (as it is when the only LAN vNIC is
+    a wireless one), and it leads nowhere (the bridge is internal).  A default route
+    through another LAN vNIC is left alone."""
+    if not internal_ip:
+        return
+
+    def work() -> None:
+        with netns._iproute()() as ipr:
+            own = netns._link(ipr, link.mac)[0]
+            internal = {int(a["index"]) for a in ipr.get_addr(family=2)
+                        if a.get_attr("IFA_ADDRESS") == internal_ip}
+            for route in ipr.get_routes(family=2, table=254):
+                oif = route.get_attr("RTA_OIF")
+                if route["dst_len"] == 0 and oif in internal and oif != own:
+                    ipr.route("del", dst="0.0.0.0/0", oif=oif,
+                              gateway=route.get_attr("RTA_GATEWAY"),
+                              priority=route.get_attr("RTA_PRIORITY") or 0)
+                    log.info("default route of %s moved from the internal bridge to %s",
+                             link.device, gateway)
+
+    netns.run_in_netns(_ns_path(pid), work)
+
+
+# --- the host's side --------------------------------------------------------------------------
+
+
+def host_side(link: WifiLink, ip: str, old_ip: str | None = None) -> None:
+    """The /32 route to the vNIC and the parent's proxy entry for it (and, for a changed
+    address, without the old one's)."""
+    ipr_class = netns._iproute()
+    with ipr_class() as ipr:
+        host = ipr.link_lookup(ifname=link.host)
+        parent = ipr.link_lookup(ifname=link.parent)
+        if not host or not parent:
+            raise WifiError(f"interface {link.host if not host else link.parent} is missing")
+        if old_ip and old_ip != ip:
+            _unproxy(ipr, parent[0], old_ip)
+        ipr.route("replace", dst=f"{ip}/32", oif=host[0], scope=253)
+        try:
+            ipr.neigh("add", dst=ip, ifindex=parent[0], flags=NTF_PROXY)
+        except Exception as exc:  # already there
+            if "exists" not in str(exc).lower():
+                raise
+
+
+def _unproxy(ipr: object, parent_index: int, ip: str) -> None:
+    with contextlib.suppress(Exception):
+        ipr.neigh("del", dst=ip, ifindex=parent_index, flags=NTF_PROXY)  # type: ignore[attr-defined]
+
+
+def unproxy(link: WifiLink, ips: Iterable[str]) -> None:
+    """Drop the parent's proxy entries for `ips` (a lease that moved on)."""
+    with netns._iproute()() as ipr:
+        for parent in ipr.link_lookup(ifname=link.parent):
+            for ip in ips:
+                _unproxy(ipr, parent, ip)
+
+
+def unplumb(link: WifiLink, ips: Iterable[str]) -> None:
+    """Remove the pair (its route goes with it), the parent's proxy entries for `ips`, and
+    the forwarding rules.  Missing pieces are fine."""
+    ipr_class = netns._iproute()
+    with ipr_class() as ipr:
+        for index in ipr.link_lookup(ifname=link.host):
+            with contextlib.suppress(Exception):
+                ipr.link("del", index=index)
+        for parent in ipr.link_lookup(ifname=link.parent):
+            for ip in ips:
+                _unproxy(ipr, parent, ip)
+    forbid_forwarding(link.host)
+
+
+def valid_ip(ip: object) -> str | None:
+    try:
+        return str(ipaddress.IPv4Address(str(ip)))
+    except ValueError:
+        return None
+
+
+# --- the engine's forward policy --------------------------------------------------------------
+
+
+def _iptables(*args: str) -> int:
+    binary = shutil.which("iptables")
+    if binary is None:
+        return -1
+    try:
+        done = subprocess.run([binary, "-w", "5", *args], capture_output=True, text=True,
+                              timeout=IPTABLES_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("iptables %s failed: %s", " ".join(args), exc)
+        return -1
+    return done.returncode
+
+
+def _rules(name: str) -> list[list[str]]:
+    return [["-i", name, "-j", "ACCEPT"], ["-o", name, "-j", "ACCEPT"]]
+
+
+def allow_forwarding(name: str) -> None:
+    """Accept traffic through `name` in the engine's user chain (when there is one: an
+    engine without iptables management leaves the forward policy alone)."""
+    if _iptables("-S", RULE_CHAIN) != 0:
+        if shutil.which("iptables") is None:
+            log.warning("iptables is not installed: the host's forward policy decides "
+                        "whether the LAN reaches %s", name)
+        return
+    for rule in _rules(name):
+        if _iptables("-C", RULE_CHAIN, *rule) != 0:
+            _iptables("-I", RULE_CHAIN, "1", *rule)
+
+
+def forbid_forwarding(name: str) -> None:
+    for rule in _rules(name):
+        for _attempt in range(4):  # bounded: a rule is only ever inserted once
+            if _iptables("-D", RULE_CHAIN, *rule) != 0:
+                break
+
+
+def forwarding_enabled() -> bool:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+    return False
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(SYSFS / name)

@@ -1,0 +1,150 @@
+"""The executor's side of wireless vNICs (`net/wifi.py` says how the link is made).
+
+* A vNIC is wireless when its parent is (`ORCH_WIRELESS_INTERFACES` or sysfs); create
+  marks it `wifi: true` and names its link `wifi_<parent>_<vnic>` (the original's status
+  name).  The engine never sees it: no Docker network is made for it.
+* After every start of its runtime (`apply`, from `create.apply_live`) the pair is made
+  in the runtime's new namespace and the host's route, proxy entry and forwarding rules
+  are put in place; a static vNIC gets its address and default route there too.  A dhcp
+  vNIC gets its address from its lease (`leased`, called by the lease keeper's owner).
+* `forget` (delete, self-destruct, a runtime gone) removes all of it.
+* Status: `decorate` adds each link to `networks` with its address, MAC and gateway.
+
+Netlink and `iptables` block: they run in worker threads, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from typing import Any
+
+from services.executor.dhcp import netns
+from services.executor.dhcp.keeper import VnicTarget
+from services.executor.net import wifi
+from services.executor.net.wifi import WifiError, WifiLink
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+def is_wifi(vnic: dict[str, Any]) -> bool:
+    return bool(vnic.get("wifi"))
+
+
+def link_of(device: str, vnic: dict[str, Any]) -> WifiLink:
+    subnet = ipaddress.IPv4Network(str(vnic["parent_subnet"]), strict=False)
+    dhcp = str(vnic.get("network_mode") or "").lower() == "dhcp"
+    return WifiLink(device=device, vnic=str(vnic["name"]), parent=str(vnic["parent_interface"]),
+                    mac=str(vnic["mac_address"]).lower(),
+                    ip=None if dhcp else (vnic.get("ip_address") or None),
+                    prefixlen=subnet.prefixlen, gateway=vnic.get("parent_gateway") or None)
+
+
+class WifiLinks:
+    """Which links are in place (per runtime process) and the addresses each carries."""
+
+    def __init__(self, forced: frozenset[str]) -> None:
+        self.forced = forced
+        self.placed: dict[Key, int] = {}  # (device, vnic) -> pid the pair was made for
+        self.addresses: dict[Key, set[str]] = {}  # every address proxied for the link
+        self.errors: dict[Key, str] = {}
+        self._lock = asyncio.Lock()
+
+    def wireless(self, parent: str) -> bool:
+        return wifi.is_wireless(parent, self.forced)
+
+    def mark(self, vnics: list[dict[str, Any]]) -> None:
+        """At create: a vNIC on a wireless parent becomes a wifi link."""
+        for vnic in vnics:
+            if self.wireless(str(vnic["parent_interface"])):
+                vnic["wifi"] = True
+                vnic["network"] = wifi.network_name(vnic["parent_interface"], vnic["name"])
+
+    async def apply(self, device: str, pid: int, vnics: list[dict[str, Any]],
+                    internal_ip: str | None = None) -> None:
+        wanted = [v for v in vnics if is_wifi(v)]
+        if not wanted or pid <= 0:
+            return
+        if not wifi.forwarding_enabled():
+            log.warning("IPv4 forwarding is off on the host: wireless vNICs of %s cannot "
+                        "reach their LAN", device)
+        async with self._lock:
+            for vnic in wanted:
+                link = link_of(device, vnic)
+                key = (device, link.vnic)
+                try:
+                    made = await asyncio.to_thread(wifi.plumb, link, pid, internal_ip)
+                except (WifiError, netns.NetnsError, OSError, ValueError) as exc:
+                    self.errors[key] = str(exc)
+                    log.warning("%s/%s: wireless link on %s not in place: %s", device,
+                                link.vnic, link.parent, exc)
+                    continue
+                self.errors.pop(key, None)
+                self.placed[key] = pid
+                if link.ip:
+                    self.addresses.setdefault(key, set()).add(link.ip)
+                if made:
+                    log.info("%s/%s: wireless link %s on %s (%s)", device, link.vnic,
+                             link.host, link.parent, link.ip or "address by DHCP")
+
+    def leased(self, target: VnicTarget, ip: str | None) -> None:
+        """The lease keeper applied `ip` (None: none) to a relayed vNIC (its thread):
+        the host's route and proxy entry follow."""
+        if not target.relay:
+            return
+        key = (target.device, target.vnic)
+        link = WifiLink(target.device, target.vnic, target.relay, target.mac, ip, 32, None)
+        known = self.addresses.setdefault(key, set())
+        try:
+            if ip is None:
+                wifi.unproxy(link, sorted(known))
+                known.clear()
+                return
+            wifi.host_side(link, ip)
+            stale = sorted(known - {ip})
+            wifi.unproxy(link, stale)
+            known.difference_update(stale)
+            known.add(ip)
+        except (WifiError, OSError) as exc:
+            log.warning("%s/%s: the host's route to the lease %s: %s", target.device,
+                        target.vnic, ip, exc)
+
+    async def forget(self, device: str, vnics: list[dict[str, Any]]) -> None:
+        """Remove every link of `device` (the runtime is deleted or gone)."""
+        async with self._lock:
+            for vnic in vnics:
+                if not is_wifi(vnic):
+                    continue
+                link = link_of(device, vnic)
+                key = (device, link.vnic)
+                ips = set(self.addresses.pop(key, set()))
+                if link.ip:
+                    ips.add(link.ip)
+                try:
+                    await asyncio.to_thread(wifi.unplumb, link, sorted(ips))
+                except (WifiError, OSError) as exc:
+                    log.warning("%s/%s: wireless link not fully removed: %s", device,
+                                link.vnic, exc)
+                self.placed.pop(key, None)
+                self.errors.pop(key, None)
+                log.info("%s/%s: wireless link %s removed", device, link.vnic, link.host)
+
+    def decorate(self, device: str, pid: int, vnics: list[dict[str, Any]],
+                 networks: dict[str, dict[str, Any]]) -> None:
+        """Status rows for the links, before DHCP puts leases in place of addresses."""
+        for vnic in vnics:
+            if not is_wifi(vnic):
+                continue
+            key = (device, str(vnic["name"]))
+            placed = pid > 0 and self.placed.get(key) == pid
+            row: dict[str, Any] = {
+                "ip_address": vnic.get("ip_address") if placed else None,
+                "mac_address": str(vnic.get("mac_address") or "").lower() or None,
+                "gateway": vnic.get("parent_gateway") or None,
+            }
+            if key in self.errors:
+                row["error"] = self.errors[key]
+            networks[str(vnic["network"])] = row

@@ -1,0 +1,230 @@
+"""vNICs on a wireless parent through the real executor: a veth end the test made plays
+the WiFi interface (`ORCH_WIRELESS_INTERFACES`), its peer in a test namespace the WiFi LAN
+(its router, a LAN client, dnsmasq).  A stand-in vPLC gets a veth pair and proxy ARP
+instead of MACVLAN: the LAN reaches it over HTTPS and sees only the host's MAC, status
+names the link `wifi_<parent>_<vnic>`, a runtime restart gets a new pair, and delete
+takes every piece away.
+
+Needs root (namespaces, veth), the engine, iptables and dnsmasq.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import zmq.asyncio
+
+from common.bus import RpcClient
+from services.executor.net import wifi
+from testkit.executor import (
+    ExecutorProc,
+    cleanup_instance,
+    create_ok,
+    https_ok_from,
+    short_id,
+    wait_ready,
+    wait_status,
+)
+from testkit.helpers import short_tmpdir, wait_for
+from testkit.movinglan import free_blocks, host
+from tests.dhcp.lan import DhcpLan, sh
+from tests.rehome.fakebridge import FakeBridge
+
+pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(300)]
+
+CLIENT = -2  # the LAN client's address: the last host of the block
+
+
+def wifi_lan(lan: DhcpLan, block: str) -> None:
+    """The LAN side: router .1 and a client at the top of `block`; the host (the WiFi
+    interface) .2, as a station's own address would be."""
+    lan.router, lan.prefixlen = host(block, 1), 27
+    lan.dns = host(block, 29)
+    sh("ip", "-n", lan.ns, "addr", "flush", "dev", lan.peer)
+    for address in (lan.router, host(block, CLIENT)):
+        sh("ip", "-n", lan.ns, "addr", "add", f"{address}/27", "dev", lan.peer)
+    sh("ip", "addr", "add", f"{host(block, 2)}/27", "dev", lan.parent)
+
+
+def iface(lan: DhcpLan, block: str) -> dict[str, Any]:
+    return {"interface": lan.parent, "index": 0, "operstate": "UP", "active": True,
+            "ipv4_addresses": [{"address": host(block, 2), "prefixlen": 27, "subnet": block,
+                                "network_address": block.split("/")[0]}],
+            "gateway": host(block, 1), "timestamp": "2026-01-01T00:00:00+00:00"}
+
+
+def parent_mac(lan: DhcpLan) -> str:
+    return Path(f"/sys/class/net/{lan.parent}/address").read_text().strip().lower()
+
+
+def lan_neighbour(lan: DhcpLan, ip: str) -> str | None:
+    rows = json.loads(sh("ip", "-n", lan.ns, "-j", "neigh", "show", ip))
+    return next((str(r["lladdr"]).lower() for r in rows if r.get("lladdr")), None)
+
+
+def proxies(lan: DhcpLan) -> str:
+    return sh("ip", "neigh", "show", "proxy", "dev", lan.parent)
+
+
+def default_via(dc: docker.DockerClient, name: str) -> list[str]:
+    """The runtime's default routes' gateways (the WiFi router, not the internal bridge)."""
+    pid = str(dc.api.inspect_container(name)["State"]["Pid"])
+    rows = json.loads(sh("nsenter", "-t", pid, "-n", "ip", "-j", "route", "show", "default"))
+    return [str(r.get("gateway")) for r in rows]
+
+
+def forward_rules(name: str) -> list[str]:
+    out = subprocess.run(["iptables", "-w", "5", "-S", wifi.RULE_CHAIN], capture_output=True,
+                         text=True, check=False, timeout=20).stdout
+    return [line for line in out.splitlines() if f" {name} " in f"{line} "]
+
+
+@pytest.fixture
+def executor(docker_client: docker.DockerClient, standin_image: str
+             ) -> Iterator[ExecutorProc]:
+    with short_tmpdir("oatw") as base:
+        proc = ExecutorProc(Path(base), ORCH_DHCP_LEASES="on", ORCH_DHCP_NO_OFFER_AFTER="4")
+        try:
+            yield proc
+        finally:
+            proc.stop()
+            lines = proc.output().splitlines()
+            print(f"--- executor {proc.instance} log (tail) ---\n" + "\n".join(lines[-80:]))
+            cleanup_instance(docker_client, proc.instance)
+
+
+@pytest.fixture
+async def bridge(executor: ExecutorProc, zctx: zmq.asyncio.Context
+                 ) -> AsyncIterator[FakeBridge]:
+    fake = FakeBridge(zctx, executor.run_dir).start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def bus(executor: ExecutorProc, bridge: FakeBridge, zctx: zmq.asyncio.Context
+              ) -> AsyncIterator[RpcClient]:
+    client = executor.client(zctx)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def wlan(lans: Callable[..., DhcpLan], docker_client: docker.DockerClient,
+         bridge: FakeBridge) -> Iterator[tuple[DhcpLan, str]]:
+    """The WiFi LAN; afterwards, forwarding rules a failed test left for its runtimes'
+    links are removed (the pairs go with the containers, the proxy entries with the
+    parent)."""
+    (block,) = free_blocks(docker_client, 1, set())
+    lan = lans(ping=False)
+    wifi_lan(lan, block)
+    bridge.table[lan.parent] = iface(lan, block)
+    yield lan, block
+    for container in docker_client.containers.list(all=True, filters={"name": "oat-w"}):
+        for vnic in ("eth0", "wlan0"):
+            wifi.forbid_forwarding(wifi.host_end(container.name, vnic))
+
+
+async def test_static_vnic_on_wifi(
+        wlan: tuple[DhcpLan, str], executor: ExecutorProc, bus: RpcClient,
+        docker_client: docker.DockerClient) -> None:
+    lan, block = wlan
+    executor.start(ORCH_WIRELESS_INTERFACES=lan.parent)
+    await wait_ready(bus)
+    name, ip = f"oat-w-{short_id()}", host(block, 10)
+    body = await create_ok(bus, name, [{"name": "wlan0", "parent_interface": lan.parent,
+                                        "network_mode": "manual", "ip_address": ip,
+                                        "subnet": block, "gateway": host(block, 1)}])
+    network = f"wifi_{lan.parent}_wlan0"
+    body = await wait_status(bus, name, lambda b: (b.get("networks") or {}).get(
+        network, {}).get("ip_address") == ip, 20)
+    assert set(body["networks"]) == {network}
+    row = body["networks"][network]
+    assert row["gateway"] == host(block, 1) and row["mac_address"]
+    # No engine network carries the WiFi LAN: MACVLAN would not work there.
+    assert not [n for n in docker_client.networks.list(names=[f"macvlan_{lan.parent}"])]
+
+    wait_for(lambda: https_ok_from(lan.ns, ip), 30, interval=0.5,
+             what="HTTPS from the WiFi LAN to the vPLC")
+    # The LAN only ever sees the station's MAC (what an access point lets through).
+    assert lan_neighbour(lan, ip) == parent_mac(lan)
+    assert default_via(docker_client, name) == [host(block, 1)]
+    link = wifi.host_end(name, "wlan0")
+    assert ip in proxies(lan) and len(forward_rules(link)) == 2
+
+    # The engine restarts the runtime: a new namespace gets a new pair.
+    old_pid = docker_client.api.inspect_container(name)["State"]["Pid"]
+    docker_client.containers.get(name).restart(timeout=3)
+
+    def new_pair() -> bool:
+        pid = docker_client.api.inspect_container(name)["State"]["Pid"]
+        return bool(pid) and pid != old_pid and wifi.has_peer(pid, row["mac_address"])
+    wait_for(new_pair, 30, interval=0.3, what="a new pair in the restarted runtime")
+    wait_for(lambda: https_ok_from(lan.ns, ip), 30, interval=0.5,
+             what="HTTPS from the WiFi LAN after the restart")
+
+    ack = await bus.call("delete_device", {"device_id": name})
+    assert ack["status"] == "deleting", ack
+    await wait_status(bus, name, lambda b: b.get("status") == "not_found", 30)
+    assert not wifi.exists(link)
+    assert ip not in proxies(lan)
+    assert forward_rules(link) == []
+    assert f"{ip} " not in sh("ip", "route", "show", "table", "main")
+
+
+def bound_on(network: str) -> Callable[[dict[str, Any]], bool]:
+    def check(body: dict[str, Any]) -> bool:
+        row = (body.get("networks") or {}).get(network) or {}
+        return (row.get("dhcp") or {}).get("state") == "bound" and bool(row.get("ip_address"))
+    return check
+
+
+async def test_dhcp_vnics_on_wifi(
+        wlan: tuple[DhcpLan, str], executor: ExecutorProc, bus: RpcClient,
+        docker_client: docker.DockerClient) -> None:
+    """Two dhcp vNICs behind one WiFi station: the LAN's dnsmasq sees one hardware path
+    but two clients (client id and chaddr from each vNIC's MAC, broadcast replies), and
+    leases each its own address; the LAN reaches both.  Delete releases the lease; a
+    runtime removed by hand loses its host side too."""
+    lan, block = wlan
+    lan.pool = (host(block, 16), host(block, 24))
+    lan.start_server()
+    executor.start(ORCH_WIRELESS_INTERFACES=lan.parent)
+    await wait_ready(bus)
+    names = [f"oat-wd-{short_id()}" for _ in range(2)]
+    network = f"wifi_{lan.parent}_eth0"
+    for name in names:
+        await create_ok(bus, name, [{"name": "eth0", "parent_interface": lan.parent,
+                                     "network_mode": "dhcp"}])
+    rows = []
+    for name in names:
+        body = await wait_status(bus, name, bound_on(network), 40)
+        assert set(body["networks"]) == {network}
+        rows.append(body["networks"][network])
+    ips = {r["ip_address"] for r in rows}
+    assert len(ips) == 2 and all(r["gateway"] == host(block, 1) for r in rows)
+    assert lan.leases() == {r["mac_address"]: r["ip_address"] for r in rows}
+    for ip in ips:
+        wait_for(lambda ip=ip: https_ok_from(lan.ns, ip), 30, interval=0.5,
+                 what=f"HTTPS from the WiFi LAN to the leased {ip}")
+        assert lan_neighbour(lan, ip) == parent_mac(lan)
+    deleted, by_hand = names
+    ack = await bus.call("delete_device", {"device_id": deleted})
+    assert ack["status"] == "deleting", ack
+    await wait_status(bus, deleted, lambda b: b.get("status") == "not_found", 30)
+    assert not wifi.exists(wifi.host_end(deleted, "eth0"))
+    kept = {rows[1]["mac_address"]: rows[1]["ip_address"]}
+    wait_for(lambda: lan.leases() == kept, 10, "dnsmasq's lease file without the release")
+    assert rows[0]["ip_address"] not in proxies(lan)
+    assert forward_rules(wifi.host_end(deleted, "eth0")) == []
+
+    docker_client.containers.get(by_hand).remove(force=True)
+    link = wifi.host_end(by_hand, "eth0")
+    wait_for(lambda: not forward_rules(link) and rows[1]["ip_address"] not in proxies(lan),
+             20, interval=0.3, what="the host side of a runtime removed by hand")
