@@ -13,7 +13,9 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from testkit import faults
 from testkit.helpers import async_wait_for, wait_for
 from testkit.stream import settle
 from testkit.suite import Suite
-from tests.faults.conftest import RUNTIMES, Faulty
+from tests.faults.conftest import ACK_BUDGET, RUNTIMES, Faulty
 
 pytestmark = [
     pytest.mark.docker, pytest.mark.netns,
@@ -53,26 +55,67 @@ async def all_running(f: Faulty, timeout: float) -> None:
     await async_wait_for(running, timeout, "every runtime back and running", interval=1.0)
 
 
+# The engine is kept away this long, counted from the moment its process is gone.
+OUTAGE = 20.0
+# The executor notices the engine gone at its next engine call or when the event stream
+# breaks (at once when the process exits): every command after this says so.
+NOTICE = 3.0
+STATUS_PREFIX = "Failed to retrieve container status: Docker unavailable: "
+
+
+@dataclass
+class Probe:
+    topic: str
+    at: float  # seconds after the engine was gone
+    took: float
+    ack: Any
+
+
+def says_unavailable(probe: Probe, device: str) -> bool:
+    """`get_device_status` in the original's shape, its reason naming the engine; every
+    other command the `docker_unavailable` error ack."""
+    ack = probe.ack
+    if not isinstance(ack, dict) or ack.get("status") != "error":
+        return False
+    if probe.topic == "get_device_status":
+        return ack.get("device_id") == device and str(ack.get("error")).startswith(
+            STATUS_PREFIX)
+    return ack.get("reason") == "docker_unavailable" and str(ack.get("error")).startswith(
+        "Docker unavailable: ")
+
+
 async def test_engine_stopped_for_20_s(faulty: Faulty) -> None:
-    said: list[dict[str, Any]] = []
+    device = faulty.devices[0]
+    probes: list[Probe] = []
+
+    async def probe(topic: str, payload: dict[str, Any], gone: float) -> None:
+        started = time.monotonic()
+        ack = await faulty.sender.send(topic, payload)
+        probes.append(Probe(topic, started - gone, time.monotonic() - started, ack))
 
     async def outage() -> None:
         await asyncio.to_thread(faults.stop_engine)
+        gone = time.monotonic()
         try:
-            for _ in range(10):
-                ack = await faulty.sender.send("get_device_status",
-                                               {"device_id": faulty.devices[0]})
-                if "Docker unavailable" in json.dumps(ack):
-                    said.append(ack)
-                    break
-                await asyncio.sleep(1)
-            await asyncio.sleep(10)
+            # Commands that need the engine, besides the stream's reads and churn: a
+            # status, a call through to the runtime, and a state change.
+            while time.monotonic() - gone < OUTAGE:
+                await asyncio.gather(
+                    probe("get_device_status", {"device_id": device}, gone),
+                    probe("run_command", {"device_id": device, "method": "GET",
+                                          "api": "/api/ping"}, gone),
+                    probe("restart_device", {"device_id": device}, gone))
+                await asyncio.sleep(1.0)
         finally:
             await asyncio.to_thread(faults.start_engine)
 
     await faulty.under_stream([outage])
-    assert said, "no command was answered with 'Docker unavailable' during the outage"
-    faulty.check_acks()  # in time, an error or not, outage or not
+    late = [p for p in probes if p.at >= NOTICE]
+    assert len(late) >= 3 * 10, probes  # the engine was away the whole time
+    wrong = [p for p in late if not says_unavailable(p, device)]
+    assert wrong == [], wrong
+    assert max(p.took for p in probes) < ACK_BUDGET, probes
+    faulty.check_acks()  # every command once, in time, an error or not, outage or not
     await all_running(faulty, 90)
     await faulty.check_settled()
     states = await asyncio.to_thread(faulty.agent.suite.status)
@@ -113,17 +156,24 @@ def power_on(f: Faulty) -> None:
 async def test_power_cut_mid_create_and_mid_delete(faulty: Faulty) -> None:
     agent, sender = faulty.agent, faulty.sender
     newcomer, leaving = f"{agent.lans[0].parent}-cut", faulty.devices[1]
-    create = await sender.send("create_new_runtime", {
-        "container_name": newcomer, "vnic_configs": [agent.vnic(0, 11 + RUNTIMES + 1)],
-        "runtime_version": "test"})
-    delete = await sender.send("delete_device", {"device_id": leaving})
-    assert create["status"] == "creating" and delete["status"] == "deleting", (create, delete)
-    await async_wait_for(lambda: journal_step(agent.state_dir, newcomer) is not None
-                         or journal_step(agent.state_dir, leaving) is not None, 10,
-                         "an operation in progress", interval=0.01)
-    await asyncio.to_thread(power_cut, faulty)
-    await asyncio.to_thread(power_on, faulty)
-    assert await agent.cloud.wait_connected(agent.id, 30)
+
+    async def cut() -> None:
+        create = await sender.send("create_new_runtime", {
+            "container_name": newcomer, "vnic_configs": [agent.vnic(0, 11 + RUNTIMES + 1)],
+            "runtime_version": "test"})
+        delete = await sender.send("delete_device", {"device_id": leaving})
+        assert create["status"] == "creating" and delete["status"] == "deleting", \
+            (create, delete)
+        await async_wait_for(lambda: journal_step(agent.state_dir, newcomer) is not None
+                             or journal_step(agent.state_dir, leaving) is not None, 10,
+                             "an operation in progress", interval=0.01)
+        await asyncio.to_thread(power_cut, faulty)
+        await asyncio.to_thread(power_on, faulty)
+        assert await agent.cloud.wait_connected(agent.id, 30)
+
+    # The stream (reads and churn) goes on through the cut: what was in flight is
+    # resent as the cloud does, what comes meanwhile waits for the link.
+    await faulty.under_stream([cut])
 
     # Every operation finished or rolled back; never stuck, never half there.
     made = await settle(sender, newcomer, 90)
@@ -137,4 +187,5 @@ async def test_power_cut_mid_create_and_mid_delete(faulty: Faulty) -> None:
         faulty.devices.append(newcomer)
     await all_running(faulty, 90)
     await faulty.check_settled()
-    faulty.check_acks()
+    # The gateway died with commands in flight: those were resent.
+    faulty.check_acks(resends_allowed=True)
