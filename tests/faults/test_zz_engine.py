@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import time
@@ -26,6 +27,8 @@ from testkit.helpers import async_wait_for, wait_for
 from testkit.stream import settle
 from testkit.suite import Suite
 from tests.faults.conftest import ACK_BUDGET, RUNTIMES, Faulty
+
+log = logging.getLogger(__name__)
 
 pytestmark = [
     pytest.mark.docker, pytest.mark.netns,
@@ -117,6 +120,9 @@ async def test_engine_stopped_for_20_s(faulty: Faulty) -> None:
     assert max(p.took for p in probes) < ACK_BUDGET, probes
     faulty.check_acks()  # every command once, in time, an error or not, outage or not
     await all_running(faulty, 90)
+    for device in faulty.devices:
+        body = await faulty.sender.send("get_device_status", {"device_id": device})
+        log.info("after the outage %s: lifecycle %s", device, body.get("lifecycle"))
     await faulty.check_settled()
     states = await asyncio.to_thread(faulty.agent.suite.status)
     assert all(state == "RUNNING" for state, _ in states.values()), states
@@ -167,13 +173,20 @@ async def test_power_cut_mid_create_and_mid_delete(faulty: Faulty) -> None:
         await async_wait_for(lambda: journal_step(agent.state_dir, newcomer) is not None
                              or journal_step(agent.state_dir, leaving) is not None, 10,
                              "an operation in progress", interval=0.01)
+        off = time.monotonic()
         await asyncio.to_thread(power_cut, faulty)
         await asyncio.to_thread(power_on, faulty)
         assert await agent.cloud.wait_connected(agent.id, 30)
+        log.info("power cut: the agent back %.1f s after the cut", time.monotonic() - off)
 
     # The stream (reads and churn) goes on through the cut: what was in flight is
-    # resent as the cloud does, what comes meanwhile waits for the link.
+    # resent as the cloud does, what comes meanwhile waits for the link — as long as
+    # the cloud would: past the engine's own start and the suite's.
+    sender.deadline = 180
+    started = time.monotonic()
     await faulty.under_stream([cut])
+    log.info("power cut: stream of %.0f s, %s", time.monotonic() - started,
+             sender.ledger.summary())
 
     # Every operation finished or rolled back; never stuck, never half there.
     made = await settle(sender, newcomer, 90)
