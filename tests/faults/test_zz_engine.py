@@ -16,9 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,6 +25,7 @@ from testkit.helpers import async_wait_for, wait_for
 from testkit.stream import settle
 from testkit.suite import Suite
 from tests.faults.conftest import ACK_BUDGET, RUNTIMES, Faulty
+from tests.faults.engine import Probe, all_running, check_probes, probe_while_away
 
 log = logging.getLogger(__name__)
 
@@ -45,79 +44,19 @@ def engine_restored() -> Iterator[None]:
         faults.start_engine()
 
 
-async def all_running(f: Faulty, timeout: float) -> None:
-    async def running() -> bool:
-        for device in f.devices:
-            body = await f.sender.send("get_device_status", {"device_id": device})
-            if body.get("status") != "success" or body.get("container_status") != "running":
-                return False
-            container = await asyncio.to_thread(f.agent.dc.containers.get, device)
-            if container.status != "running":  # the live view says what the engine says
-                return False
-        return True
-    await async_wait_for(running, timeout, "every runtime back and running", interval=1.0)
-
-
-# The engine is kept away this long, counted from the moment its process is gone.
-OUTAGE = 20.0
-# The executor notices the engine gone at its next engine call or when the event stream
-# breaks (at once when the process exits): every command after this says so.
-NOTICE = 3.0
-STATUS_PREFIX = "Failed to retrieve container status: Docker unavailable: "
-
-
-@dataclass
-class Probe:
-    topic: str
-    at: float  # seconds after the engine was gone
-    took: float
-    ack: Any
-
-
-def says_unavailable(probe: Probe, device: str) -> bool:
-    """`get_device_status` in the original's shape, its reason naming the engine; every
-    other command the `docker_unavailable` error ack."""
-    ack = probe.ack
-    if not isinstance(ack, dict) or ack.get("status") != "error":
-        return False
-    if probe.topic == "get_device_status":
-        return ack.get("device_id") == device and str(ack.get("error")).startswith(
-            STATUS_PREFIX)
-    return ack.get("reason") == "docker_unavailable" and str(ack.get("error")).startswith(
-        "Docker unavailable: ")
-
-
 async def test_engine_stopped_for_20_s(faulty: Faulty) -> None:
     device = faulty.devices[0]
     probes: list[Probe] = []
 
-    async def probe(topic: str, payload: dict[str, Any], gone: float) -> None:
-        started = time.monotonic()
-        ack = await faulty.sender.send(topic, payload)
-        probes.append(Probe(topic, started - gone, time.monotonic() - started, ack))
-
     async def outage() -> None:
         await asyncio.to_thread(faults.stop_engine)
-        gone = time.monotonic()
         try:
-            # Commands that need the engine, besides the stream's reads and churn: a
-            # status, a call through to the runtime, and a state change.
-            while time.monotonic() - gone < OUTAGE:
-                await asyncio.gather(
-                    probe("get_device_status", {"device_id": device}, gone),
-                    probe("run_command", {"device_id": device, "method": "GET",
-                                          "api": "/api/ping"}, gone),
-                    probe("restart_device", {"device_id": device}, gone))
-                await asyncio.sleep(1.0)
+            await probe_while_away(faulty, device, time.monotonic(), probes)
         finally:
             await asyncio.to_thread(faults.start_engine)
 
     await faulty.under_stream([outage])
-    late = [p for p in probes if p.at >= NOTICE]
-    assert len(late) >= 3 * 10, probes  # ten rounds at least: answers came promptly
-    wrong = [p for p in late if not says_unavailable(p, device)]
-    assert wrong == [], wrong
-    assert max(p.took for p in probes) < ACK_BUDGET, probes
+    check_probes(probes, device, ACK_BUDGET)
     faulty.check_acks()  # every command once, in time, an error or not, outage or not
     await all_running(faulty, 90)
     for name in faulty.devices:
