@@ -120,16 +120,19 @@ class Watchdog:
     async def _died(self, view: ContainerView) -> None:
         exit_code, oom, at = view.exit_code, view.oom_killed, view.finished_at
         error: str | None = None
-        while await self.record_exit(view.name, exit_code, oom, at, error):
-            try:
-                failed = await self.restart(view.name)
-            except DockerUnavailable as exc:
-                await self.engine_took_it(view.name, exc.text)
-                return
-            if failed is None:
-                return
-            # A start that failed, or a runtime gone again before we looked, is an exit.
-            exit_code, oom, at, error = failed
+        try:
+            while await self.record_exit(view.name, exit_code, oom, at, error):
+                try:
+                    failed = await self.restart(view.name)
+                except DockerUnavailable as exc:
+                    await self.engine_took_it(view.name, exc.text)
+                    return
+                if failed is None:
+                    return
+                # A start that failed, or a runtime gone again before we looked, is an exit.
+                exit_code, oom, at, error = failed
+        finally:
+            self._counted.pop(view.name, None)
 
     async def record_exit(self, device: str, exit_code: int | None, oom_killed: bool,
                           at: float | None = None, error: str | None = None) -> bool:
