@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make run    the agent suite on this machine (under supervisord)
-#   make test   the whole test suite (installs and starts what it needs)
+#   make test   the whole test suite (installs and starts what it needs); the engine
+#               faults (stopping the machine's Docker engine) only with
+#               OAT_ENGINE_FAULTS=1, as CI sets it (.ci/run)
 # Everything runs from a virtual environment in .venv, built on first use.
 
 PYTHON ?= python3

@@ -30,3 +30,10 @@ async def zctx() -> AsyncIterator[zmq.asyncio.Context]:
 
 # Docker fixtures live in their own module so the Docker tests can also run alone.
 from tests.docker_fixtures import docker_client, standin_image  # noqa: E402,F401
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules named `test_zz_*` run after every other test of the session, wherever
+    they sit: they stop the machine's Docker engine, which nothing after them should
+    have to live through (a stable sort keeps every other order as collected)."""
+    items.sort(key=lambda item: item.path.name.startswith("test_zz_"))

@@ -17,8 +17,9 @@ Request methods (params → result; see docs/bus.md):
 * `delete_orchestrator` `{}` → the `accepted` ack body.
 When the engine is unavailable every method fails with error kind `docker_unavailable`
 ("Docker unavailable: ..."), in time — except `device_status`, which answers the original's
-`Failed to retrieve container status: <reason>` body.  A method that fails with
-`docker_unavailable` has changed nothing (the gateway lets a resend run again).
+`Failed to retrieve container status: <reason>` body, its reason "Docker unavailable: ...".
+A method that fails with `docker_unavailable` has changed nothing (the gateway lets a
+resend run again).
 """
 
 from __future__ import annotations
@@ -379,8 +380,9 @@ class ExecutorService:
         return await lifecycle.control(self.ctx, self._device(params), "restart")
 
     async def device_status(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The engine being gone is an answer here, as the original gives it: an error
-        body that keeps `device_id` (a read; nothing to deduplicate or retry)."""
+        """The engine being gone is an answer here, in the original's shape: an error
+        body that keeps `device_id` (a read; nothing to deduplicate or retry), whose
+        reason says plainly "Docker unavailable: ..."."""
         device = self._device(params)
         try:
             if device != selfdestruct.DEVICE:
@@ -389,7 +391,7 @@ class ExecutorService:
                     await self._ready()
             return status.device_status(self.ctx, device)
         except DockerUnavailable as exc:
-            return status.engine_failed(device, exc.detail)
+            return status.engine_failed(device, exc.text)
 
     async def delete_orchestrator(self, params: dict[str, Any]) -> dict[str, Any]:
         await self._ready()

@@ -201,7 +201,7 @@ class MetricsService:
             # Decision: history beats an error.  With samples on record the graph is still
             # right up to the moment the engine went away; the limits are the last seen.
             if not await self._io(self.history.has_device, device):
-                raise RemoteError("docker_unavailable", f"Docker unavailable: {exc}") from None
+                raise RemoteError(exc.kind, exc.text) from None
             facts = None
             reply["stale"] = True
         if facts is not None:

@@ -13,8 +13,10 @@ import pytest
 from common import labels
 from common.config import Config, ConfigError
 from common.messages import LifecycleCrashLoop, LifecycleRestartScheduled, Message
-from services.executor.engine.liveview import parse_inspect
+from services.executor.engine.liveview import ContainerView, parse_inspect
+from services.executor.errors import DockerUnavailable
 from services.executor.runtime.intents import BadDevice, Intent, IntentStore
+from services.executor.runtime.registry import OperationRegistry
 from services.executor.runtime.watchdog import Watchdog
 
 
@@ -92,6 +94,30 @@ async def test_old_exits_leave_the_window(tmp_path: Path) -> None:
     assert await dog.record_exit("plc1", 1, False, at=1.0)  # long ago
     assert await dog.record_exit("plc1", 1, False)  # one exit in the window
     assert await dog.record_exit("plc1", 1, False) is False
+
+
+async def test_an_exit_the_engine_took_with_it_is_taken_back(tmp_path: Path) -> None:
+    """dockerd stops every runtime on its way out and its event stream still carries the
+    exits: the restart then finds the engine gone, and the exit is not the runtime's."""
+    ctx = fake_context(tmp_path, restart_delay=0, crash_loop_exits=3, crash_loop_window=60)
+
+    async def refresh(device: str) -> None:
+        raise DockerUnavailable("socket not found")
+    ctx.ops = OperationRegistry()
+    ctx.destroying = False
+    ctx.view = SimpleNamespace(refresh=refresh)
+    dog = Watchdog(ctx)  # type: ignore[arg-type]
+    assert await dog.record_exit("plc1", 1, False)  # a real crash before: kept
+    view = ContainerView(id="c1", name="plc1", status="exited", running=False, pid=0,
+                         started_at=None, exit_code=0, restart_count=0, health=None,
+                         internal_ip=None)
+    for _ in range(3):  # more than the guard allows, were they counted
+        await dog._died(view)
+    intent = ctx.intents.get("plc1")
+    assert [e["exit_code"] for e in intent.exits] == [1] and not intent.crash_loop
+    on_disk = json.loads((tmp_path / "lifecycle" / "plc1.json").read_text())
+    assert [e["exit_code"] for e in on_disk["exits"]] == [1]
+    assert ctx.ops.current("plc1") is None
 
 
 @pytest.mark.parametrize(("env", "message"), [

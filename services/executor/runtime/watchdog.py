@@ -8,7 +8,9 @@ What counts as unexpected: the live view sees a runtime go from running to not r
 `restart_device`, delete, create, re-homing all do), its desired state is `running`, no
 self-destruct is under way, and the view is not being rebuilt (a change seen while the
 executor was away, or the engine was, is the boot sync's to handle: `bootsync.py`).  Any
-exit code counts, 0 included, and an OOM kill is recorded as such.
+exit code counts, 0 included, and an OOM kill is recorded as such — except an exit whose
+restart finds the engine gone: the engine took the runtime down with it, and that exit is
+taken back (`engine_took_it`).
 
 The restart itself re-checks all of this when its delay is over: a runtime the cloud
 started or stopped meanwhile is left alone.  Published: `lifecycle.restart_scheduled`,
@@ -81,6 +83,7 @@ class Watchdog:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._timers: dict[str, asyncio.Task[Any]] = {}
+        self._counted: dict[str, dict[str, Any]] = {}  # device → the exit last counted
 
     def on_view_change(self, old: ContainerView | None, new: ContainerView | None) -> None:
         """Live-view hook (on the loop)."""
@@ -118,12 +121,19 @@ class Watchdog:
     async def _died(self, view: ContainerView) -> None:
         exit_code, oom, at = view.exit_code, view.oom_killed, view.finished_at
         error: str | None = None
-        while await self.record_exit(view.name, exit_code, oom, at, error):
-            failed = await self.restart(view.name)
-            if failed is None:
-                return
-            # A start that failed, or a runtime gone again before we looked, is an exit.
-            exit_code, oom, at, error = failed
+        try:
+            while await self.record_exit(view.name, exit_code, oom, at, error):
+                try:
+                    failed = await self.restart(view.name)
+                except DockerUnavailable as exc:
+                    await self.engine_took_it(view.name, exc.text)
+                    return
+                if failed is None:
+                    return
+                # A start that failed, or a runtime gone again before we looked, is an exit.
+                exit_code, oom, at, error = failed
+        finally:
+            self._counted.pop(view.name, None)
 
     async def record_exit(self, device: str, exit_code: int | None, oom_killed: bool,
                           at: float | None = None, error: str | None = None) -> bool:
@@ -131,7 +141,7 @@ class Watchdog:
         now) or apply the guard (False)."""
         ctx, cfg = self.ctx, self.ctx.config
         intent = ctx.intents.get(device)
-        intent.add_exit(exit_code, oom_killed, at, error)
+        self._counted[device] = intent.add_exit(exit_code, oom_killed, at, error)
         recent = intent.recent(cfg.crash_loop_window)
         if len(recent) >= cfg.crash_loop_exits:
             intent.crash_loop = True
@@ -153,10 +163,27 @@ class Watchdog:
         await asyncio.sleep(delay)
         return True
 
+    async def engine_took_it(self, device: str, why: str) -> None:
+        """The engine was gone when the restart was due: the runtime went down with it
+        (dockerd stops every container on its way out, and its event stream carries those
+        exits until it is gone), so the exit just counted is taken back — an engine
+        restart, a Docker upgrade, is not the runtime crashing, and must not bring it
+        nearer the crash-loop guard.  The boot sync after the reconnection starts it."""
+        ctx = self.ctx
+        entry = self._counted.pop(device, None)
+        intent = ctx.intents.get(device)
+        if entry is not None and any(e is entry for e in intent.exits):
+            intent.exits = [e for e in intent.exits if e is not entry]
+            await ctx.save_intent(intent)
+        log.warning("watchdog restart of %s postponed: %s; the exit is put down to the "
+                    "engine going away, the boot sync after the reconnection starts it",
+                    device, why)
+
     async def restart(self, device: str
                       ) -> tuple[int | None, bool, float | None, str | None] | None:
         """Start the runtime if it should still run; None when done (or not needed),
-        else the exit to count: (exit code, OOM-killed, when, error)."""
+        else the exit to count: (exit code, OOM-killed, when, error).  DockerUnavailable
+        when the engine is gone."""
         ctx = self.ctx
         intent = ctx.intents.get(device)
         if intent.desired != RUNNING or intent.crash_loop or ctx.destroying:
@@ -182,10 +209,8 @@ class Watchdog:
             log.info("runtime %s restarted by the watchdog", device)
             ctx.publish(LifecycleRestarted(device, True))
             return None
-        except DockerUnavailable as exc:
-            # The boot sync after the reconnection starts it.
-            log.warning("watchdog restart of %s postponed: %s", device, exc.text)
-            return None
+        except DockerUnavailable:
+            raise  # the engine went away with it: engine_took_it()
         except Exception as exc:
             text = error_text(exc)
             log.warning("watchdog restart of %s failed: %s", device, text)
