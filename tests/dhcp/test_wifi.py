@@ -10,6 +10,7 @@ Needs root (namespaces, veth), the engine, iptables and dnsmasq.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -228,3 +229,69 @@ async def test_dhcp_vnics_on_wifi(
     link = wifi.host_end(by_hand, "eth0")
     wait_for(lambda: not forward_rules(link) and rows[1]["ip_address"] not in proxies(lan),
              20, interval=0.3, what="the host side of a runtime removed by hand")
+
+
+def move_wifi_lan(lan: DhcpLan, old: str, new: str) -> None:
+    """The WiFi LAN moves to the block `new`: its router, client and dnsmasq (a fresh lease
+    file) renumbered, the station's own address with them."""
+    lan.stop_server()
+    lan.leasefile.unlink(missing_ok=True)
+    sh("ip", "addr", "del", f"{host(old, 2)}/27", "dev", lan.parent)
+    wifi_lan(lan, new)
+    lan.pool = (host(new, 16), host(new, 24))
+    lan.start_server()
+
+
+def in_block(block: str) -> Callable[[str | None], bool]:
+    return lambda ip: bool(ip) and ipaddress.IPv4Address(str(ip)) in \
+        ipaddress.IPv4Network(block)
+
+
+async def test_wifi_vnics_follow_their_lan(
+        wlan: tuple[DhcpLan, str], executor: ExecutorProc, bus: RpcClient,
+        bridge: FakeBridge, docker_client: docker.DockerClient) -> None:
+    """The station joins another subnet: the dhcp vNIC gets a lease from the new LAN's
+    server at once, the static one (its address no longer fits) the lowest free address
+    of the new subnet, the host's routes and proxy entries follow, status shows the new
+    addresses, and the new LAN reaches both vPLCs."""
+    lan, block = wlan
+    (new,) = free_blocks(docker_client, 1, {block})
+    lan.pool = (host(block, 16), host(block, 24))
+    lan.start_server()
+    executor.start(ORCH_WIRELESS_INTERFACES=lan.parent)
+    await wait_ready(bus)
+    dyn, static = f"oat-wd-{short_id()}", f"oat-w-{short_id()}"
+    net_d, net_s = f"wifi_{lan.parent}_eth0", f"wifi_{lan.parent}_wlan0"
+    await create_ok(bus, dyn, [{"name": "eth0", "parent_interface": lan.parent,
+                                "network_mode": "dhcp"}])
+    old_static = host(block, 10)
+    await create_ok(bus, static, [{"name": "wlan0", "parent_interface": lan.parent,
+                                   "network_mode": "manual", "ip_address": old_static}])
+    old_lease = (await wait_status(bus, dyn, bound_on(net_d), 40))["networks"][net_d][
+        "ip_address"]
+    await wait_status(bus, static, lambda b: (b.get("networks") or {}).get(net_s, {}).get(
+        "ip_address") == old_static, 20)
+    for ip in (old_lease, old_static):
+        wait_for(lambda ip=ip: https_ok_from(lan.ns, ip), 30, interval=0.5,
+                 what=f"HTTPS from the WiFi LAN to {ip} before the move")
+
+    move_wifi_lan(lan, block, new)
+    bridge.change(iface(lan, new))
+    fits = in_block(new)
+    body = await wait_status(bus, dyn, lambda b: bound_on(net_d)(b) and fits(
+        b["networks"][net_d]["ip_address"]), 40)
+    row = body["networks"][net_d]
+    assert row["gateway"] == host(new, 1)
+    assert lan.leases() == {row["mac_address"]: row["ip_address"]}
+    body = await wait_status(bus, static, lambda b: (b.get("networks") or {}).get(
+        net_s, {}).get("ip_address") == host(new, 3), 30)
+    assert body["networks"][net_s]["gateway"] == host(new, 1)
+    for ip in (row["ip_address"], host(new, 3)):
+        wait_for(lambda ip=ip: https_ok_from(lan.ns, ip), 30, interval=0.5,
+                 what=f"HTTPS from the new WiFi LAN to {ip}")
+        assert lan_neighbour(lan, ip) == parent_mac(lan)
+    assert default_via(docker_client, static) == [host(new, 1)]
+    listed = proxies(lan)
+    assert old_lease not in listed and old_static not in listed
+    routes = sh("ip", "route", "show", "table", "main")
+    assert f"{old_lease} " not in routes and f"{old_static} " not in routes

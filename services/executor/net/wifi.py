@@ -224,12 +224,23 @@ def _unproxy(ipr: object, parent_index: int, ip: str) -> None:
         ipr.neigh("del", dst=ip, ifindex=parent_index, flags=NTF_PROXY)  # type: ignore[attr-defined]
 
 
-def unproxy(link: WifiLink, ips: Iterable[str]) -> None:
-    """Drop the parent's proxy entries for `ips` (a lease that moved on)."""
+def drop_addresses(link: WifiLink, ips: Iterable[str]) -> None:
+    """Drop the parent's proxy entries and the host's /32 routes for `ips` (addresses the
+    vNIC no longer has: a lease that moved on, re-homing)."""
     with netns._iproute()() as ipr:
-        for parent in ipr.link_lookup(ifname=link.parent):
-            for ip in ips:
+        parents = ipr.link_lookup(ifname=link.parent)
+        hosts = ipr.link_lookup(ifname=link.host)
+        for ip in ips:
+            for parent in parents:
                 _unproxy(ipr, parent, ip)
+            for index in hosts:
+                with contextlib.suppress(Exception):  # gone with an earlier pair
+                    ipr.route("del", dst=f"{ip}/32", oif=index, scope=253)  # as added
+
+
+def clear(link: WifiLink, pid: int) -> None:
+    """No address (and no default route) on the runtime's end."""
+    netns.apply(_ns_path(pid), link.mac, None)
 
 
 def unplumb(link: WifiLink, ips: Iterable[str]) -> None:

@@ -34,12 +34,23 @@ def is_wifi(vnic: dict[str, Any]) -> bool:
     return bool(vnic.get("wifi"))
 
 
+def is_dhcp(vnic: dict[str, Any]) -> bool:
+    return str(vnic.get("network_mode") or "").lower() == "dhcp"
+
+
+def static_ip(vnic: dict[str, Any]) -> str | None:
+    """The address a static vNIC carries: the requested one, or the one re-homing
+    assigned when the requested one did not fit the parent's subnet; None for a dhcp vNIC
+    and one re-homing left without an address."""
+    if is_dhcp(vnic) or vnic.get("detached"):
+        return None
+    return vnic.get("assigned_ip") or vnic.get("ip_address") or None
+
+
 def link_of(device: str, vnic: dict[str, Any]) -> WifiLink:
     subnet = ipaddress.IPv4Network(str(vnic["parent_subnet"]), strict=False)
-    dhcp = str(vnic.get("network_mode") or "").lower() == "dhcp"
     return WifiLink(device=device, vnic=str(vnic["name"]), parent=str(vnic["parent_interface"]),
-                    mac=str(vnic["mac_address"]).lower(),
-                    ip=None if dhcp else (vnic.get("ip_address") or None),
+                    mac=str(vnic["mac_address"]).lower(), ip=static_ip(vnic),
                     prefixlen=subnet.prefixlen, gateway=vnic.get("parent_gateway") or None)
 
 
@@ -90,9 +101,31 @@ class WifiLinks:
                     log.info("%s/%s: wireless link %s on %s (%s)", device, link.vnic,
                              link.host, link.parent, link.ip or "address by DHCP")
 
+    async def rehome(self, device: str, pid: int, vnic: dict[str, Any],
+                     internal_ip: str | None) -> str | None:
+        """The vNIC's record moved to its parent's new subnet (re-homing): the host's
+        route and proxy entries of its old addresses go, and the link is put in place with
+        the new record (a dhcp vNIC's lease follows from the keeper).  The error, if any."""
+        link = link_of(device, vnic)
+        key = (device, link.vnic)
+        async with self._lock:
+            known = self.addresses.setdefault(key, set())
+            stale = sorted(known - {link.ip} if link.ip else known)
+            try:
+                await asyncio.to_thread(wifi.drop_addresses, link, stale)
+                if pid > 0 and link.ip is None and not is_dhcp(vnic):
+                    await asyncio.to_thread(wifi.clear, link, pid)  # left without one
+            except (WifiError, netns.NetnsError, OSError) as exc:
+                log.warning("%s/%s: old addresses not fully removed: %s", device, link.vnic,
+                            exc)
+            known.difference_update(stale)
+        if pid > 0:
+            await self.apply(device, pid, [vnic], internal_ip)
+        return self.errors.get(key)
+
     def leased(self, target: VnicTarget, ip: str | None) -> None:
         """The lease keeper applied `ip` (None: none) to a relayed vNIC (its thread):
-        the host's route and proxy entry follow."""
+        the host's routes and proxy entries follow."""
         if not target.relay:
             return
         key = (target.device, target.vnic)
@@ -100,12 +133,12 @@ class WifiLinks:
         known = self.addresses.setdefault(key, set())
         try:
             if ip is None:
-                wifi.unproxy(link, sorted(known))
+                wifi.drop_addresses(link, sorted(known))
                 known.clear()
                 return
             wifi.host_side(link, ip)
             stale = sorted(known - {ip})
-            wifi.unproxy(link, stale)
+            wifi.drop_addresses(link, stale)
             known.difference_update(stale)
             known.add(ip)
         except (WifiError, OSError) as exc:
@@ -141,7 +174,7 @@ class WifiLinks:
             key = (device, str(vnic["name"]))
             placed = pid > 0 and self.placed.get(key) == pid
             row: dict[str, Any] = {
-                "ip_address": vnic.get("ip_address") if placed else None,
+                "ip_address": static_ip(vnic) if placed else None,
                 "mac_address": str(vnic.get("mac_address") or "").lower() or None,
                 "gateway": vnic.get("parent_gateway") or None,
             }
