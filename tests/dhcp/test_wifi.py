@@ -80,6 +80,11 @@ def default_via(dc: docker.DockerClient, name: str) -> list[str]:
     return [str(r.get("gateway")) for r in rows]
 
 
+def runtime_routes(dc: docker.DockerClient, name: str) -> str:
+    pid = str(dc.api.inspect_container(name)["State"]["Pid"])
+    return sh("nsenter", "-t", pid, "-n", "ip", "route", "show")
+
+
 def forward_rules(name: str) -> list[str]:
     out = subprocess.run(["iptables", "-w", "5", "-S", wifi.RULE_CHAIN], capture_output=True,
                          text=True, check=False, timeout=20).stdout
@@ -158,6 +163,11 @@ async def test_static_vnic_on_wifi(
     assert default_via(docker_client, name) == [host(block, 1)]
     link = wifi.host_end(name, "wlan0")
     assert ip in proxies(lan) and len(forward_rules(link)) == 2
+    # No proxy_arp (the agent container cannot write /proc/sys): the host's end answers
+    # for the gateway only, and the runtime reaches its subnet through the gateway.
+    assert Path(f"/proc/sys/net/ipv4/conf/{link}/proxy_arp").read_text().strip() == "0"
+    assert host(block, 1) in sh("ip", "neigh", "show", "proxy", "dev", link)
+    assert f"{block} via {host(block, 1)} " in runtime_routes(docker_client, name)
 
     # The engine restarts the runtime: a new namespace gets a new pair.
     old_pid = docker_client.api.inspect_container(name)["State"]["Pid"]
@@ -291,6 +301,10 @@ async def test_wifi_vnics_follow_their_lan(
                  what=f"HTTPS from the new WiFi LAN to {ip}")
         assert lan_neighbour(lan, ip) == parent_mac(lan)
     assert default_via(docker_client, static) == [host(new, 1)]
+    for device in (dyn, static):  # the old gateway's proxy entry went with the move
+        end = wifi.host_end(device, "eth0" if device == dyn else "wlan0")
+        assert sh("ip", "neigh", "show", "proxy", "dev", end).split() == [host(new, 1), "proxy"]
+        assert f"{new} via {host(new, 1)} " in runtime_routes(docker_client, device)
     listed = proxies(lan)
     assert old_lease not in listed and old_static not in listed
     routes = sh("ip", "route", "show", "table", "main")

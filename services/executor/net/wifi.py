@@ -128,22 +128,16 @@ def _make_pair(link: WifiLink, pid: int) -> None:
         ipr.link("set", index=index, state="up")
 
 
-def _sysctl(name: str, key: str, value: str) -> None:
-    path = Path("/proc/sys/net/ipv4/conf") / name / key
-    try:
-        path.write_text(value, encoding="ascii")
-    except OSError as exc:
-        raise WifiError(f"cannot set {key} on {name}: {exc}") from None
-
-
-def plumb(link: WifiLink, pid: int, internal_ip: str | None = None) -> bool:
+def plumb(link: WifiLink, pid: int, internal_ip: str | None = None,
+          stale_gateways: Iterable[str] = ()) -> bool:
     """Make the pair for the runtime's current process (unless it is there) and put the
     host's side in place.  True when a new pair was made."""
     made = False
     if not has_peer(pid, link.mac) or not SYSFS.joinpath(link.host).exists():
         _make_pair(link, pid)
         made = True
-    _sysctl(link.host, "proxy_arp", "1")
+    if link.gateway:
+        gateway_proxy(link, link.gateway, stale_gateways)
     if link.ip is not None:
         address(link, pid, link.ip, link.prefixlen, link.gateway, internal_ip)
         host_side(link, link.ip)
@@ -170,6 +164,45 @@ def address(link: WifiLink, pid: int, ip: str, prefixlen: int, gateway: str | No
     if gateway:
         take_default(link, pid, gateway, internal_ip)
     netns.apply(_ns_path(pid), link.mac, netns.Addressing(ip, prefixlen, gateway))
+    if gateway:
+        via_gateway(_ns_path(pid), link.mac, ip, prefixlen, gateway)
+
+
+def via_gateway(ns: str, mac: str, ip: str, prefixlen: int, gateway: str) -> None:
+    """In the runtime: the vNIC's own subnet is reached through the gateway, not on the
+    link (the kernel's prefix route is replaced; the gateway itself is on the link).  So
+    the runtime asks ARP for the gateway only, which the host's end answers from one
+    proxy entry: no `proxy_arp` setting, which would need a writable /proc/sys."""
+    subnet = ipaddress.IPv4Network(f"{ip}/{prefixlen}", strict=False)
+
+    def work() -> None:
+        with netns._iproute()() as ipr:
+            index = netns._link(ipr, mac)[0]
+            ipr.route("replace", dst=f"{gateway}/32", oif=index, scope=253)
+            if subnet.prefixlen < 32:
+                ipr.route("replace", dst=str(subnet), oif=index, gateway=gateway,
+                          prefsrc=ip)
+
+    netns.run_in_netns(ns, work)
+
+
+def gateway_proxy(link: WifiLink, gateway: str, stale: Iterable[str] = ()) -> None:
+    """The host's end answers ARP for the gateway (one proxy neighbour entry; the kernel
+    answers for it while forwarding is on): every packet of the runtime goes to the host,
+    which routes it to the LAN.  The entries for `stale` gateways (a LAN that moved, a
+    lease with another router) go."""
+    with netns._iproute()() as ipr:
+        host = ipr.link_lookup(ifname=link.host)
+        if not host:
+            raise WifiError(f"interface {link.host} is missing")
+        for old in stale:
+            if old != gateway:
+                _unproxy(ipr, host[0], old)
+        try:
+            ipr.neigh("add", dst=gateway, ifindex=host[0], flags=NTF_PROXY)
+        except Exception as exc:  # already there
+            if "exists" not in str(exc).lower():
+                raise
 
 
 def take_default(link: WifiLink, pid: int, gateway: str, internal_ip: str | None) -> None:

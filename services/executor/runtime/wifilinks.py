@@ -61,6 +61,7 @@ class WifiLinks:
         self.forced = forced
         self.placed: dict[Key, int] = {}  # (device, vnic) -> pid the pair was made for
         self.addresses: dict[Key, set[str]] = {}  # every address proxied for the link
+        self.gateways: dict[Key, set[str]] = {}  # gateways proxied on the host's end
         self.errors: dict[Key, str] = {}
         self._lock = asyncio.Lock()
 
@@ -86,8 +87,10 @@ class WifiLinks:
             for vnic in wanted:
                 link = link_of(device, vnic)
                 key = (device, link.vnic)
+                gateways = self.gateways.setdefault(key, set())
                 try:
-                    made = await asyncio.to_thread(wifi.plumb, link, pid, internal_ip)
+                    made = await asyncio.to_thread(wifi.plumb, link, pid, internal_ip,
+                                                   sorted(gateways))
                 except (WifiError, netns.NetnsError, OSError, ValueError) as exc:
                     self.errors[key] = str(exc)
                     log.warning("%s/%s: wireless link on %s not in place: %s", device,
@@ -95,6 +98,9 @@ class WifiLinks:
                     continue
                 self.errors.pop(key, None)
                 self.placed[key] = pid
+                if link.gateway:
+                    gateways.intersection_update({link.gateway})
+                    gateways.add(link.gateway)
                 if link.ip:
                     self.addresses.setdefault(key, set()).add(link.ip)
                 if made:
@@ -123,25 +129,34 @@ class WifiLinks:
             await self.apply(device, pid, [vnic], internal_ip)
         return self.errors.get(key)
 
-    def leased(self, target: VnicTarget, ip: str | None) -> None:
-        """The lease keeper applied `ip` (None: none) to a relayed vNIC (its thread):
-        the host's routes and proxy entries follow."""
+    def leased(self, target: VnicTarget, want: netns.Addressing | None) -> None:
+        """The lease keeper applied `want` (None: no address) to a relayed vNIC (its
+        thread): the host's routes and proxy entries follow, and the runtime reaches its
+        subnet through the lease's router."""
         if not target.relay:
             return
         key = (target.device, target.vnic)
+        ip = want.ip if want else None
         link = WifiLink(target.device, target.vnic, target.relay, target.mac, ip, 32, None)
         known = self.addresses.setdefault(key, set())
         try:
-            if ip is None:
+            if want is None:
                 wifi.drop_addresses(link, sorted(known))
                 known.clear()
                 return
-            wifi.host_side(link, ip)
-            stale = sorted(known - {ip})
+            wifi.host_side(link, want.ip)
+            stale = sorted(known - {want.ip})
             wifi.drop_addresses(link, stale)
             known.difference_update(stale)
-            known.add(ip)
-        except (WifiError, OSError) as exc:
+            known.add(want.ip)
+            if want.router:
+                gateways = self.gateways.setdefault(key, set())
+                wifi.gateway_proxy(link, want.router, sorted(gateways))
+                gateways.intersection_update({want.router})
+                gateways.add(want.router)
+                wifi.via_gateway(target.netns, target.mac, want.ip, want.prefixlen,
+                                 want.router)
+        except (WifiError, netns.NetnsError, OSError) as exc:
             log.warning("%s/%s: the host's route to the lease %s: %s", target.device,
                         target.vnic, ip, exc)
 
@@ -162,6 +177,7 @@ class WifiLinks:
                     log.warning("%s/%s: wireless link not fully removed: %s", device,
                                 link.vnic, exc)
                 self.placed.pop(key, None)
+                self.gateways.pop(key, None)
                 self.errors.pop(key, None)
                 log.info("%s/%s: wireless link %s removed", device, link.vnic, link.host)
 
