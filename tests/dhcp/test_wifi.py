@@ -189,6 +189,42 @@ async def test_static_vnic_on_wifi(
     assert f"{ip} " not in sh("ip", "route", "show", "table", "main")
 
 
+# The executor as the agent container runs it: /proc/sys read-only (the engine's default
+# for a container; here a private mount namespace), and no iptables program on its PATH.
+READ_ONLY_PROC_SYS = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                      "mount --bind /proc/sys /proc/sys && "
+                      "mount -o remount,bind,ro /proc/sys && exec \"$@\"", "sh"]
+NO_IPTABLES_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+async def test_static_vnic_as_in_the_agent_container(
+        wlan: tuple[DhcpLan, str], executor: ExecutorProc, bus: RpcClient,
+        docker_client: docker.DockerClient) -> None:
+    """No sysctl is needed (a write to the read-only /proc/sys would fail the link); the
+    missing iptables program is a status error, not a silent gap; with forwarding through
+    the link accepted on the host (as an administrator would), the LAN reaches the vPLC."""
+    lan, block = wlan
+    assert not any(Path(d, "iptables").exists() for d in NO_IPTABLES_PATH.split(":"))
+    executor.wrapper = READ_ONLY_PROC_SYS
+    executor.start(ORCH_WIRELESS_INTERFACES=lan.parent, PATH=NO_IPTABLES_PATH)
+    await wait_ready(bus)
+    name, ip = f"oat-w-{short_id()}", host(block, 11)
+    await create_ok(bus, name, [{"name": "wlan0", "parent_interface": lan.parent,
+                                 "network_mode": "manual", "ip_address": ip}])
+    network = f"wifi_{lan.parent}_wlan0"
+    body = await wait_status(bus, name, lambda b: (b.get("networks") or {}).get(
+        network, {}).get("ip_address") == ip, 20)
+    assert "no iptables program" in body["networks"][network].get("error", "")
+    link = wifi.host_end(name, "wlan0")
+    assert forward_rules(link) == []
+    for rule in wifi._rules(link):  # the host's administrator accepts the link
+        sh("iptables", "-w", "5", "-I", wifi.RULE_CHAIN, "1", *rule)
+    wait_for(lambda: https_ok_from(lan.ns, ip), 30, interval=0.5,
+             what="HTTPS from the WiFi LAN to the vPLC of a read-only /proc/sys executor")
+    assert lan_neighbour(lan, ip) == parent_mac(lan)
+    assert Path(f"/proc/sys/net/ipv4/conf/{link}/proxy_arp").read_text().strip() == "0"
+
+
 def bound_on(network: str) -> Callable[[dict[str, Any]], bool]:
     def check(body: dict[str, Any]) -> bool:
         row = (body.get("networks") or {}).get(network) or {}

@@ -300,15 +300,30 @@ def valid_ip(ip: object) -> str | None:
 # --- the engine's forward policy --------------------------------------------------------------
 
 
-def _iptables(*args: str) -> int:
-    binary = shutil.which("iptables")
-    if binary is None:
-        return -1
+IPTABLES = ("iptables", "iptables-nft", "iptables-legacy")
+
+
+class ForwardingError(WifiError):
+    """The link is in place, but its forwarding rules could not be added."""
+
+
+def _binary() -> str | None:
+    """The iptables program that sees the engine's user chain: `iptables`, or the other
+    backend's when the engine uses that one (an image's default may differ from the
+    host's); the first installed one when none sees it."""
+    installed = [b for b in (shutil.which(n) for n in IPTABLES) if b]
+    for binary in installed:
+        if _run(binary, "-S", RULE_CHAIN) == 0:
+            return binary
+    return installed[0] if installed else None
+
+
+def _run(binary: str, *args: str) -> int:
     try:
         done = subprocess.run([binary, "-w", "5", *args], capture_output=True, text=True,
                               timeout=IPTABLES_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("iptables %s failed: %s", " ".join(args), exc)
+        log.warning("%s %s failed: %s", binary, " ".join(args), exc)
         return -1
     return done.returncode
 
@@ -319,21 +334,29 @@ def _rules(name: str) -> list[list[str]]:
 
 def allow_forwarding(name: str) -> None:
     """Accept traffic through `name` in the engine's user chain (when there is one: an
-    engine without iptables management leaves the forward policy alone)."""
-    if _iptables("-S", RULE_CHAIN) != 0:
-        if shutil.which("iptables") is None:
-            log.warning("iptables is not installed: the host's forward policy decides "
-                        "whether the LAN reaches %s", name)
+    engine without iptables management leaves the forward policy alone).  Without any
+    iptables program nothing can be added: ForwardingError says so (the status shows it)."""
+    binary = _binary()
+    if binary is None:
+        raise ForwardingError(
+            f"no iptables program here: the rules accepting forwarding through {name} "
+            f"were not added, so the engine's forward policy (drop) may keep the LAN from "
+            f"this vNIC; install iptables where the executor runs (the agent image: the "
+            f"Debian package iptables), or let the host accept forwarding through wf+")
+    if _run(binary, "-S", RULE_CHAIN) != 0:
         return
     for rule in _rules(name):
-        if _iptables("-C", RULE_CHAIN, *rule) != 0:
-            _iptables("-I", RULE_CHAIN, "1", *rule)
+        if _run(binary, "-C", RULE_CHAIN, *rule) != 0:
+            _run(binary, "-I", RULE_CHAIN, "1", *rule)
 
 
 def forbid_forwarding(name: str) -> None:
+    binary = _binary()
+    if binary is None:
+        return
     for rule in _rules(name):
         for _attempt in range(4):  # bounded: a rule is only ever inserted once
-            if _iptables("-D", RULE_CHAIN, *rule) != 0:
+            if _run(binary, "-D", RULE_CHAIN, *rule) != 0:
                 break
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from services.executor.dhcp import netns
 from services.executor.dhcp.keeper import VnicTarget
 from services.executor.net import wifi
-from services.executor.net.wifi import WifiError, WifiLink
+from services.executor.net.wifi import ForwardingError, WifiError, WifiLink
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +88,19 @@ class WifiLinks:
                 link = link_of(device, vnic)
                 key = (device, link.vnic)
                 gateways = self.gateways.setdefault(key, set())
+                made = False
                 try:
                     made = await asyncio.to_thread(wifi.plumb, link, pid, internal_ip,
                                                    sorted(gateways))
+                    self.errors.pop(key, None)
+                except ForwardingError as exc:  # in place; the LAN may not get through
+                    self.errors[key] = str(exc)
+                    log.warning("%s/%s: %s", device, link.vnic, exc)
                 except (WifiError, netns.NetnsError, OSError, ValueError) as exc:
                     self.errors[key] = str(exc)
                     log.warning("%s/%s: wireless link on %s not in place: %s", device,
                                 link.vnic, link.parent, exc)
                     continue
-                self.errors.pop(key, None)
                 self.placed[key] = pid
                 if link.gateway:
                     gateways.intersection_update({link.gateway})
