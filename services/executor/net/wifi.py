@@ -6,18 +6,20 @@ but is not built into every kernel (it is optional, `CONFIG_IPVLAN`).  So, like 
 original agent, such a vNIC is a veth pair, and the host routes for it:
 
 * the runtime's end (`wf<hash>c`, carrying the vNIC's stable MAC) holds the vNIC's address
-  and its default route;
-* the host's end (`wf<hash>`) answers ARP for the whole LAN on the runtime's side
-  (`proxy_arp`) and carries a /32 route to the vNIC's address;
+  and its default route; its own subnet is routed through the gateway, so it asks ARP for
+  the gateway only;
+* the host's end (`wf<hash>`) answers ARP for the gateway (one proxy neighbour entry: no
+  `proxy_arp` setting, which needs a writable /proc/sys) and carries a /32 route to the
+  vNIC's address;
 * the parent answers ARP for the vNIC's address on the LAN (one proxy neighbour entry,
   `ip neigh add proxy <ip> dev <parent>`: only that address, the parent's own settings
   stay as they are), so the LAN sees the parent's MAC for it;
 * the engine's `DOCKER-USER` chain accepts what is forwarded through the host's end (the
   engine sets the forward policy to drop).
 
-Everything here is blocking (netlink, sysctl files, `iptables`): run it in a worker
-thread.  Nothing but the pair, its route, the one proxy entry and the two rules made here
-is ever changed; removal takes exactly those.
+Everything here is blocking (netlink, `iptables`): run it in a worker thread.  Nothing but
+the pair, the routes and proxy entries for it and the two rules made here is ever
+changed; removal takes exactly those.  Nothing here writes /proc/sys.
 """
 
 from __future__ import annotations

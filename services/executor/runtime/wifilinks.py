@@ -7,6 +7,8 @@
   in the runtime's new namespace and the host's route, proxy entry and forwarding rules
   are put in place; a static vNIC gets its address and default route there too.  A dhcp
   vNIC gets its address from its lease (`leased`, called by the lease keeper's owner).
+* `rehome` (re-homing, `rehome/wifimove.py`): the old addresses' host side goes and the
+  link is put in place again from the moved record.
 * `forget` (delete, self-destruct, a runtime gone) removes all of it.
 * Status: `decorate` adds each link to `networks` with its address, MAC and gateway.
 
