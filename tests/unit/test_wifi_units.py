@@ -139,6 +139,7 @@ def test_rehome_followers() -> None:
              "parent_address": "192.0.2.2"}
     ctx = _ctx({"a": [moved], "b": [unknown], "c": [staying], "d": [wired]})
     ctx.hostnets = SimpleNamespace(seen=lambda parent: [])
-    assert wifimove.followers(ctx, "oatw0", ["198.51.100.32/27"]) == [("a", 0)]
+    assert wifimove.followers(ctx, "oatw0", ["198.51.100.32/27"]) == [("a", "wlan0")]
     ctx.hostnets = SimpleNamespace(seen=lambda parent: ["203.0.113.0/27"])
-    assert wifimove.followers(ctx, "oatw0", ["198.51.100.32/27"]) == [("a", 0), ("b", 0)]
+    assert wifimove.followers(ctx, "oatw0", ["198.51.100.32/27"]) == [("a", "wlan0"),
+                                                                  ("b", "wlan1")]

@@ -39,20 +39,20 @@ from services.executor.runtime.journal import now_iso
 log = logging.getLogger(__name__)
 
 
-def followers(ctx: Context, parent: str, current: list[str]) -> list[tuple[str, int]]:
-    """(device, index) of the wireless vNICs on `parent` whose subnet is no longer among
+def followers(ctx: Context, parent: str, current: list[str]) -> list[tuple[str, str]]:
+    """(device, vNIC name) of the wireless vNICs on `parent` whose subnet is no longer among
     its current ones but followed it (seen on the parent, or detected from it)."""
     seen = set(ctx.hostnets.seen(parent))
     out = []
     for device in ctx.vnics.devices():
-        for i, vnic in enumerate(ctx.vnics.get(device)):
+        for vnic in ctx.vnics.get(device):
             if not vnic.get("wifi") or vnic.get("parent_interface") != parent:
                 continue
             old = norm_subnet(str(vnic.get("parent_subnet")))
             if old in current:
                 continue
             if old in seen or vnic.get("parent_address"):
-                out.append((device, i))
+                out.append((device, str(vnic.get("name"))))
             else:
                 log.debug("wireless vNIC %s/%s (%s) is not on %s's subnets %s; left as it is",
                           device, vnic.get("name"), old, parent, current)
@@ -107,8 +107,9 @@ def settle(vnic: dict[str, Any], target: Target) -> None:
     vnic["parent_address"] = target.host_address
 
 
-async def move_vnic(ctx: Context, device: str, index: int, target: Target) -> str:
-    """Move one wireless vNIC to `target`; DONE, or BUSY when the device is busy."""
+async def move_vnic(ctx: Context, device: str, name: str, target: Target) -> str:
+    """Move one wireless vNIC to `target`; DONE, IDLE (it is gone meanwhile), or BUSY
+    when the device is busy."""
     try:
         ctx.ops.begin(device, OPERATION)
     except Busy as exc:
@@ -116,8 +117,10 @@ async def move_vnic(ctx: Context, device: str, index: int, target: Target) -> st
         return BUSY
     started = time.monotonic()
     try:
-        vnics = ctx.vnics.get(device)
-        vnic = vnics[index]
+        vnics = ctx.vnics.get(device)  # read again once claimed: a delete may have won
+        vnic = next((v for v in vnics if v.get("name") == name and v.get("wifi")), None)
+        if vnic is None:
+            return IDLE
         old = dict(vnic)
         settle(vnic, target)
         outcome, note = plan(ctx, device, vnic, target)
@@ -162,7 +165,10 @@ async def record(ctx: Context, device: str, vnics: list[dict[str, Any]],
 async def check(ctx: Context, parent: str, iface: dict[str, Any], current: list[str]) -> str:
     """Move the parent's wireless vNICs to its current subnet; IDLE / DONE / BUSY."""
     result = IDLE
-    for device, index in followers(ctx, parent, current):
-        outcome = await move_vnic(ctx, device, index, Target.of(parent, iface, current[0]))
-        result = BUSY if BUSY in (result, outcome) else outcome
+    for device, name in followers(ctx, parent, current):
+        outcome = await move_vnic(ctx, device, name, Target.of(parent, iface, current[0]))
+        if BUSY in (result, outcome):
+            result = BUSY
+        elif outcome == DONE:
+            result = DONE
     return result
