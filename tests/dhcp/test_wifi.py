@@ -199,11 +199,14 @@ NO_IPTABLES_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 async def test_static_vnic_as_in_the_agent_container(
         wlan: tuple[DhcpLan, str], executor: ExecutorProc, bus: RpcClient,
-        docker_client: docker.DockerClient) -> None:
+        bridge: FakeBridge, docker_client: docker.DockerClient) -> None:
     """No sysctl is needed (a write to the read-only /proc/sys would fail the link); the
     missing iptables program is a status error, not a silent gap; with forwarding through
-    the link accepted on the host (as an administrator would), the LAN reaches the vPLC."""
+    the link accepted on the host (as an administrator would), the LAN reaches the vPLC.
+    The parent has no gateway here: the runtime reaches its subnet through the host's own
+    address on the parent."""
     lan, block = wlan
+    bridge.table[lan.parent]["gateway"] = None
     assert not any(Path(d, "iptables").exists() for d in NO_IPTABLES_PATH.split(":"))
     executor.wrapper = READ_ONLY_PROC_SYS
     executor.start(ORCH_WIRELESS_INTERFACES=lan.parent, PATH=NO_IPTABLES_PATH)
@@ -215,7 +218,9 @@ async def test_static_vnic_as_in_the_agent_container(
     body = await wait_status(bus, name, lambda b: (b.get("networks") or {}).get(
         network, {}).get("ip_address") == ip, 20)
     assert "no iptables program" in body["networks"][network].get("error", "")
+    assert body["networks"][network]["gateway"] is None
     link = wifi.host_end(name, "wlan0")
+    assert f"{block} via {host(block, 2)} " in runtime_routes(docker_client, name)
     assert forward_rules(link) == []
     for rule in wifi._rules(link):  # the host's administrator accepts the link
         sh("iptables", "-w", "5", "-I", wifi.RULE_CHAIN, "1", *rule)

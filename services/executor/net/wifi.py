@@ -87,6 +87,9 @@ class WifiLink:
     ip: str | None  # None: a dhcp vNIC whose lease is not known yet
     prefixlen: int
     gateway: str | None
+    # The host's own address on the parent: the runtime's next hop to its subnet when the
+    # vNIC has no gateway (the host answers ARP for its own addresses on every link).
+    station: str | None = None
 
     @property
     def host(self) -> str:
@@ -166,8 +169,9 @@ def address(link: WifiLink, pid: int, ip: str, prefixlen: int, gateway: str | No
     if gateway:
         take_default(link, pid, gateway, internal_ip)
     netns.apply(_ns_path(pid), link.mac, netns.Addressing(ip, prefixlen, gateway))
-    if gateway:
-        via_gateway(_ns_path(pid), link.mac, ip, prefixlen, gateway)
+    hop = gateway or link.station
+    if hop and hop != ip:
+        via_gateway(_ns_path(pid), link.mac, ip, prefixlen, hop)
 
 
 def via_gateway(ns: str, mac: str, ip: str, prefixlen: int, gateway: str) -> None:

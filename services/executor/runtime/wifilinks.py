@@ -53,7 +53,8 @@ def link_of(device: str, vnic: dict[str, Any]) -> WifiLink:
     subnet = ipaddress.IPv4Network(str(vnic["parent_subnet"]), strict=False)
     return WifiLink(device=device, vnic=str(vnic["name"]), parent=str(vnic["parent_interface"]),
                     mac=str(vnic["mac_address"]).lower(), ip=static_ip(vnic),
-                    prefixlen=subnet.prefixlen, gateway=vnic.get("parent_gateway") or None)
+                    prefixlen=subnet.prefixlen, gateway=vnic.get("parent_gateway") or None,
+                    station=vnic.get("parent_address") or None)
 
 
 class WifiLinks:
