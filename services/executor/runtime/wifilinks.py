@@ -65,6 +65,7 @@ class WifiLinks:
         self.placed: dict[Key, int] = {}  # (device, vnic) -> pid the pair was made for
         self.addresses: dict[Key, set[str]] = {}  # every address proxied for the link
         self.gateways: dict[Key, set[str]] = {}  # gateways proxied on the host's end
+        self.stations: dict[Key, str | None] = {}  # the host's address on the parent
         self.errors: dict[Key, str] = {}
         self._lock = asyncio.Lock()
 
@@ -105,6 +106,7 @@ class WifiLinks:
                                 link.vnic, link.parent, exc)
                     continue
                 self.placed[key] = pid
+                self.stations[key] = link.station
                 if link.gateway:
                     gateways.intersection_update({link.gateway})
                     gateways.add(link.gateway)
@@ -161,8 +163,9 @@ class WifiLinks:
                 wifi.gateway_proxy(link, want.router, sorted(gateways))
                 gateways.intersection_update({want.router})
                 gateways.add(want.router)
-                wifi.via_gateway(target.netns, target.mac, want.ip, want.prefixlen,
-                                 want.router)
+            hop = want.router or self.stations.get(key)  # no router: through the host
+            if hop and hop != want.ip:
+                wifi.via_gateway(target.netns, target.mac, want.ip, want.prefixlen, hop)
         except (WifiError, netns.NetnsError, OSError) as exc:
             log.warning("%s/%s: the host's route to the lease %s: %s", target.device,
                         target.vnic, ip, exc)
@@ -185,6 +188,7 @@ class WifiLinks:
                                 link.vnic, exc)
                 self.placed.pop(key, None)
                 self.gateways.pop(key, None)
+                self.stations.pop(key, None)
                 self.errors.pop(key, None)
                 log.info("%s/%s: wireless link %s removed", device, link.vnic, link.host)
 
