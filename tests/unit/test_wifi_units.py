@@ -7,6 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from common.config import Config
 from services.executor.net import wifi
 from services.executor.rehome import wifimove
@@ -143,3 +145,22 @@ def test_rehome_followers() -> None:
     ctx.hostnets = SimpleNamespace(seen=lambda parent: ["203.0.113.0/27"])
     assert wifimove.followers(ctx, "oatw0", ["198.51.100.32/27"]) == [("a", "wlan0"),
                                                                   ("b", "wlan1")]
+
+
+def _program(directory: Path, name: str, sees_chain: bool) -> None:
+    path = directory / name
+    path.write_text(f"#!/bin/sh\nexit {0 if sees_chain else 1}\n")
+    path.chmod(0o755)
+
+
+def test_the_iptables_backend_that_sees_the_engines_chain(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert wifi._binary() is None
+    with pytest.raises(wifi.ForwardingError, match="no iptables program"):
+        wifi.allow_forwarding("wf0123456789")
+    wifi.forbid_forwarding("wf0123456789")  # nothing to remove: no error
+    _program(tmp_path, "iptables", sees_chain=False)
+    assert wifi._binary() == str(tmp_path / "iptables")  # no chain: the engine's own way
+    _program(tmp_path, "iptables-legacy", sees_chain=True)
+    assert wifi._binary() == str(tmp_path / "iptables-legacy")
