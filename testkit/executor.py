@@ -78,6 +78,7 @@ class ExecutorProc:
         })
         self.log = base / "executor.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.wrapper: list[str] = []  # a command that execs the executor (its argv after)
 
     def start(self, **env: str) -> ExecutorProc:
         self.env.update(env)
@@ -85,7 +86,7 @@ class ExecutorProc:
             # The crash tests' pause points live in a test-only launcher.
             module = ("tests.executor.paused" if self.env.get("OAT_PAUSE_AT")
                       else "services.executor")
-            self.proc = subprocess.Popen([sys.executable, "-m", module],
+            self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", module],
                                          env=self.env, cwd=ROOT, stdout=out,
                                          stderr=subprocess.STDOUT)
         return self

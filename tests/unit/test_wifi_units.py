@@ -1,12 +1,19 @@
-"""Wireless vNICs, the pure parts: detection (sysfs and the setting), names, marking."""
+"""Wireless vNICs, the pure parts: detection (sysfs and the setting), names, marking,
+re-homing's plan."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 
 from common.config import Config
 from services.executor.net import wifi
-from services.executor.runtime.wifilinks import WifiLinks, link_of
+from services.executor.rehome import wifimove
+from services.executor.rehome.model import Target
+from services.executor.runtime.wifilinks import WifiLinks, link_of, static_ip
 
 
 def test_detection_by_sysfs_and_by_setting(tmp_path: Path) -> None:
@@ -67,3 +74,93 @@ def test_status_rows() -> None:
     assert networks["wifi_wl0_eth1"]["ip_address"] == "192.0.2.10"
     links.decorate("plc", 43, [vnic], networks)  # restarted, not placed again yet
     assert networks["wifi_wl0_eth1"]["ip_address"] is None
+
+
+class _Store:
+    def __init__(self, table: dict[str, list[dict[str, Any]]]) -> None:
+        self.table = table
+
+    def devices(self) -> list[str]:
+        return sorted(self.table)
+
+    def get(self, device: str) -> list[dict[str, Any]]:
+        return self.table[device]
+
+
+def _ctx(table: dict[str, list[dict[str, Any]]], misfit: str = "assign") -> Any:
+    return SimpleNamespace(vnics=_Store(table),
+                           config=SimpleNamespace(rehome_static_misfit=misfit))
+
+
+TARGET = Target("oatw0", "198.51.100.32/27", "198.51.100.33", "198.51.100.34")
+
+
+def test_rehome_plan_static_fit_assign_detach() -> None:
+    fits = {"name": "wlan0", "network_mode": "manual", "ip_address": "198.51.100.40",
+            "assigned_ip": "198.51.100.35"}
+    ctx = _ctx({"a": [fits]})
+    assert wifimove.plan(ctx, "a", fits, TARGET) == ("rehomed", None)
+    assert "assigned_ip" not in fits and static_ip(fits) == "198.51.100.40"
+
+    misfit = {"name": "wlan0", "network_mode": "manual", "ip_address": "192.0.2.10"}
+    other = {"name": "eth0", "network_mode": "manual", "ip_address": "198.51.100.35"}
+    ctx = _ctx({"a": [misfit], "b": [other]})
+    outcome, note = wifimove.plan(ctx, "a", misfit, TARGET)
+    # .33 the gateway, .34 the host, .35 another vNIC's: .36 is the lowest free one.
+    assert outcome == "rehomed_new_ip" and "198.51.100.36" in str(note)
+    assert static_ip(misfit) == "198.51.100.36" and misfit["ip_address"] == "192.0.2.10"
+
+    ctx = _ctx({"a": [misfit]}, misfit="detach")
+    outcome, note = wifimove.plan(ctx, "a", misfit, TARGET)
+    assert outcome == "detached" and misfit["detached"] == note and static_ip(misfit) is None
+
+    dhcp = {"name": "eth0", "network_mode": "dhcp", "ip_address": None}
+    assert wifimove.plan(_ctx({"a": [dhcp]}), "a", dhcp, TARGET) == ("rehomed", None)
+
+
+def test_rehome_settle_follows_the_parent() -> None:
+    vnic = {"name": "wlan0", "parent_subnet": "192.0.2.0/27", "parent_gateway": "192.0.2.1",
+            "subnet": "192.0.2.0/27", "gateway": "192.0.2.1", "parent_address": "192.0.2.2"}
+    wifimove.settle(vnic, TARGET)
+    assert (vnic["subnet"], vnic["gateway"]) == ("198.51.100.32/27", "198.51.100.33")
+    assert vnic["parent_subnet"] == "198.51.100.32/27"
+    assert vnic["parent_address"] == "198.51.100.34"
+    link = link_of("a", {**vnic, "mac_address": "02:00:00:00:00:01",
+                         "parent_interface": "oatw0", "ip_address": "198.51.100.40"})
+    assert (link.prefixlen, link.gateway) == (27, "198.51.100.33")
+
+
+def test_rehome_followers() -> None:
+    moved = {"name": "wlan0", "wifi": True, "parent_interface": "oatw0",
+             "parent_subnet": "192.0.2.0/27", "parent_address": "192.0.2.2"}
+    unknown = {"name": "wlan1", "wifi": True, "parent_interface": "oatw0",
+               "parent_subnet": "203.0.113.0/27"}
+    staying = {"name": "wlan2", "wifi": True, "parent_interface": "oatw0",
+               "parent_subnet": "198.51.100.32/27"}
+    wired = {"name": "eth0", "parent_interface": "oatw0", "parent_subnet": "192.0.2.0/27",
+             "parent_address": "192.0.2.2"}
+    ctx = _ctx({"a": [moved], "b": [unknown], "c": [staying], "d": [wired]})
+    ctx.hostnets = SimpleNamespace(seen=lambda parent: [])
+    assert wifimove.followers(ctx, "oatw0", ["198.51.100.32/27"]) == [("a", "wlan0")]
+    ctx.hostnets = SimpleNamespace(seen=lambda parent: ["203.0.113.0/27"])
+    assert wifimove.followers(ctx, "oatw0", ["198.51.100.32/27"]) == [("a", "wlan0"),
+                                                                  ("b", "wlan1")]
+
+
+def _program(directory: Path, name: str, sees_chain: bool) -> None:
+    path = directory / name
+    path.write_text(f"#!/bin/sh\nexit {0 if sees_chain else 1}\n")
+    path.chmod(0o755)
+
+
+def test_the_iptables_backend_that_sees_the_engines_chain(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert wifi._binary() is None
+    with pytest.raises(wifi.ForwardingError, match="no iptables program"):
+        wifi.allow_forwarding("wf0123456789")
+    wifi.forbid_forwarding("wf0123456789")  # nothing to remove: no error
+    _program(tmp_path, "iptables", sees_chain=False)
+    assert wifi._binary() == str(tmp_path / "iptables")  # no chain: the engine's own way
+    _program(tmp_path, "iptables-legacy", sees_chain=True)
+    assert wifi._binary() == str(tmp_path / "iptables-legacy")

@@ -65,6 +65,10 @@ class VnicTarget:
     relay: str | None = None
 
 
+# Told (keeper thread) what a relayed vNIC's address became.
+OnAddress = Callable[[VnicTarget, netns.Addressing | None], None]
+
+
 @dataclass
 class _Vnic:
     """One managed vNIC: its target, socket and client; the client's `Effects`."""
@@ -96,7 +100,7 @@ class _Vnic:
             if lease is not None and self.target.resolv_conf:
                 netns.write_resolv(self.target.resolv_conf, self.dns(lease), lease.domain)
             if self.target.relay and self.keeper.on_address is not None:
-                self.keeper.on_address(self.target, want.ip if want else None)
+                self.keeper.on_address(self.target, want)
             self.error = None
             self.applied = (want, self.dns(lease))
         except (netns.NetnsError, OSError) as exc:
@@ -141,7 +145,7 @@ class _Vnic:
 class LeaseKeeper:
     def __init__(self, state_dir: Path, timing: Timing | None = None,
                  on_change: Callable[[str, str, dict[str, Any]], None] | None = None,
-                 on_address: Callable[[VnicTarget, str | None], None] | None = None) -> None:
+                 on_address: OnAddress | None = None) -> None:
         self.store = LeaseStore(state_dir)
         # Called (keeper thread) after a relayed vNIC's address is applied: the host's
         # route and proxy entry follow the lease.

@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.executor.dhcp import netns
 from services.executor.dhcp.client import Timing
-from services.executor.dhcp.keeper import DhcpError, LeaseKeeper, VnicTarget
+from services.executor.dhcp.keeper import DhcpError, LeaseKeeper, OnAddress, VnicTarget
 
 if TYPE_CHECKING:
     from services.executor.context import Context
@@ -48,7 +47,7 @@ class DhcpWiring:
 
     def __init__(self, state_dir: Path, no_offer_after: float,
                  lease_cap: float | None = None,
-                 on_address: Callable[[VnicTarget, str | None], None] | None = None) -> None:
+                 on_address: OnAddress | None = None) -> None:
         self.keeper = LeaseKeeper(state_dir, Timing(no_offer_after=no_offer_after,
                                                     lease_cap=lease_cap),
                                   on_address=on_address)

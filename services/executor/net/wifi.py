@@ -6,18 +6,20 @@ but is not built into every kernel (it is optional, `CONFIG_IPVLAN`).  So, like 
 original agent, such a vNIC is a veth pair, and the host routes for it:
 
 * the runtime's end (`wf<hash>c`, carrying the vNIC's stable MAC) holds the vNIC's address
-  and its default route;
-* the host's end (`wf<hash>`) answers ARP for the whole LAN on the runtime's side
-  (`proxy_arp`) and carries a /32 route to the vNIC's address;
+  and its default route; its own subnet is routed through the gateway, so it asks ARP for
+  the gateway only;
+* the host's end (`wf<hash>`) answers ARP for the gateway (one proxy neighbour entry: no
+  `proxy_arp` setting, which needs a writable /proc/sys) and carries a /32 route to the
+  vNIC's address;
 * the parent answers ARP for the vNIC's address on the LAN (one proxy neighbour entry,
   `ip neigh add proxy <ip> dev <parent>`: only that address, the parent's own settings
   stay as they are), so the LAN sees the parent's MAC for it;
 * the engine's `DOCKER-USER` chain accepts what is forwarded through the host's end (the
   engine sets the forward policy to drop).
 
-Everything here is blocking (netlink, sysctl files, `iptables`): run it in a worker
-thread.  Nothing but the pair, its route, the one proxy entry and the two rules made here
-is ever changed; removal takes exactly those.
+Everything here is blocking (netlink, `iptables`): run it in a worker thread.  Nothing but
+the pair, the routes and proxy entries for it and the two rules made here is ever
+changed; removal takes exactly those.  Nothing here writes /proc/sys.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class WifiLink:
     ip: str | None  # None: a dhcp vNIC whose lease is not known yet
     prefixlen: int
     gateway: str | None
+    # The host's own address on the parent: the runtime's next hop to its subnet when the
+    # vNIC has no gateway (the host answers ARP for its own addresses on every link).
+    station: str | None = None
 
     @property
     def host(self) -> str:
@@ -128,22 +133,16 @@ def _make_pair(link: WifiLink, pid: int) -> None:
         ipr.link("set", index=index, state="up")
 
 
-def _sysctl(name: str, key: str, value: str) -> None:
-    path = Path("/proc/sys/net/ipv4/conf") / name / key
-    try:
-        path.write_text(value, encoding="ascii")
-    except OSError as exc:
-        raise WifiError(f"cannot set {key} on {name}: {exc}") from None
-
-
-def plumb(link: WifiLink, pid: int, internal_ip: str | None = None) -> bool:
+def plumb(link: WifiLink, pid: int, internal_ip: str | None = None,
+          stale_gateways: Iterable[str] = ()) -> bool:
     """Make the pair for the runtime's current process (unless it is there) and put the
     host's side in place.  True when a new pair was made."""
     made = False
     if not has_peer(pid, link.mac) or not SYSFS.joinpath(link.host).exists():
         _make_pair(link, pid)
         made = True
-    _sysctl(link.host, "proxy_arp", "1")
+    if link.gateway:
+        gateway_proxy(link, link.gateway, stale_gateways)
     if link.ip is not None:
         address(link, pid, link.ip, link.prefixlen, link.gateway, internal_ip)
         host_side(link, link.ip)
@@ -170,6 +169,46 @@ def address(link: WifiLink, pid: int, ip: str, prefixlen: int, gateway: str | No
     if gateway:
         take_default(link, pid, gateway, internal_ip)
     netns.apply(_ns_path(pid), link.mac, netns.Addressing(ip, prefixlen, gateway))
+    hop = gateway or link.station
+    if hop and hop != ip:
+        via_gateway(_ns_path(pid), link.mac, ip, prefixlen, hop)
+
+
+def via_gateway(ns: str, mac: str, ip: str, prefixlen: int, gateway: str) -> None:
+    """In the runtime: the vNIC's own subnet is reached through the gateway, not on the
+    link (the kernel's prefix route is replaced; the gateway itself is on the link).  So
+    the runtime asks ARP for the gateway only, which the host's end answers from one
+    proxy entry: no `proxy_arp` setting, which would need a writable /proc/sys."""
+    subnet = ipaddress.IPv4Network(f"{ip}/{prefixlen}", strict=False)
+
+    def work() -> None:
+        with netns._iproute()() as ipr:
+            index = netns._link(ipr, mac)[0]
+            ipr.route("replace", dst=f"{gateway}/32", oif=index, scope=253)
+            if subnet.prefixlen < 32:
+                ipr.route("replace", dst=str(subnet), oif=index, gateway=gateway,
+                          prefsrc=ip)
+
+    netns.run_in_netns(ns, work)
+
+
+def gateway_proxy(link: WifiLink, gateway: str, stale: Iterable[str] = ()) -> None:
+    """The host's end answers ARP for the gateway (one proxy neighbour entry; the kernel
+    answers for it while forwarding is on): every packet of the runtime goes to the host,
+    which routes it to the LAN.  The entries for `stale` gateways (a LAN that moved, a
+    lease with another router) go."""
+    with netns._iproute()() as ipr:
+        host = ipr.link_lookup(ifname=link.host)
+        if not host:
+            raise WifiError(f"interface {link.host} is missing")
+        for old in stale:
+            if old != gateway:
+                _unproxy(ipr, host[0], old)
+        try:
+            ipr.neigh("add", dst=gateway, ifindex=host[0], flags=NTF_PROXY)
+        except Exception as exc:  # already there
+            if "exists" not in str(exc).lower():
+                raise
 
 
 def take_default(link: WifiLink, pid: int, gateway: str, internal_ip: str | None) -> None:
@@ -224,12 +263,23 @@ def _unproxy(ipr: object, parent_index: int, ip: str) -> None:
         ipr.neigh("del", dst=ip, ifindex=parent_index, flags=NTF_PROXY)  # type: ignore[attr-defined]
 
 
-def unproxy(link: WifiLink, ips: Iterable[str]) -> None:
-    """Drop the parent's proxy entries for `ips` (a lease that moved on)."""
+def drop_addresses(link: WifiLink, ips: Iterable[str]) -> None:
+    """Drop the parent's proxy entries and the host's /32 routes for `ips` (addresses the
+    vNIC no longer has: a lease that moved on, re-homing)."""
     with netns._iproute()() as ipr:
-        for parent in ipr.link_lookup(ifname=link.parent):
-            for ip in ips:
+        parents = ipr.link_lookup(ifname=link.parent)
+        hosts = ipr.link_lookup(ifname=link.host)
+        for ip in ips:
+            for parent in parents:
                 _unproxy(ipr, parent, ip)
+            for index in hosts:
+                with contextlib.suppress(Exception):  # gone with an earlier pair
+                    ipr.route("del", dst=f"{ip}/32", oif=index, scope=253)  # as added
+
+
+def clear(link: WifiLink, pid: int) -> None:
+    """No address (and no default route) on the runtime's end."""
+    netns.apply(_ns_path(pid), link.mac, None)
 
 
 def unplumb(link: WifiLink, ips: Iterable[str]) -> None:
@@ -256,15 +306,30 @@ def valid_ip(ip: object) -> str | None:
 # --- the engine's forward policy --------------------------------------------------------------
 
 
-def _iptables(*args: str) -> int:
-    binary = shutil.which("iptables")
-    if binary is None:
-        return -1
+IPTABLES = ("iptables", "iptables-nft", "iptables-legacy")
+
+
+class ForwardingError(WifiError):
+    """The link is in place, but its forwarding rules could not be added."""
+
+
+def _binary() -> str | None:
+    """The iptables program that sees the engine's user chain: `iptables`, or the other
+    backend's when the engine uses that one (an image's default may differ from the
+    host's); the first installed one when none sees it."""
+    installed = [b for b in (shutil.which(n) for n in IPTABLES) if b]
+    for binary in installed:
+        if _run(binary, "-S", RULE_CHAIN) == 0:
+            return binary
+    return installed[0] if installed else None
+
+
+def _run(binary: str, *args: str) -> int:
     try:
         done = subprocess.run([binary, "-w", "5", *args], capture_output=True, text=True,
                               timeout=IPTABLES_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("iptables %s failed: %s", " ".join(args), exc)
+        log.warning("%s %s failed: %s", binary, " ".join(args), exc)
         return -1
     return done.returncode
 
@@ -275,21 +340,29 @@ def _rules(name: str) -> list[list[str]]:
 
 def allow_forwarding(name: str) -> None:
     """Accept traffic through `name` in the engine's user chain (when there is one: an
-    engine without iptables management leaves the forward policy alone)."""
-    if _iptables("-S", RULE_CHAIN) != 0:
-        if shutil.which("iptables") is None:
-            log.warning("iptables is not installed: the host's forward policy decides "
-                        "whether the LAN reaches %s", name)
+    engine without iptables management leaves the forward policy alone).  Without any
+    iptables program nothing can be added: ForwardingError says so (the status shows it)."""
+    binary = _binary()
+    if binary is None:
+        raise ForwardingError(
+            f"no iptables program here: the rules accepting forwarding through {name} "
+            f"were not added, so the engine's forward policy (drop) may keep the LAN from "
+            f"this vNIC; install iptables where the executor runs (the agent image: the "
+            f"Debian package iptables), or let the host accept forwarding through wf+")
+    if _run(binary, "-S", RULE_CHAIN) != 0:
         return
     for rule in _rules(name):
-        if _iptables("-C", RULE_CHAIN, *rule) != 0:
-            _iptables("-I", RULE_CHAIN, "1", *rule)
+        if _run(binary, "-C", RULE_CHAIN, *rule) != 0:
+            _run(binary, "-I", RULE_CHAIN, "1", *rule)
 
 
 def forbid_forwarding(name: str) -> None:
+    binary = _binary()
+    if binary is None:
+        return
     for rule in _rules(name):
         for _attempt in range(4):  # bounded: a rule is only ever inserted once
-            if _iptables("-D", RULE_CHAIN, *rule) != 0:
+            if _run(binary, "-D", RULE_CHAIN, *rule) != 0:
                 break
 
 

@@ -9,6 +9,7 @@ from services.executor.context import Context
 from services.executor.errors import DockerUnavailable
 from services.executor.net import networks
 from services.executor.net.hostnets import gateway_in, norm_subnet, subnets
+from services.executor.rehome import wifimove
 from services.executor.rehome.model import (
     BUSY,
     DONE,
@@ -63,6 +64,11 @@ async def check_parent(ctx: Context, parent: str, nets: list[dict[str, Any]]) ->
         home = network_subnets(staying[0])[0] if staying else (current[0] if not nets else None)
         if home is not None:
             result = await move(ctx, Target.of(parent, iface, home), [])
+    wireless = await wifimove.check(ctx, parent, iface, current)
+    if BUSY in (result, wireless):
+        result = BUSY
+    elif wireless == DONE and result == IDLE:
+        result = DONE
     if result != BUSY:
         # A move that failed keeps the old subnet in the history, so the next trigger
         # (event, discovery, restart) tries again.

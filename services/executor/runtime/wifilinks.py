@@ -7,6 +7,8 @@
   in the runtime's new namespace and the host's route, proxy entry and forwarding rules
   are put in place; a static vNIC gets its address and default route there too.  A dhcp
   vNIC gets its address from its lease (`leased`, called by the lease keeper's owner).
+* `rehome` (re-homing, `rehome/wifimove.py`): the old addresses' host side goes and the
+  link is put in place again from the moved record.
 * `forget` (delete, self-destruct, a runtime gone) removes all of it.
 * Status: `decorate` adds each link to `networks` with its address, MAC and gateway.
 
@@ -23,7 +25,7 @@ from typing import Any
 from services.executor.dhcp import netns
 from services.executor.dhcp.keeper import VnicTarget
 from services.executor.net import wifi
-from services.executor.net.wifi import WifiError, WifiLink
+from services.executor.net.wifi import ForwardingError, WifiError, WifiLink
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +36,25 @@ def is_wifi(vnic: dict[str, Any]) -> bool:
     return bool(vnic.get("wifi"))
 
 
+def is_dhcp(vnic: dict[str, Any]) -> bool:
+    return str(vnic.get("network_mode") or "").lower() == "dhcp"
+
+
+def static_ip(vnic: dict[str, Any]) -> str | None:
+    """The address a static vNIC carries: the requested one, or the one re-homing
+    assigned when the requested one did not fit the parent's subnet; None for a dhcp vNIC
+    and one re-homing left without an address."""
+    if is_dhcp(vnic) or vnic.get("detached"):
+        return None
+    return vnic.get("assigned_ip") or vnic.get("ip_address") or None
+
+
 def link_of(device: str, vnic: dict[str, Any]) -> WifiLink:
     subnet = ipaddress.IPv4Network(str(vnic["parent_subnet"]), strict=False)
-    dhcp = str(vnic.get("network_mode") or "").lower() == "dhcp"
     return WifiLink(device=device, vnic=str(vnic["name"]), parent=str(vnic["parent_interface"]),
-                    mac=str(vnic["mac_address"]).lower(),
-                    ip=None if dhcp else (vnic.get("ip_address") or None),
-                    prefixlen=subnet.prefixlen, gateway=vnic.get("parent_gateway") or None)
+                    mac=str(vnic["mac_address"]).lower(), ip=static_ip(vnic),
+                    prefixlen=subnet.prefixlen, gateway=vnic.get("parent_gateway") or None,
+                    station=vnic.get("parent_address") or None)
 
 
 class WifiLinks:
@@ -50,6 +64,8 @@ class WifiLinks:
         self.forced = forced
         self.placed: dict[Key, int] = {}  # (device, vnic) -> pid the pair was made for
         self.addresses: dict[Key, set[str]] = {}  # every address proxied for the link
+        self.gateways: dict[Key, set[str]] = {}  # gateways proxied on the host's end
+        self.stations: dict[Key, str | None] = {}  # the host's address on the parent
         self.errors: dict[Key, str] = {}
         self._lock = asyncio.Lock()
 
@@ -75,40 +91,82 @@ class WifiLinks:
             for vnic in wanted:
                 link = link_of(device, vnic)
                 key = (device, link.vnic)
+                gateways = self.gateways.setdefault(key, set())
+                made = False
                 try:
-                    made = await asyncio.to_thread(wifi.plumb, link, pid, internal_ip)
+                    made = await asyncio.to_thread(wifi.plumb, link, pid, internal_ip,
+                                                   sorted(gateways))
+                    self.errors.pop(key, None)
+                except ForwardingError as exc:  # in place; the LAN may not get through
+                    self.errors[key] = str(exc)
+                    log.warning("%s/%s: %s", device, link.vnic, exc)
                 except (WifiError, netns.NetnsError, OSError, ValueError) as exc:
                     self.errors[key] = str(exc)
                     log.warning("%s/%s: wireless link on %s not in place: %s", device,
                                 link.vnic, link.parent, exc)
                     continue
-                self.errors.pop(key, None)
                 self.placed[key] = pid
+                self.stations[key] = link.station
+                if link.gateway:
+                    gateways.intersection_update({link.gateway})
+                    gateways.add(link.gateway)
                 if link.ip:
                     self.addresses.setdefault(key, set()).add(link.ip)
                 if made:
                     log.info("%s/%s: wireless link %s on %s (%s)", device, link.vnic,
                              link.host, link.parent, link.ip or "address by DHCP")
 
-    def leased(self, target: VnicTarget, ip: str | None) -> None:
-        """The lease keeper applied `ip` (None: none) to a relayed vNIC (its thread):
-        the host's route and proxy entry follow."""
+    async def rehome(self, device: str, pid: int, vnic: dict[str, Any],
+                     internal_ip: str | None) -> str | None:
+        """The vNIC's record moved to its parent's new subnet (re-homing): the host's
+        route and proxy entries of its old addresses go, and the link is put in place with
+        the new record (a dhcp vNIC's lease follows from the keeper).  The error, if any."""
+        link = link_of(device, vnic)
+        key = (device, link.vnic)
+        async with self._lock:
+            known = self.addresses.setdefault(key, set())
+            stale = sorted(known - {link.ip} if link.ip else known)
+            try:
+                await asyncio.to_thread(wifi.drop_addresses, link, stale)
+                if pid > 0 and link.ip is None and not is_dhcp(vnic):
+                    await asyncio.to_thread(wifi.clear, link, pid)  # left without one
+            except (WifiError, netns.NetnsError, OSError) as exc:
+                log.warning("%s/%s: old addresses not fully removed: %s", device, link.vnic,
+                            exc)
+            known.difference_update(stale)
+        if pid > 0:
+            await self.apply(device, pid, [vnic], internal_ip)
+        return self.errors.get(key)
+
+    def leased(self, target: VnicTarget, want: netns.Addressing | None) -> None:
+        """The lease keeper applied `want` (None: no address) to a relayed vNIC (its
+        thread): the host's routes and proxy entries follow, and the runtime reaches its
+        subnet through the lease's router."""
         if not target.relay:
             return
         key = (target.device, target.vnic)
+        ip = want.ip if want else None
         link = WifiLink(target.device, target.vnic, target.relay, target.mac, ip, 32, None)
         known = self.addresses.setdefault(key, set())
         try:
-            if ip is None:
-                wifi.unproxy(link, sorted(known))
+            if want is None:
+                wifi.drop_addresses(link, sorted(known))
                 known.clear()
                 return
-            wifi.host_side(link, ip)
-            stale = sorted(known - {ip})
-            wifi.unproxy(link, stale)
+            wifi.host_side(link, want.ip)
+            stale = sorted(known - {want.ip})
+            wifi.drop_addresses(link, stale)
             known.difference_update(stale)
-            known.add(ip)
-        except (WifiError, OSError) as exc:
+            known.add(want.ip)
+            if want.router:
+                gateways = self.gateways.setdefault(key, set())
+                wifi.gateway_proxy(link, want.router, sorted(gateways))
+                gateways.intersection_update({want.router})
+                gateways.add(want.router)
+            hop = want.router or self.stations.get(key)  # no router: through the host
+            if hop and hop != want.ip:
+                wifi.via_gateway(target.netns, target.mac, want.ip, want.prefixlen, hop)
+        except (WifiError, netns.NetnsError, OSError) as exc:
             log.warning("%s/%s: the host's route to the lease %s: %s", target.device,
                         target.vnic, ip, exc)
 
@@ -129,6 +187,8 @@ class WifiLinks:
                     log.warning("%s/%s: wireless link not fully removed: %s", device,
                                 link.vnic, exc)
                 self.placed.pop(key, None)
+                self.gateways.pop(key, None)
+                self.stations.pop(key, None)
                 self.errors.pop(key, None)
                 log.info("%s/%s: wireless link %s removed", device, link.vnic, link.host)
 
@@ -141,7 +201,7 @@ class WifiLinks:
             key = (device, str(vnic["name"]))
             placed = pid > 0 and self.placed.get(key) == pid
             row: dict[str, Any] = {
-                "ip_address": vnic.get("ip_address") if placed else None,
+                "ip_address": static_ip(vnic) if placed else None,
                 "mac_address": str(vnic.get("mac_address") or "").lower() or None,
                 "gateway": vnic.get("parent_gateway") or None,
             }
