@@ -25,12 +25,20 @@ import pytest
 
 from common.bus import RpcClient
 from testkit.dockerenv import TEST_LABELS
-from testkit.executor import ExecutorProc, create_ok, short_id, wait_ready, wait_status
+from testkit.executor import (
+    ExecutorProc,
+    create_ok,
+    https_ok_from,
+    macvlan_name,
+    short_id,
+    wait_ready,
+    wait_status,
+)
 from testkit.helpers import wait_for
 from testkit.movinglan import host
 from tests.dhcp.lan import DhcpLan
 from tests.dhcp.netwatch import ENGINE_NETNS, NetnsWatch
-from tests.dhcp.test_docker import container_addresses
+from tests.dhcp.test_docker import container_addresses, container_links
 from tests.dhcp.test_executor import (
     blocks,
     bridge,
@@ -89,11 +97,10 @@ async def test_only_the_lease_is_ever_on_the_vnic(
 
 
 async def test_the_watch_sees_what_the_engine_puts(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]],
+        lans: Callable[..., DhcpLan], blocks: Callable[[int], list[str]],
         docker_client: docker.DockerClient, standin_image: str) -> None:
-    plain_block, silent_block = blocks(2)
-    plain_lan, silent_lan = lans(), lans()  # no DHCP server on either
+    (plain_block,) = blocks(1)
+    plain_lan = lans()  # no DHCP server
     network = docker_client.networks.create(
         f"oat-dwn-{uuid.uuid4().hex[:8]}", driver="macvlan",
         options={"parent": plain_lan.parent}, labels=TEST_LABELS,
@@ -108,23 +115,54 @@ async def test_the_watch_sees_what_the_engine_puts(
             plain.reload()
             ipam = plain.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
             wait_for(lambda: watch.addresses_in(plain_block), 10, "the plain container seen")
-            assert watch.addresses_in(plain_block) == {f"{ipam}/27"}
-
-            # A dhcp vPLC on a LAN without a server: the engine's IPAM address, removed
-            # by the keeper at attach — seen by the watch although short-lived.
-            bridge.table[silent_lan.parent] = iface(silent_lan, silent_block)
-            executor.start()
-            await wait_ready(bus)
-            name = f"oat-dwq-{short_id()}"
-            await create_ok(bus, name, [dhcp_vnic(silent_lan)])
-            body = await wait_status(bus, name, in_state("requesting", "no_offer"), 30)
-            mac = lease_of(body)["mac_address"]
-            assert container_addresses(pid_of(docker_client, name), mac) == []
-            wait_for(lambda: watch.addresses_in(silent_block), 10, "the IPAM address seen")
         print(f"watch lag (s): {sorted(round(v, 4) for v in watch.lag.values())}")
-        (seen,) = watch.addresses_in(silent_block)
-        assert seen.endswith("/27") and seen != f"{host(silent_block, 2)}/27"
+        assert watch.addresses_in(plain_block) == {f"{ipam}/27"}
     finally:
         if plain is not None:
             plain.remove(force=True)
         network.remove()
+
+
+async def test_no_server_then_a_server(
+        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
+        bus: RpcClient, blocks: Callable[[int], list[str]],
+        docker_client: docker.DockerClient) -> None:
+    """No lease at create: the vNIC is not connected (no address on the LAN's subnet,
+    `no_offer`), also across an executor kill -9; a server appears: the runtime is
+    connected with its lease and answers HTTPS from the LAN."""
+    (block,) = blocks(1)
+    lan = lans(ping=False)  # no server yet
+    bridge.table[lan.parent] = iface(lan, block)
+    network = macvlan_name(lan.parent, block)
+    executor.start()
+    await wait_ready(bus)
+    name = f"oat-dwq-{short_id()}"
+    with NetnsWatch() as watch:
+        await create_ok(bus, name, [dhcp_vnic(lan)])
+        body = await wait_status(bus, name, in_state("no_offer"), 30)
+        net = lease_of(body)
+        mac = net["mac_address"]
+        assert body["is_running"] and set(body["networks"]) == {network}
+        assert net["ip_address"] is None and net["gateway"] is None
+        assert network not in docker_client.api.inspect_container(name)[
+            "NetworkSettings"]["Networks"]
+        assert mac not in container_links(pid_of(docker_client, name))  # no such vNIC
+
+        # kill -9 while waiting: the new executor finds the vNIC still unconnected.
+        executor.kill()
+        executor.start()
+        await wait_ready(bus)
+        await wait_status(bus, name, in_state("requesting", "no_offer"), 30)
+
+        serve(lan, block)
+        body = await wait_status(bus, name, in_state("bound"), 60)
+        net = lease_of(body)
+        ip = net["ip_address"]
+        assert net["mac_address"] == mac and lan.leases() == {mac: ip}
+        attrs = docker_client.api.inspect_container(name)["NetworkSettings"]["Networks"]
+        assert attrs[network]["IPAMConfig"]["IPv4Address"] == ip  # fixed: the lease
+        assert container_addresses(pid_of(docker_client, name), mac) == [f"{ip}/27"]
+        wait_for(lambda: https_ok_from(lan.ns, ip), 30, interval=0.5,
+                 what="HTTPS from the LAN at the lease")
+    print(f"namespaces watched: {len(watch.seen)}")
+    assert watch.addresses_in(block) == {f"{ip}/27"}, watch.seen

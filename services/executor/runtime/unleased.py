@@ -1,0 +1,143 @@
+"""dhcp vNICs that had no lease at create: connected to their network once leased.
+
+A dhcp vNIC that got no lease within the bound at create is not connected to its MACVLAN
+network at all (the engine would give it an address of its own choosing, docs/dhcp.md):
+the runtime starts without it, and the keeper goes on asking (with its backoff) through a
+MACVLAN link with the vNIC's MAC in a namespace of our own.  Once a lease comes, that link
+is deleted and the container — running or stopped — is connected to the network with the
+lease as its fixed address; a running runtime gets its MACs (older engines) and the
+keeper's `attach`, which resumes the lease on the interface.
+
+Crash-safe without a file of its own: the pending state is derived at every resync from
+the stored vNICs against the container's networks (a stored dhcp vNIC whose network the
+container lacks is pending); the lease itself is on file in the keeper's store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import docker.errors
+
+from services.executor.context import Context
+from services.executor.dhcp import wiring as dhcp_wiring
+from services.executor.dhcp.keeper import DhcpError
+from services.executor.dhcp.netns import NetnsError
+from services.executor.engine import containers
+from services.executor.errors import DockerUnavailable, OperationFailed, error_text
+from services.executor.runtime import live
+
+log = logging.getLogger(__name__)
+
+POLL = 0.5  # how often a pending vNIC's lease is looked at (the keeper's record)
+LINK_RETRY = (1.0, 60.0)  # backoff while the private link cannot be made: first, max
+
+
+def is_pending(ctx: Context, device: str, vnic: dict[str, Any]) -> bool:
+    """A stored dhcp vNIC the container is not connected to (wireless ones have no
+    engine network)."""
+    view = ctx.view.get(device)
+    return (view is not None and dhcp_wiring.is_dhcp(vnic) and not vnic.get("wifi")
+            and bool(vnic.get("mac_address")) and bool(vnic.get("network"))
+            and vnic["network"] not in view.networks)
+
+
+def follow(ctx: Context, device: str, name: str) -> None:
+    """Connect `device`'s vNIC `name` once it is leased, in the background."""
+    wiring = ctx.dhcp
+    key = (device, name)
+    if wiring is None or key in wiring.pending:
+        return
+    task = ctx.ops.spawn(_follow(ctx, device, name), f"dhcp-connect-{device}-{name}")
+    wiring.pending[key] = task
+    task.add_done_callback(lambda t: wiring.pending.pop(key, None)
+                           if wiring.pending.get(key) is t else None)
+
+
+def follow_all(ctx: Context, device: str) -> None:
+    """After a create: every vNIC of `device` left unconnected for want of a lease."""
+    for vnic in ctx.vnics.get(device):
+        if is_pending(ctx, device, vnic):
+            follow(ctx, device, str(vnic["name"]))
+
+
+def resync(ctx: Context) -> None:
+    """Executor start, engine reconnection: pending vNICs derived from the stored vNICs
+    against each container's networks."""
+    if ctx.dhcp is None:
+        return
+    for view in ctx.view.all():
+        if ctx.ops.current(view.name) is None:
+            follow_all(ctx, view.name)
+
+
+def _vnic(ctx: Context, device: str, name: str) -> dict[str, Any] | None:
+    for vnic in ctx.vnics.get(device):
+        if vnic.get("name") == name:
+            return vnic
+    return None
+
+
+async def _follow(ctx: Context, device: str, name: str) -> None:
+    wiring = ctx.dhcp
+    assert wiring is not None
+    key = (device, name)
+    host = None if ctx.on_host else dhcp_wiring.HOST_NETNS
+    retry = LINK_RETRY[0]
+    while True:
+        vnic = _vnic(ctx, device, name)
+        if vnic is None or not is_pending(ctx, device, vnic):
+            await wiring.close_private(key)
+            return  # deleted, or connected by someone else
+        if key not in wiring.private:
+            try:
+                await wiring.open_private(device, vnic, host)
+                retry = LINK_RETRY[0]
+            except (NetnsError, OSError, DhcpError, TimeoutError) as exc:
+                log.warning("%s/%s: cannot lease through a link of our own (%s); again "
+                            "in %g s", device, name, exc, retry)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, LINK_RETRY[1])
+                continue
+        found = wiring.keeper.status(device, name) or {}
+        ip = found.get("ip_address") if found.get("state") == "bound" else None
+        if (ip and dhcp_wiring.fits(str(ip), vnic) and ctx.ops.current(device) is None
+                and await _connect(ctx, device, vnic, str(ip))):
+            return
+        await asyncio.sleep(POLL)
+
+
+async def _connect(ctx: Context, device: str, vnic: dict[str, Any], ip: str) -> bool:
+    """Claim the device, connect the vNIC with its lease as the fixed address; False
+    (logged, leasing through our link again) if the engine refused."""
+    wiring = ctx.dhcp
+    assert wiring is not None
+    key = (device, str(vnic["name"]))
+    ctx.ops.begin(device, "dhcp_connect")  # an operation asked for meanwhile is Busy
+    try:
+        await wiring.close_private(key)  # the MAC is free on the parent from here
+        async with ctx.networks.locks.hold([vnic["network"]]):
+            await ctx.networks.ensure_macvlan(device, vnic, "dhcp-connect")
+            mac = str(vnic["mac_address"]).lower()
+            per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
+            await ctx.docker.call(containers.connect_fixed, device, vnic["network"], ip,
+                                  mac if per_endpoint else None)
+        log.info("%s/%s: leased %s; connected to %s with it", device, key[1], ip,
+                 vnic["network"])
+    except (docker.errors.APIError, OperationFailed, DockerUnavailable) as exc:
+        log.warning("%s/%s: connecting with the lease %s failed: %s", device, key[1], ip,
+                    error_text(exc))
+        ctx.ops.end(device)
+        return False
+    try:
+        view = await ctx.view.refresh(device)
+        if view is not None and view.running:
+            vnics = ctx.vnics.get(device)
+            await live.apply_macs(ctx, device, vnics)  # older engines: the MAC, by address
+            for target in await wiring.targets(ctx, view, [vnic]):
+                await wiring.attach(target)
+    finally:
+        ctx.ops.end(device)
+    return True
