@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import docker
 import pytest
@@ -36,7 +37,7 @@ from testkit.executor import (
 )
 from testkit.helpers import wait_for
 from testkit.movinglan import host
-from tests.dhcp.lan import DhcpLan
+from tests.dhcp.lan import DhcpLan, sh
 from tests.dhcp.netwatch import ENGINE_NETNS, NetnsWatch
 from tests.dhcp.test_docker import container_addresses, container_links
 from tests.dhcp.test_executor import (
@@ -166,3 +167,53 @@ async def test_no_server_then_a_server(
                  what="HTTPS from the LAN at the lease")
     print(f"namespaces watched: {len(watch.seen)}")
     assert watch.addresses_in(block) == {f"{ip}/27"}, watch.seen
+
+
+@pytest.mark.parametrize("server_first", [True, False], ids=["served", "served-later"])
+async def test_rehoming_shows_only_leases(
+        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
+        bus: RpcClient, blocks: Callable[[int], list[str]],
+        docker_client: docker.DockerClient, tmp_path: Path, server_first: bool) -> None:
+    """Re-homing to a subnet with its own dnsmasq: the vNIC is leased on the new LAN
+    before it is connected; with no server there yet it stays unconnected (`no_offer`)
+    until one serves."""
+    old, new = blocks(2)
+    lan = lans(ping=False)
+    serve(lan, old)
+    bridge.table[lan.parent] = iface(lan, old)
+    executor.start()
+    await wait_ready(bus)
+    name = f"oat-dwm-{short_id()}"
+    network = macvlan_name(lan.parent, new)
+    with NetnsWatch() as watch:
+        await create_ok(bus, name, [dhcp_vnic(lan)])
+        body = await wait_status(bus, name, in_state("bound"), 30)
+        first, mac = lease_of(body)["ip_address"], lease_of(body)["mac_address"]
+
+        lan.stop_server()
+        lan.tmp = tmp_path / "second-server"
+        lan.tmp.mkdir()
+        if server_first:
+            serve(lan, new)
+        else:  # the wire carries the new subnet's router address, nothing serves it yet
+            sh("ip", "-n", lan.ns, "addr", "flush", "dev", lan.peer)
+            sh("ip", "-n", lan.ns, "addr", "add", f"{host(new, 1)}/27", "dev", lan.peer)
+        bridge.change(iface(lan, new))
+        if not server_first:
+            body = await wait_status(bus, name, lambda b: set(b.get("networks") or {}) ==
+                                     {network} and in_state("no_offer")(b), 60)
+            assert lease_of(body)["ip_address"] is None
+            assert mac not in container_links(pid_of(docker_client, name))
+            serve(lan, new)
+        body = await wait_status(bus, name, lambda b: set(b.get("networks") or {}) ==
+                                 {network} and in_state("bound")(b) and "rehoming" not in b,
+                                 60)
+        ip = lease_of(body)["ip_address"]
+        assert lease_of(body)["dhcp"]["server"] == host(new, 1)
+        attrs = docker_client.api.inspect_container(name)["NetworkSettings"]["Networks"]
+        assert attrs[network]["IPAMConfig"]["IPv4Address"] == ip  # fixed: the lease
+        assert container_addresses(pid_of(docker_client, name), mac) == [f"{ip}/27"]
+        wait_for(lambda: https_ok_from(lan.ns, ip), 30, interval=0.5,
+                 what="HTTPS from the LAN at the new lease")
+    assert watch.addresses_in(old) == {f"{first}/27"}, watch.seen
+    assert watch.addresses_in(new) == {f"{ip}/27"}, watch.seen

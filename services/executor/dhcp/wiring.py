@@ -108,8 +108,8 @@ class DhcpWiring:
             self.errors[key] = str(exc)
             log.warning("%s/%s: DHCP not started: %s", target.device, target.vnic, exc)
 
-    async def lease_first(self, device: str, vnic: dict[str, Any], host_netns: str | None
-                          ) -> str | None:
+    async def lease_first(self, device: str, vnic: dict[str, Any], host_netns: str | None,
+                          resume: bool = True) -> str | None:
         """Lease for `vnic` before its runtime exists, through a MACVLAN with its MAC in a
         namespace of our own, waiting at most `no_offer_after`: the leased address, kept
         on file for the runtime's first `attach`, or None (no offer in time, or the link
@@ -124,7 +124,8 @@ class DhcpWiring:
         keep = False
         try:
             await asyncio.to_thread(self.keeper.attach,
-                                    VnicTarget(device, name, mac, link.path, hostname=device))
+                                    VnicTarget(device, name, mac, link.path, hostname=device),
+                                    resume)
             ip = await self._bound_ip(device, name, self.lease_first_for)
             if ip is None:
                 # The keeper goes on asking through the link; the vNIC is connected
@@ -290,15 +291,33 @@ def fits(ip: str, vnic: dict[str, Any]) -> bool:
     return False
 
 
-async def after_rehome(ctx: Context, device: str, vnic: dict[str, Any]) -> None:
-    """The vNIC was connected to its parent's new network: drop the old lease without
-    asking for it again, DISCOVER on the new LAN."""
+async def lease_for_rehome(ctx: Context, device: str, vnic: dict[str, Any], subnet: str
+                           ) -> tuple[str | None, bool]:
+    """Re-homing, after the vNIC left its old network and before it is connected to the
+    new one: drop the old lease without asking for it and lease on the new LAN through a
+    link of our own, as at create.  (the lease to connect with as the fixed address or
+    None, whether the vNIC is to stay unconnected until a lease comes)."""
+    wiring: DhcpWiring | None = ctx.dhcp
+    if wiring is None or not is_dhcp(vnic) or not vnic.get("mac_address") or vnic.get("wifi"):
+        return None, False
+    host = None if ctx.on_host else HOST_NETNS
+    ip = await wiring.lease_first(device, vnic, host, resume=False)
+    if ip is not None and fits(ip, {**vnic, "parent_subnet": subnet}):
+        return ip, False
+    return None, (device, str(vnic["name"])) in wiring.private
+
+
+async def after_rehome(ctx: Context, device: str, vnic: dict[str, Any],
+                       leased: bool = False) -> None:
+    """The vNIC was connected to its parent's new network: with the lease it got first
+    (`leased`), resume it; else drop the old lease without asking for it again and
+    DISCOVER on the new LAN."""
     wiring: DhcpWiring | None = ctx.dhcp
     view = ctx.view.get(device)
     if wiring is None or view is None or not is_dhcp(vnic):
         return
     for target in await wiring.targets(ctx, view, [vnic]):
-        await wiring.attach(target, resume=False)
+        await wiring.attach(target, resume=leased)
 
 
 async def stopped(ctx: Context, device: str) -> None:

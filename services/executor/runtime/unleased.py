@@ -87,6 +87,10 @@ async def _follow(ctx: Context, device: str, name: str) -> None:
     host = None if ctx.on_host else dhcp_wiring.HOST_NETNS
     retry = LINK_RETRY[0]
     while True:
+        if ctx.ops.current(device) is not None:
+            # An operation (the create, a re-homing) decides the vNIC's network first.
+            await asyncio.sleep(POLL)
+            continue
         vnic = _vnic(ctx, device, name)
         if vnic is None or not is_pending(ctx, device, vnic):
             await wiring.close_private(key)
@@ -103,8 +107,10 @@ async def _follow(ctx: Context, device: str, name: str) -> None:
                 continue
         found = wiring.keeper.status(device, name) or {}
         ip = found.get("ip_address") if found.get("state") == "bound" else None
-        if (ip and dhcp_wiring.fits(str(ip), vnic) and ctx.ops.current(device) is None
-                and await _connect(ctx, device, vnic, str(ip))):
+        # No await between this check and _connect's claim.
+        free = ctx.ops.current(device) is None
+        if ip and free and dhcp_wiring.fits(str(ip), vnic) and await _connect(
+                ctx, device, vnic, str(ip)):
             return
         await asyncio.sleep(POLL)
 
