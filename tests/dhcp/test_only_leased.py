@@ -17,6 +17,8 @@ Needs root, the engine and dnsmasq.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +27,7 @@ import docker
 import pytest
 
 from common.bus import RpcClient
+from services.executor.dhcp.lease import Lease
 from testkit.dockerenv import TEST_LABELS
 from testkit.executor import (
     ExecutorProc,
@@ -217,3 +220,54 @@ async def test_rehoming_shows_only_leases(
                  what="HTTPS from the LAN at the new lease")
     assert watch.addresses_in(old) == {f"{first}/27"}, watch.seen
     assert watch.addresses_in(new) == {f"{ip}/27"}, watch.seen
+
+
+async def test_a_moved_lease_is_fixed_before_the_start(
+        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
+        bus: RpcClient, blocks: Callable[[int], list[str]],
+        docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    """The lease on file expired while the runtime was stopped and the server now gives
+    the vNIC another address: `start_device` leases again and reconnects the endpoint
+    with the new lease before the start, so the old one never appears again."""
+    (block,) = blocks(1)
+    lan = lans(ping=False)
+    serve(lan, block)
+    bridge.table[lan.parent] = iface(lan, block)
+    executor.start(ORCH_DHCP_LEASE_CAP="6")  # given up locally after 6 s
+    await wait_ready(bus)
+    name = f"oat-dwx-{short_id()}"
+    with NetnsWatch() as watch:
+        await create_ok(bus, name, [dhcp_vnic(lan)])
+        body = await wait_status(bus, name, in_state("bound"), 30)
+        first, mac = lease_of(body)["ip_address"], lease_of(body)["mac_address"]
+        assert (await bus.call("stop_device", {"device_id": name}))["status"] == "success"
+
+        # The server forgets it and reserves another address for its MAC.
+        moved = host(block, 13)
+        lan.stop_server()
+        lan.tmp = tmp_path / "second-server"
+        lan.tmp.mkdir()
+        lan.reservations = {mac: moved}
+        lan.start_server()
+        wait_for(lambda: not executor_lease_valid(executor, name), 15, interval=0.5,
+                 what="the lease on file expired")
+        before = set(watch.seen)
+        assert (await bus.call("start_device", {"device_id": name}))["status"] == "success"
+        body = await wait_status(bus, name, lambda b: in_state("bound")(b) and
+                                 lease_of(b)["ip_address"] == moved, 60)
+        attrs = docker_client.api.inspect_container(name)["NetworkSettings"]["Networks"]
+        network = macvlan_name(lan.parent, block)
+        assert attrs[network]["IPAMConfig"]["IPv4Address"] == moved  # fixed: the new lease
+        assert container_addresses(pid_of(docker_client, name), mac) == [f"{moved}/27"]
+        wait_for(lambda: https_ok_from(lan.ns, moved), 30, interval=0.5,
+                 what="HTTPS from the LAN at the moved lease")
+    after = [a for k, v in watch.seen.items() if k not in before for a in v
+             if ipaddress.IPv4Interface(a) in ipaddress.IPv4Network(block)]
+    assert set(after) == {f"{moved}/27"}, watch.seen
+    assert watch.addresses_in(block) == {f"{first}/27", f"{moved}/27"}, watch.seen
+
+
+def executor_lease_valid(executor: ExecutorProc, name: str) -> bool:
+    record = json.loads((executor.state_dir / "dhcp" / f"{name}@eth0.json").read_text())
+    lease = record.get("lease")
+    return bool(lease) and not Lease.from_dict(lease).expired()

@@ -185,8 +185,3 @@ def pull(api: Any, repository: str, tag: str) -> None:
         with contextlib.suppress(Exception):
             api.close()
 
-
-def connect_fixed(api: Any, ident: str, network: str, ip: str, mac: str | None) -> None:
-    """Connect a container (running or not) to `network` with `ip` as its fixed address;
-    `mac` only where the engine takes a MAC per endpoint (API 1.44+)."""
-    api.connect_container_to_network(ident, network, ipv4_address=ip, mac_address=mac)

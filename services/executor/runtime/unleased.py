@@ -24,9 +24,11 @@ import docker.errors
 from services.executor.context import Context
 from services.executor.dhcp import wiring as dhcp_wiring
 from services.executor.dhcp.keeper import DhcpError
+from services.executor.dhcp.lease import Lease
 from services.executor.dhcp.netns import NetnsError
 from services.executor.engine import containers
 from services.executor.errors import DockerUnavailable, OperationFailed, error_text
+from services.executor.net import networks
 from services.executor.runtime import live
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ async def _connect(ctx: Context, device: str, vnic: dict[str, Any], ip: str) -> 
             await ctx.networks.ensure_macvlan(device, vnic, "dhcp-connect")
             mac = str(vnic["mac_address"]).lower()
             per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
-            await ctx.docker.call(containers.connect_fixed, device, vnic["network"], ip,
+            await ctx.docker.call(networks.connect, device, vnic["network"], ip,
                                   mac if per_endpoint else None)
         log.info("%s/%s: leased %s; connected to %s with it", device, key[1], ip,
                  vnic["network"])
@@ -147,3 +149,63 @@ async def _connect(ctx: Context, device: str, vnic: dict[str, Any], ip: str) -> 
     finally:
         ctx.ops.end(device)
     return True
+
+
+# --- before an agent-initiated start ----------------------------------------------------
+
+
+async def before_start(ctx: Context, device: str) -> None:
+    """Before the agent starts a stopped runtime (start, restart, boot sync, watchdog):
+    each dhcp vNIC whose lease on file has expired or is not its endpoint's fixed address
+    (an expiry, a NAK, a long power-off) is leased again through a link of our own
+    (INIT-REBOOT with the previous address first) and reconnected with the new lease,
+    or left unconnected until one comes; the engine's start then puts only a lease on
+    it.  Blocks up to the lease bound for such a vNIC only."""
+    wiring = ctx.dhcp
+    view = ctx.view.get(device)
+    if wiring is None or view is None or view.running:
+        return
+    stale = [v for v in ctx.vnics.get(device) if dhcp_wiring.is_dhcp(v)
+             and not v.get("wifi") and v.get("mac_address") and v.get("network")
+             and not wiring.unconnected((device, str(v["name"])))]
+    if not stale:
+        return
+    attrs = await ctx.docker.call(lambda api: api.inspect_container(view.id))
+    endpoints = ((attrs or {}).get("NetworkSettings") or {}).get("Networks") or {}
+    for vnic in stale:
+        endpoint = endpoints.get(str(vnic["network"]))
+        if endpoint is None:
+            continue  # not connected: pending (unleased.follow) or detached by re-homing
+        fixed = (endpoint.get("IPAMConfig") or {}).get("IPv4Address")
+        record = wiring.keeper.store.load(device, str(vnic["name"])) or {}
+        try:
+            lease = Lease.from_dict(record["lease"]) if record.get("lease") else None
+        except (KeyError, TypeError, ValueError):
+            lease = None
+        if lease is not None and not lease.expired() and lease.ip_address == fixed:
+            continue
+        await _relink(ctx, device, vnic, view.id)
+
+
+async def _relink(ctx: Context, device: str, vnic: dict[str, Any], cid: str) -> None:
+    wiring = ctx.dhcp
+    assert wiring is not None
+    name, network = str(vnic["name"]), str(vnic["network"])
+    log.info("%s/%s: the lease on file is not the endpoint's; leased again before the "
+             "start", device, name)
+    await ctx.docker.call(networks.disconnect, cid, network)
+    host = None if ctx.on_host else dhcp_wiring.HOST_NETNS
+    ip = await wiring.lease_first(device, vnic, host)
+    if ip is not None and dhcp_wiring.fits(ip, vnic):
+        per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
+        try:
+            async with ctx.networks.locks.hold([network]):
+                await ctx.networks.ensure_macvlan(device, vnic, "dhcp-relink")
+                await ctx.docker.call(networks.connect, cid, network, ip,
+                                      str(vnic["mac_address"]).lower() if per_endpoint
+                                      else None)
+            return
+        except (docker.errors.APIError, OperationFailed) as exc:
+            log.warning("%s/%s: connecting with the lease %s failed: %s", device, name, ip,
+                        error_text(exc))
+    follow(ctx, device, name)  # unconnected until a lease comes (and it can be connected)
