@@ -182,8 +182,10 @@ async def before_start(ctx: Context, device: str) -> None:
             lease = Lease.from_dict(record["lease"]) if record.get("lease") else None
         except (KeyError, TypeError, ValueError):
             lease = None
-        if lease is not None and not lease.expired() and lease.ip_address == fixed:
-            continue
+        if lease is not None and not lease.expired() and (
+                lease.ip_address == fixed
+                or (fixed is None and not dhcp_wiring.fits(lease.ip_address, vnic))):
+            continue  # fixed already, or a lease that cannot be fixed (connected as at create)
         await _relink(ctx, device, vnic, view.id)
 
 
@@ -196,16 +198,18 @@ async def _relink(ctx: Context, device: str, vnic: dict[str, Any], cid: str) -> 
     await ctx.docker.call(networks.disconnect, cid, network)
     host = None if ctx.on_host else dhcp_wiring.HOST_NETNS
     ip = await wiring.lease_first(device, vnic, host)
-    if ip is not None and dhcp_wiring.fits(ip, vnic):
+    if ip is not None:
+        # A lease outside the network's subnet cannot be fixed: connected as at create.
+        fixed = ip if dhcp_wiring.fits(ip, vnic) else None
         per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
         try:
             async with ctx.networks.locks.hold([network]):
                 await ctx.networks.ensure_macvlan(device, vnic, "dhcp-relink")
-                await ctx.docker.call(networks.connect, cid, network, ip,
+                await ctx.docker.call(networks.connect, cid, network, fixed,
                                       str(vnic["mac_address"]).lower() if per_endpoint
                                       else None)
             return
         except (docker.errors.APIError, OperationFailed) as exc:
             log.warning("%s/%s: connecting with the lease %s failed: %s", device, name, ip,
                         error_text(exc))
-    follow(ctx, device, name)  # unconnected until a lease comes (and it can be connected)
+    follow(ctx, device, name)  # unconnected until a lease comes
