@@ -184,4 +184,3 @@ def pull(api: Any, repository: str, tag: str) -> None:
     finally:
         with contextlib.suppress(Exception):
             api.close()
-
