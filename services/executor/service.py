@@ -61,6 +61,7 @@ from services.executor.runtime import (
     live,
     selfdestruct,
     status,
+    unleased,
 )
 from services.executor.runtime.bootsync import boot_sync
 from services.executor.runtime.dedicated import DedicatedStore
@@ -247,6 +248,7 @@ class ExecutorService:
                 self.ctx.ready.set()
                 await reconcile(self.ctx)
                 await dhcp_wiring.resync(self.ctx)
+                unleased.resync(self.ctx)  # dhcp vNICs still waiting for a lease
                 self.netwatch.poke()  # interrupted moves, and subnets that changed meanwhile
                 return True
             except DockerUnavailable as exc:

@@ -39,6 +39,12 @@ def container_addresses(pid: int, mac: str) -> list[str]:
     return [line.split()[3] for line in out.splitlines() if line.split()[1] == name]
 
 
+def container_links(pid: int) -> str:
+    """`ip -o link` inside the container's namespace (MACs in lower case)."""
+    return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-o", "link"],
+                          capture_output=True, text=True, check=True, timeout=10).stdout
+
+
 def test_keeper_leases_for_a_runtime_container(
         lans: Callable[..., DhcpLan], keepers: Callable[..., LeaseKeeper],
         docker_client: docker.DockerClient, standin_image: str) -> None:

@@ -4,6 +4,7 @@ unmanaged vNICs."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,39 @@ def test_a_lease_is_fixed_only_inside_the_networks_subnet() -> None:
     assert fits("198.51.100.120", vnic)
     assert not fits("203.0.113.7", vnic)  # the engine would refuse to start it
     assert fits("203.0.113.7", {"name": "eth0"})  # no subnet known: nothing to check
+
+
+def test_an_unconnected_vnic_is_listed_without_an_address(tmp_path: Path) -> None:
+    """Not connected yet (no lease at create): listed under its network with its MAC; a
+    lease held through our own link is not shown as the runtime's."""
+    nets = {"mv_b": networks()["mv_b"]}
+    vnics = [dict(VNICS[0], mac_address="02:00:00:00:00:0A"), VNICS[1]]
+    w = wiring(tmp_path, {("plc", "eth0"): LEASE})
+    w.pending[("plc", "eth0")] = object()  # type: ignore[assignment]
+    w.decorate("plc", vnics, nets)
+    assert nets["mv_a"]["mac_address"] == "02:00:00:00:00:0a"
+    assert nets["mv_a"]["ip_address"] is None and nets["mv_a"]["gateway"] is None
+    assert nets["mv_a"]["dhcp"]["state"] == "requesting"
+    assert nets["mv_b"] == networks()["mv_b"]
+
+
+def test_a_pending_vnic_is_not_detached_with_its_runtime(tmp_path: Path) -> None:
+    """Stopping the runtime leaves a vNIC leasing through its own link alone."""
+    calls: list[tuple[str, str, str]] = []
+
+    class Recording(Keeper):
+        def known(self) -> list[tuple[str, str]]:
+            return [("plc", "eth0"), ("plc", "eth1")]
+
+        def managed(self) -> list[tuple[str, str]]:
+            return []
+
+        def detach(self, device: str, vnic: str) -> bool:
+            calls.append(("detach", device, vnic))
+            return True
+
+    w = DhcpWiring(tmp_path, 30.0)
+    w.keeper = Recording({})  # type: ignore[assignment]
+    w.pending[("plc", "eth0")] = object()  # type: ignore[assignment]
+    asyncio.run(w.drop("plc", "detach"))
+    assert calls == [("detach", "plc", "eth1")]

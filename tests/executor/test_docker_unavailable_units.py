@@ -59,7 +59,7 @@ def context(tmp_path: Path, docker: FakeDocker) -> Any:
         agent_name=None, agent_container=None, require_docker=require_docker,
         view=SimpleNamespace(get=lambda name: view if name == "plc-1" else None,
                              adopted={}),
-        save_op=save_op)
+        save_op=save_op, dhcp=None)  # DHCP off: no lease check before a start
 
 
 @pytest.mark.parametrize("action", ["start", "stop", "restart"])

@@ -36,6 +36,9 @@ HOST_NETNS = "/proc/1/ns/net"
 LEASE_FIRST_POLL = 0.02
 # What status shows of the keeper's record (docs/dhcp.md).
 SHOWN = ("state", "server", "lease_start", "lease_expiry", "dns")
+# Marks a vNIC of lease_first's answer that the engine must not connect (no lease yet).
+UNCONNECTED = "unconnected"
+HELD = ("bound", "renewing", "rebinding")
 
 
 def is_dhcp(vnic: dict[str, Any]) -> bool:
@@ -53,6 +56,10 @@ class DhcpWiring:
                                   on_address=on_address)
         self.lease_first_for = no_offer_after
         self.errors: dict[tuple[str, str], str] = {}
+        # dhcp vNICs left unconnected for want of a lease (docs/dhcp.md): the link they
+        # lease through, and the task that connects them once leased (runtime/unleased.py).
+        self.private: dict[tuple[str, str], netns.PrivateLink] = {}
+        self.pending: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def start(self) -> DhcpWiring:
         self.keeper.start()
@@ -60,6 +67,11 @@ class DhcpWiring:
 
     def stop(self) -> None:
         self.keeper.stop()  # leases stay applied and on file; the next start resumes
+        for task in self.pending.values():
+            task.cancel()
+        for link in self.private.values():
+            link.close()
+        self.private.clear()
 
     # --- targets ------------------------------------------------------------------------
 
@@ -95,8 +107,8 @@ class DhcpWiring:
             self.errors[key] = str(exc)
             log.warning("%s/%s: DHCP not started: %s", target.device, target.vnic, exc)
 
-    async def lease_first(self, device: str, vnic: dict[str, Any], host_netns: str | None
-                          ) -> str | None:
+    async def lease_first(self, device: str, vnic: dict[str, Any], host_netns: str | None,
+                          resume: bool = True) -> str | None:
         """Lease for `vnic` before its runtime exists, through a MACVLAN with its MAC in a
         namespace of our own, waiting at most `no_offer_after`: the leased address, kept
         on file for the runtime's first `attach`, or None (no offer in time, or the link
@@ -108,19 +120,54 @@ class DhcpWiring:
         except (netns.NetnsError, OSError) as exc:
             log.warning("%s/%s: no lease before the start (%s)", device, name, exc)
             return None
+        keep = False
         try:
             await asyncio.to_thread(self.keeper.attach,
-                                    VnicTarget(device, name, mac, link.path, hostname=device))
+                                    VnicTarget(device, name, mac, link.path, hostname=device),
+                                    resume)
             ip = await self._bound_ip(device, name, self.lease_first_for)
             if ip is None:
-                log.warning("%s/%s: no lease within %g s before the start", device, name,
-                            self.lease_first_for)
+                # The keeper goes on asking through the link; the vNIC is connected
+                # once a lease comes (runtime/unleased.py), never with an IPAM address.
+                log.warning("%s/%s: no lease within %g s before the start; the vNIC is "
+                            "connected when one comes", device, name, self.lease_first_for)
+                self.private[(device, name)] = link
+                keep = True
             return ip
         except (DhcpError, TimeoutError) as exc:
             log.warning("%s/%s: no lease before the start (%s)", device, name, exc)
             return None
         finally:
-            await asyncio.to_thread(self._end_lease_first, device, name, link)
+            if not keep:
+                await asyncio.to_thread(self._end_lease_first, device, name, link)
+
+    async def open_private(self, device: str, vnic: dict[str, Any], host_netns: str | None
+                           ) -> None:
+        """A link of our own to lease `vnic` through while it is unconnected (after an
+        executor restart: the namespace died with the old process); raises on failure."""
+        key = (device, str(vnic["name"]))
+        if key in self.private:
+            return
+        mac = str(vnic["mac_address"]).lower()
+        link = await asyncio.to_thread(netns.private_macvlan,
+                                       str(vnic["parent_interface"]), mac, host_netns)
+        self.private[key] = link
+        try:
+            await asyncio.to_thread(self.keeper.attach,
+                                    VnicTarget(device, key[1], mac, link.path, hostname=device))
+        except BaseException:
+            await self.close_private(key)
+            raise
+
+    async def close_private(self, key: tuple[str, str]) -> None:
+        """Stop leasing through the private link (the lease stays on file) and delete it,
+        so its MAC is free on the parent before the runtime's own interface has it."""
+        link = self.private.pop(key, None)
+        if link is not None:
+            await asyncio.to_thread(self._end_lease_first, key[0], key[1], link)
+
+    def unconnected(self, key: tuple[str, str]) -> bool:
+        return key in self.private or key in self.pending
 
     async def _bound_ip(self, device: str, vnic: str, within: float) -> str | None:
         # Polled on the loop: a thread blocked per waiting vNIC would starve the pool
@@ -149,11 +196,19 @@ class DhcpWiring:
         keys = {k for k in self.keeper.known() if k[0] == device}
         keys |= {k for k in self.keeper.managed() if k[0] == device}
         for key in sorted(keys):
+            if how == "detach" and self.unconnected(key):
+                continue  # leasing through its own link, whether the runtime runs or not
             self.errors.pop(key, None)
+            task = self.pending.pop(key, None)
+            if task is not None:
+                task.cancel()
             try:
                 await asyncio.to_thread(getattr(self.keeper, how), *key)
             except (DhcpError, TimeoutError) as exc:
                 log.warning("%s/%s: DHCP %s failed: %s", *key, how, exc)
+            link = self.private.pop(key, None)
+            if link is not None:
+                await asyncio.to_thread(link.close)
 
     # --- status ---------------------------------------------------------------------------
 
@@ -161,11 +216,21 @@ class DhcpWiring:
                  networks: dict[str, dict[str, Any]]) -> None:
         """Put the lease in place of the engine's IPAM address of each dhcp vNIC."""
         for vnic in vnics:
+            key = (device, str(vnic.get("name")))
+            if is_dhcp(vnic) and vnic.get("network") and self.unconnected(key):
+                # Not connected until leased: shown with its MAC and no address.
+                networks.setdefault(str(vnic["network"]), {
+                    "mac_address": str(vnic.get("mac_address") or "").lower() or None})
             net = networks.get(str(vnic.get("network") or ""))
             if net is None or not is_dhcp(vnic):
                 continue
-            key = (device, str(vnic.get("name")))
             found = self.keeper.status(*key)
+            if found is not None and self.unconnected(key):
+                # A lease held through our own link is not the runtime's until the vNIC
+                # is connected with it.
+                found = {**found, "ip_address": None, "gateway": None}
+                if found.get("state") in HELD:
+                    found["state"] = "requesting"
             net["ip_address"] = found.get("ip_address") if found else None
             net["gateway"] = found.get("gateway") if found else None
             if found is not None:
@@ -207,7 +272,8 @@ async def lease_first(ctx: Context, device: str, vnics: list[dict[str, Any]]
     leased = await asyncio.gather(*(wiring.lease_first(device, v, host) for v in wanted))
     fixed = {str(v["name"]): ip for v, ip in zip(wanted, leased, strict=True)
              if ip and fits(ip, v)}
-    return [{**v, "ip_address": fixed[v["name"]]} if v["name"] in fixed else v
+    return [{**v, "ip_address": fixed[v["name"]]} if v["name"] in fixed
+            else {**v, UNCONNECTED: True} if (device, v["name"]) in wiring.private else v
             for v in vnics]
 
 
@@ -224,15 +290,33 @@ def fits(ip: str, vnic: dict[str, Any]) -> bool:
     return False
 
 
-async def after_rehome(ctx: Context, device: str, vnic: dict[str, Any]) -> None:
-    """The vNIC was connected to its parent's new network: drop the old lease without
-    asking for it again, DISCOVER on the new LAN."""
+async def lease_for_rehome(ctx: Context, device: str, vnic: dict[str, Any], subnet: str
+                           ) -> tuple[str | None, bool]:
+    """Re-homing, after the vNIC left its old network and before it is connected to the
+    new one: drop the old lease without asking for it and lease on the new LAN through a
+    link of our own, as at create.  (the lease to connect with as the fixed address or
+    None, whether the vNIC is to stay unconnected until a lease comes)."""
+    wiring: DhcpWiring | None = ctx.dhcp
+    if wiring is None or not is_dhcp(vnic) or not vnic.get("mac_address") or vnic.get("wifi"):
+        return None, False
+    host = None if ctx.on_host else HOST_NETNS
+    ip = await wiring.lease_first(device, vnic, host, resume=False)
+    if ip is not None and fits(ip, {**vnic, "parent_subnet": subnet}):
+        return ip, False
+    return None, (device, str(vnic["name"])) in wiring.private
+
+
+async def after_rehome(ctx: Context, device: str, vnic: dict[str, Any],
+                       leased: bool = False) -> None:
+    """The vNIC was connected to its parent's new network: with the lease it got first
+    (`leased`), resume it; else drop the old lease without asking for it again and
+    DISCOVER on the new LAN."""
     wiring: DhcpWiring | None = ctx.dhcp
     view = ctx.view.get(device)
     if wiring is None or view is None or not is_dhcp(vnic):
         return
     for target in await wiring.targets(ctx, view, [vnic]):
-        await wiring.attach(target, resume=False)
+        await wiring.attach(target, resume=leased)
 
 
 async def stopped(ctx: Context, device: str) -> None:

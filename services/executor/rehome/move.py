@@ -29,6 +29,7 @@ from services.executor.rehome.model import (
     stored_on_parent,
 )
 from services.executor.rehome.settle import finish, put_back
+from services.executor.runtime import unleased
 from services.executor.runtime.create import error_text
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.live import apply_live
@@ -248,6 +249,15 @@ async def attach(ctx: Context, m: Member, target: Target) -> None:
     if view is None:
         m.outcome, m.error = "detached", f"Container {m.device} disappeared"
         return
+    leased, pending = await dhcp_wiring.lease_for_rehome(ctx, m.device, m.vnic,
+                                                         target.subnet)
+    if pending:
+        # No lease on the new LAN yet: left unconnected (never an address of the engine's
+        # choosing); connected with its lease once one comes (runtime/unleased.py).
+        m.outcome, m.note = "rehomed_new_ip", "no DHCP lease yet; connected once leased"
+        unleased.follow(ctx, m.device, str(m.vnic["name"]))
+        return
+    m.ip = leased or m.ip
     per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
     mac = m.vnic.get("mac_address") if per_endpoint else None
     try:
@@ -265,4 +275,4 @@ async def attach(ctx: Context, m: Member, target: Target) -> None:
     view = await ctx.view.refresh(m.device)
     if view is not None and view.running:
         await apply_live(ctx, m.device, m.vnics)
-        await dhcp_wiring.after_rehome(ctx, m.device, m.vnic)
+        await dhcp_wiring.after_rehome(ctx, m.device, m.vnic, leased=leased is not None)

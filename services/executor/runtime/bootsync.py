@@ -33,7 +33,7 @@ from common.messages import LifecycleBoot
 from services.executor.context import QUICK, Context
 from services.executor.engine import containers
 from services.executor.errors import Busy, DockerUnavailable
-from services.executor.runtime import live
+from services.executor.runtime import live, unleased
 from services.executor.runtime.create import error_text
 from services.executor.runtime.intents import RUNNING, STOPPED, BadDevice, Intent
 
@@ -99,6 +99,7 @@ async def start_one(ctx: Context, device: str, tally: Tally) -> None:
         if view.running:
             tally.already_running += 1
             return
+        await unleased.before_start(ctx, device)
         await ctx.docker.call(containers.start, view.id, budget=QUICK)
         view = await ctx.view.refresh(device)
         if view is not None and view.running:

@@ -46,7 +46,7 @@ from services.executor.errors import (
 )
 from services.executor.net import names
 from services.executor.net.netinfo import detected_network, parent_address
-from services.executor.runtime import dedicated, live, serial, wifilinks
+from services.executor.runtime import dedicated, live, serial, unleased, wifilinks
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.validate import (
     CreateRequest,
@@ -195,6 +195,7 @@ async def run_create(ctx: Context, op: Operation, req: CreateRequest,
             await start_runtime(ctx, device, image, engine_vnics, op)
             took.mark("start")
         await complete(ctx, op, vnics, took)
+        unleased.follow_all(ctx, device)
         op.succeed(f"Container {device} created")
         await ctx.save_op(op)
         took.mark("journal")
@@ -242,8 +243,9 @@ async def roll_back(ctx: Context, device: str, networks: list[str],
                     vnics: list[dict[str, Any]] | None = None) -> None:
     """Remove what a create of `device` made; idempotent."""
     view = await ctx.view.refresh(device)
+    # Also without a container: a vNIC may be leasing through a link of our own.
+    await dhcp_wiring.before_remove(ctx, device)
     if view is not None:  # ours by labels; a foreign container of that name is skipped
-        await dhcp_wiring.before_remove(ctx, device)
         await ctx.docker.call(containers.remove, view.id, None)
         ctx.view.forget(device)
     await ctx.networks.remove_internal(device)
@@ -361,7 +363,9 @@ async def create_container(ctx: Context, op: Operation, device: str, image: str,
     return await ctx.docker.call(
         containers.create_and_connect, name=device, image=image,
         container_labels=container_labels, internal=names.internal_network(device),
-        vnics=[v for v in vnics if not wifilinks.is_wifi(v)],
+        # A dhcp vNIC without a lease yet is connected once leased (unleased.py).
+        vnics=[v for v in vnics
+               if not wifilinks.is_wifi(v) and not v.get(dhcp_wiring.UNCONNECTED)],
         per_endpoint_mac=ctx.docker.supports(containers.PER_ENDPOINT_MAC_API),
         rt=use_rt(ctx) if rt is None else rt,
         device_cgroup_rules=serial.create_rules(op.request.get("serials") or []),

@@ -31,7 +31,7 @@ from services.executor.errors import (
     NotManaged,
     OperationFailed,
 )
-from services.executor.runtime import adopt, dedicated, live
+from services.executor.runtime import adopt, dedicated, live, unleased
 from services.executor.runtime.create import error_text
 from services.executor.runtime.journal import Operation
 from services.executor.runtime.watchdog import set_desired
@@ -130,9 +130,16 @@ async def control(ctx: Context, device: str, action: str) -> dict[str, Any]:
 async def _act(ctx: Context, view: ContainerView, action: str) -> ContainerView | None:
     grace = ctx.config.stop_grace
     if action == "start":
+        await unleased.before_start(ctx, view.name)
         await ctx.docker.call(containers.start, view.id, budget=QUICK)
     elif action == "stop":
         await ctx.docker.call(containers.stop, view.id, grace, budget=grace + QUICK)
+    elif ctx.dhcp is not None and any(dhcp_wiring.is_dhcp(v) for v in ctx.vnics.get(view.name)):
+        # As a stop and a start, so a lease that moved is fixed on the endpoint in between.
+        await ctx.docker.call(containers.stop, view.id, grace, budget=grace + QUICK)
+        await ctx.view.refresh(view.name)
+        await unleased.before_start(ctx, view.name)
+        await ctx.docker.call(containers.start, view.id, budget=QUICK)
     else:
         await ctx.docker.call(containers.restart, view.id, grace, budget=grace + QUICK)
     return await ctx.view.refresh(view.name)

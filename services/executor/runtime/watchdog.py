@@ -33,7 +33,7 @@ from services.executor.context import QUICK, Context
 from services.executor.engine import containers
 from services.executor.engine.liveview import ContainerView
 from services.executor.errors import Busy, DockerUnavailable
-from services.executor.runtime import live
+from services.executor.runtime import live, unleased
 from services.executor.runtime.create import error_text
 from services.executor.runtime.intents import RUNNING, STOPPED, BadDevice, now_iso
 
@@ -197,6 +197,7 @@ class Watchdog:
             view = await ctx.view.refresh(device)
             if view is None or view.running:
                 return None  # deleted, or started by someone else meanwhile
+            await unleased.before_start(ctx, device)
             await ctx.docker.call(containers.start, view.id, budget=QUICK)
             view = await ctx.view.refresh(device)
             if view is None:
