@@ -14,37 +14,20 @@ the host's PID namespace.  Otherwise the vNIC keeps the engine's MAC and a warni
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import threading
-from typing import Any
+
+from services.executor.dhcp import netns
 
 log = logging.getLogger(__name__)
-
-CLONE_NEWNET = 0x40000000
-JOIN_TIMEOUT = 10.0
 
 
 class MacFixUnavailable(Exception):
     pass
 
 
-def _iproute() -> Any:
-    """pyroute2, imported on first use: it costs ~20 MB of memory, and most hosts never
-    need this path.  Its import resets its logger's level, so the configured one is put
-    back."""
-    logger = logging.getLogger("pyroute2")
-    level = logger.level
-    from pyroute2 import IPRoute
-
-    logger.setLevel(level)
-    return IPRoute
-
-
 def _set_macs(wanted: list[tuple[str, str]], pid: int) -> list[tuple[str, str]]:
     changed = []
-    with _iproute()() as ipr:
+    with netns._iproute()() as ipr:
         for ip, mac in wanted:
             addrs = ipr.get_addr(family=2, address=ip)
             if not addrs:
@@ -67,33 +50,9 @@ def apply(pid: int, wanted: list[tuple[str, str]]) -> list[tuple[str, str]]:
     ends with it, so no other thread ever runs in a foreign namespace; nothing forks.
     """
     path = f"/proc/{pid}/ns/net"
-    if pid <= 0 or not os.path.exists(path):
+    if pid <= 0:
         raise MacFixUnavailable(f"network namespace of pid {pid} is not visible here")
-    outcome: dict[str, Any] = {}
-
-    def worker() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise MacFixUnavailable(f"cannot enter {path}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            outcome["changed"] = _set_macs(wanted, pid)
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=worker, name=f"macfix-{pid}", daemon=True)
-    thread.start()
-    thread.join(JOIN_TIMEOUT)
-    if thread.is_alive():
-        raise MacFixUnavailable(f"setting MACs in {path} did not finish in {JOIN_TIMEOUT:g} s")
-    if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, MacFixUnavailable):
-            raise error
-        raise MacFixUnavailable(f"setting MACs in {path} failed: {error}") from error
-    changed: list[tuple[str, str]] = outcome["changed"]
-    return changed
+    try:
+        return netns.run_in_netns(path, lambda: _set_macs(wanted, pid))
+    except netns.NetnsError as exc:
+        raise MacFixUnavailable(f"setting MACs in {path} failed: {exc}") from exc
