@@ -76,7 +76,8 @@ async def test_moves_in_serves_the_lan_and_returns_on_stop_and_delete(
         "subnet": lan.subnet, "gateway": lan.gateway, "mac_address": nic(body, lan)["mac_address"]}
     assert nic(body, lan)["mac_address"]
     assert not on_host(lan.parent)
-    assert lan.reach_https(lan.addr(20)), "the LAN cannot reach the runtime on its NIC"
+    # create answers once the engine has started the runtime; its server may need a moment
+    wait_for(lambda: lan.reach_https(lan.addr(20)), 20, "the LAN reaching the runtime on its NIC")
     caps = docker_client.api.inspect_container(name)["HostConfig"]["CapAdd"]
     assert "NET_RAW" in caps and "NET_ADMIN" not in caps, caps
     assert record(executor)[name][0]["interface"] == lan.parent
@@ -128,7 +129,7 @@ async def test_executor_crashes_while_dedicated(
         await wait_ready(bus)
         body = await wait_status(bus, first, state_is(lan, "in_runtime"), 15)
         assert body["status"] == "success", body
-        assert lan.reach_https(lan.addr(22))
+        wait_for(lambda: lan.reach_https(lan.addr(22)), 20, "the LAN reaching the runtime")
         ack = await bus.call("delete_device", {"device_id": first})
         assert ack["status"] == "deleting", ack
         await wait_status(bus, first, lambda b: b.get("status") == "not_found", 30)
@@ -181,4 +182,4 @@ async def test_bad_dedicated_interfaces_are_refused_and_change_nothing(
     assert record(executor) == before
     body = await wait_status(bus, owner, state_is(lan, "in_runtime"), 5)
     assert body["status"] == "success"
-    assert lan.reach_https(lan.addr(24))
+    wait_for(lambda: lan.reach_https(lan.addr(24)), 20, "the LAN reaching the runtime")
