@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-import zmq.asyncio
 
 from common.bus import RpcClient
 from testkit.executor import (
     ExecutorProc,
-    cleanup_instance,
     create_ok,
     https_ok_from,
     macvlan_name,
@@ -30,8 +28,8 @@ from testkit.executor import (
     wait_ready,
     wait_status,
 )
-from testkit.helpers import short_tmpdir, wait_for
-from testkit.movinglan import free_blocks, host
+from testkit.helpers import wait_for
+from testkit.movinglan import host
 from tests.dhcp.lan import DhcpLan, sh
 from tests.dhcp.test_docker import container_addresses, container_links
 from tests.rehome.fakebridge import FakeBridge
@@ -84,41 +82,6 @@ def in_state(*states: str) -> Callable[[dict[str, Any]], bool]:
 
 def pid_of(dc: docker.DockerClient, name: str) -> int:
     return int(dc.api.inspect_container(name)["State"]["Pid"])
-
-
-@pytest.fixture
-def executor(docker_client: docker.DockerClient, standin_image: str
-             ) -> Iterator[ExecutorProc]:
-    with short_tmpdir("oatx") as base:
-        proc = ExecutorProc(Path(base), ORCH_DHCP_LEASES="on", ORCH_DHCP_NO_OFFER_AFTER="4")
-        try:
-            yield proc
-        finally:
-            proc.stop()
-            lines = proc.output().splitlines()
-            print(f"--- executor {proc.instance} log (tail) ---\n" + "\n".join(lines[-80:]))
-            cleanup_instance(docker_client, proc.instance)
-
-
-@pytest.fixture
-async def bridge(executor: ExecutorProc, zctx: zmq.asyncio.Context
-                 ) -> AsyncIterator[FakeBridge]:
-    fake = FakeBridge(zctx, executor.run_dir).start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def bus(executor: ExecutorProc, bridge: FakeBridge, zctx: zmq.asyncio.Context
-              ) -> AsyncIterator[RpcClient]:
-    client = executor.client(zctx)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def blocks(docker_client: docker.DockerClient) -> Callable[[int], list[str]]:
-    return lambda n: free_blocks(docker_client, n, set())
 
 
 async def test_leases_restart_kill_and_delete(

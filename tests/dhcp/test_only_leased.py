@@ -43,21 +43,8 @@ from testkit.movinglan import host
 from tests.dhcp.lan import DhcpLan, sh
 from tests.dhcp.netwatch import ENGINE_NETNS, NetnsWatch
 from tests.dhcp.test_docker import container_addresses, container_links
-from tests.dhcp.test_executor import (
-    blocks,
-    bridge,
-    bus,
-    dhcp_vnic,
-    executor,
-    iface,
-    in_state,
-    lease_of,
-    pid_of,
-    serve,
-)
+from tests.dhcp.test_executor import dhcp_vnic, iface, in_state, lease_of, pid_of, serve
 from tests.rehome.fakebridge import FakeBridge
-
-__all__ = ["blocks", "bridge", "bus", "executor"]
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(240),
               pytest.mark.skipif(not __import__("os").path.isdir(ENGINE_NETNS),

@@ -13,26 +13,24 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-import zmq.asyncio
 
 from common.bus import RpcClient
 from services.executor.net import wifi
 from testkit.executor import (
     ExecutorProc,
-    cleanup_instance,
     create_ok,
     https_ok_from,
     short_id,
     wait_ready,
     wait_status,
 )
-from testkit.helpers import short_tmpdir, wait_for
+from testkit.helpers import wait_for
 from testkit.movinglan import free_blocks, host
 from tests.dhcp.lan import DhcpLan, sh
 from tests.rehome.fakebridge import FakeBridge
@@ -89,36 +87,6 @@ def forward_rules(name: str) -> list[str]:
     out = subprocess.run(["iptables", "-w", "5", "-S", wifi.RULE_CHAIN], capture_output=True,
                          text=True, check=False, timeout=20).stdout
     return [line for line in out.splitlines() if f" {name} " in f"{line} "]
-
-
-@pytest.fixture
-def executor(docker_client: docker.DockerClient, standin_image: str
-             ) -> Iterator[ExecutorProc]:
-    with short_tmpdir("oatw") as base:
-        proc = ExecutorProc(Path(base), ORCH_DHCP_LEASES="on", ORCH_DHCP_NO_OFFER_AFTER="4")
-        try:
-            yield proc
-        finally:
-            proc.stop()
-            lines = proc.output().splitlines()
-            print(f"--- executor {proc.instance} log (tail) ---\n" + "\n".join(lines[-80:]))
-            cleanup_instance(docker_client, proc.instance)
-
-
-@pytest.fixture
-async def bridge(executor: ExecutorProc, zctx: zmq.asyncio.Context
-                 ) -> AsyncIterator[FakeBridge]:
-    fake = FakeBridge(zctx, executor.run_dir).start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def bus(executor: ExecutorProc, bridge: FakeBridge, zctx: zmq.asyncio.Context
-              ) -> AsyncIterator[RpcClient]:
-    client = executor.client(zctx)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -23,22 +23,11 @@ from common.bus import RpcClient
 from testkit import faults
 from testkit.executor import ExecutorProc, create_ok, short_id, wait_ready, wait_status
 from testkit.helpers import wait_for
-from tests.dhcp.conftest import lans
+from tests.dhcp.conftest import blocks, bridge, bus, executor, lans
 from tests.dhcp.lan import DhcpLan
 from tests.dhcp.netwatch import NetnsWatch
 from tests.dhcp.test_docker import container_addresses
-from tests.dhcp.test_executor import (
-    blocks,
-    bridge,
-    bus,
-    dhcp_vnic,
-    executor,
-    iface,
-    in_state,
-    lease_of,
-    pid_of,
-    serve,
-)
+from tests.dhcp.test_executor import dhcp_vnic, iface, in_state, lease_of, pid_of, serve
 from tests.docker_fixtures import docker_client, standin_image
 from tests.rehome.fakebridge import FakeBridge
 
