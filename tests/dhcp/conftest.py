@@ -94,3 +94,18 @@ async def bus(executor: ExecutorProc, bridge: FakeBridge, zctx: zmq.asyncio.Cont
 @pytest.fixture
 def blocks(docker_client: docker.DockerClient) -> Callable[[int], list[str]]:
     return lambda n: free_blocks(docker_client, n, set())
+
+
+@pytest.fixture
+def lan_on(lans: Callable[..., DhcpLan], bridge: FakeBridge) -> Callable[..., DhcpLan]:
+    """Factory: a LAN on `block` that netmon (the bridge stand-in) reports to the
+    executor, its dnsmasq leasing hosts `pool` of the block unless `server=False`; other
+    keywords go to `lans`."""
+    def factory(block: str, *, server: bool = True, pool: tuple[int, int] = (16, 24),
+                **kwargs: Any) -> DhcpLan:
+        lan = lans(**kwargs)
+        if server:
+            lan.serve(block, pool)
+        bridge.table[lan.parent] = lan.host_interface(block)
+        return lan
+    return factory
