@@ -13,8 +13,7 @@ engine is started again whatever happens, before the fixtures clean up.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import docker
 import pytest
@@ -29,23 +28,15 @@ from tests.dhcp.netwatch import NetnsWatch
 from tests.dhcp.test_docker import container_addresses
 from tests.dhcp.test_executor import dhcp_vnic, in_state, lease_of, pid_of
 from tests.docker_fixtures import docker_client, standin_image
+from tests.faults.conftest import STOPS_THE_ENGINE
 
 __all__ = ["blocks", "bridge", "bus", "docker_client", "executor", "lan_on", "lans",
            "standin_image"]
 
 pytestmark = [
     pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(400),
-    pytest.mark.skipif(os.environ.get("OAT_ENGINE_FAULTS") != "1",
-                       reason="stops the machine's Docker engine: set OAT_ENGINE_FAULTS=1"),
+    *STOPS_THE_ENGINE,
 ]
-
-
-@pytest.fixture(autouse=True)
-def engine_restored() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        faults.start_engine()
 
 
 async def test_engine_restart_keeps_leases(
