@@ -10,7 +10,6 @@ from inside the LAN at the leased address.  Everything made is removed at the en
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import tempfile
 import time
 from pathlib import Path
@@ -31,25 +30,9 @@ from testkit.executor import (
     wait_status,
 )
 from testkit.helpers import short_tmpdir
-from testkit.movinglan import free_blocks, host
-from tests.dhcp.lan import DhcpLan, make_lan, sh
+from testkit.movinglan import free_blocks
+from tests.dhcp.lan import DhcpLan, make_lan
 from tests.rehome.fakebridge import FakeBridge
-
-
-def serve(lan: DhcpLan, block: str) -> None:
-    lan.router, lan.dns, lan.prefixlen = host(block, 1), host(block, 29), 27
-    lan.pool = (host(block, 3), host(block, 28))
-    sh("ip", "-n", lan.ns, "addr", "flush", "dev", lan.peer)
-    sh("ip", "-n", lan.ns, "addr", "add", f"{lan.router}/27", "dev", lan.peer)
-    lan.start_server()
-
-
-def iface(lan: DhcpLan, block: str) -> dict[str, Any]:
-    net = ipaddress.IPv4Network(block)
-    return {"interface": lan.parent, "index": 0, "operstate": "UP", "active": True,
-            "ipv4_addresses": [{"address": host(block, 2), "prefixlen": net.prefixlen,
-                                "subnet": block, "network_address": str(net.network_address)}],
-            "gateway": host(block, 1), "timestamp": "2026-01-01T00:00:00+00:00"}
 
 
 def bound(body: dict[str, Any]) -> bool:
@@ -98,7 +81,7 @@ async def _run(executor: ExecutorProc, lan: DhcpLan, block: str,
                counts: list[int]) -> list[dict[str, Any]]:
     zctx = zmq.asyncio.Context()
     bridge = FakeBridge(zctx, executor.run_dir).start()
-    bridge.table[lan.parent] = iface(lan, block)
+    bridge.table[lan.parent] = lan.host_interface(block)
     executor.start()
     bus = executor.client(zctx, timeout=30.0)
     try:
@@ -118,7 +101,7 @@ def executor_path(counts: list[int]) -> list[dict[str, Any]]:
         lan = make_lan(Path(tmp), ping=False)
         executor = ExecutorProc(Path(base), ORCH_LOG_LEVEL="INFO", ORCH_DHCP_LEASES="on")
         try:
-            serve(lan, block)
+            lan.serve(block, pool=(3, 28))
             return asyncio.run(_run(executor, lan, block, counts))
         finally:
             executor.stop()

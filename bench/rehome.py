@@ -307,8 +307,7 @@ def main() -> int:
                               "--debounce", str(args.debounce))
         netbridge = start_module("services.netbridge", env, base / "netbridge.out")
         try:
-            for subnet in blocks:
-                lan.lan_side(subnet)
+            lan.lan_side(*blocks)
             lan.move_host(blocks[0])
             executor.start()
             figures = asyncio.run(run(args, base, executor, lan, blocks, netmon.pid))

@@ -93,11 +93,12 @@ class MovingLan:
                 "gateway": self.gateway(subnet), "active": True,
                 "timestamp": "2026-01-01T00:00:00+00:00"}
 
-    def lan_side(self, subnet: str) -> None:
-        """Give the LAN namespace its gateway and LAN-host addresses on `subnet`."""
-        for address in (self.gateway(subnet), self.lan_host(subnet)):
-            sh("ip", "-n", self.ns, "addr", "replace", f"{address}/{prefix(subnet)}",
-               "dev", self.peer)
+    def lan_side(self, *subnets: str) -> None:
+        """Give the LAN namespace its gateway and LAN-host addresses on each of `subnets`."""
+        for subnet in subnets:
+            for address in (self.gateway(subnet), self.lan_host(subnet)):
+                sh("ip", "-n", self.ns, "addr", "replace", f"{address}/{prefix(subnet)}",
+                   "dev", self.peer)
 
     def move_host(self, subnet: str) -> None:
         """The parent leaves its subnet for `subnet` (old address out, new one in, default

@@ -155,26 +155,13 @@ class Engine:
         """Open the stats stream of a container; iterate the result for decoded objects.
         `timeout` bounds the wait for each object (default: the client's)."""
         path = self._path(f"/containers/{_segment(cid)}/stats", {"stream": "1"})
-        conn = self._connection(timeout if timeout is not None else self.timeout)
-        try:
-            response = self._send(conn, path)
-        except BaseException:
-            conn.close()
-            raise
-        return StatsReader(conn, response)
+        return self._stream(path, timeout)
 
     def events(self, filters: dict[str, list[str]], timeout: float | None = None
                ) -> StatsReader:
         """Open the engine's event stream (`GET /events`, JSON lines) with `filters`;
         `timeout` bounds the wait for each event (default: the client's)."""
-        path = self._path("/events", {"filters": json.dumps(filters)})
-        conn = self._connection(timeout if timeout is not None else self.timeout)
-        try:
-            response = self._send(conn, path)
-        except BaseException:
-            conn.close()
-            raise
-        return StatsReader(conn, response)
+        return self._stream(self._path("/events", {"filters": json.dumps(filters)}), timeout)
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -201,6 +188,17 @@ class Engine:
             return _decode(data, response.status)
         finally:
             conn.close()
+
+    def _stream(self, path: str, timeout: float | None) -> StatsReader:
+        """GET `path` and keep the connection open for its JSON lines (closed here only
+        when the request fails)."""
+        conn = self._connection(timeout if timeout is not None else self.timeout)
+        try:
+            response = self._send(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+        return StatsReader(conn, response)
 
     def _send(self, conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
         """Send a GET and return a successful response; typed errors otherwise."""

@@ -15,8 +15,7 @@ Whether a listed link has IPv4 is the reader's question: it has the address reco
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.netmon_proto import is_virtual
+from services.netmon.poll import PollWatch
 
 log = logging.getLogger(__name__)
 
@@ -67,33 +67,17 @@ def scan(sys_net: Path = SYS_CLASS_NET) -> list[Link]:
     return links
 
 
-class LinkWatch:
+class LinkWatch(PollWatch):
     """Poll sysfs and call `on_change(links)` whenever the list changes."""
 
     def __init__(self, on_change: Callable[[list[Link]], None], *,
                  interval: float = DEFAULT_POLL, sys_net: Path = SYS_CLASS_NET) -> None:
-        self._on_change = on_change
-        self._interval = interval
-        self._sys_net = sys_net
-        self.links: list[Link] = scan(sys_net)
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(functools.partial(scan, sys_net), on_change, interval=interval,
+                         task_name="link-watch")
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="link-watch")
+    @property
+    def links(self) -> list[Link]:
+        return self.items
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            links = await asyncio.to_thread(scan, self._sys_net)
-            if links != self.links:
-                log.info("up ethernet links: %s",
-                         ", ".join(lk["interface"] for lk in links) or "none")
-                self.links = links
-                self._on_change(links)
+    def changed(self, items: list[Link]) -> None:
+        log.info("up ethernet links: %s", ", ".join(lk["interface"] for lk in items) or "none")

@@ -15,13 +15,14 @@ and a listing of a handful of links costs nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from services.netmon.poll import PollWatch
 
 log = logging.getLogger(__name__)
 
@@ -85,36 +86,23 @@ def scan(by_id_dir: Path, sys_tty: Path = SYS_CLASS_TTY) -> list[Device]:
     return devices
 
 
-class SerialWatch:
+class SerialWatch(PollWatch):
     """Poll `by_id_dir` and call `on_change(devices)` whenever the list changes."""
 
     def __init__(self, by_id_dir: Path, on_change: Callable[[list[Device]], None], *,
                  interval: float = DEFAULT_POLL, sys_tty: Path = SYS_CLASS_TTY) -> None:
         self.by_id_dir = by_id_dir
-        self._on_change = on_change
-        self._interval = interval
-        self._sys_tty = sys_tty
-        self.devices: list[Device] = scan(by_id_dir, sys_tty)
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(functools.partial(scan, by_id_dir, sys_tty), on_change,
+                         interval=interval, task_name="serial-watch")
+
+    @property
+    def devices(self) -> list[Device]:
+        return self.items
 
     def start(self) -> None:
         log.info("watching %s for serial adapters (%d now)", self.by_id_dir,
                  len(self.devices))
-        self._task = asyncio.create_task(self._run(), name="serial-watch")
+        super().start()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            devices = await asyncio.to_thread(scan, self.by_id_dir, self._sys_tty)
-            if devices != self.devices:
-                log.info("serial adapters: %s", ", ".join(d["device_id"] for d in devices)
-                         or "none")
-                self.devices = devices
-                self._on_change(devices)
+    def changed(self, items: list[Device]) -> None:
+        log.info("serial adapters: %s", ", ".join(d["device_id"] for d in items) or "none")

@@ -8,8 +8,9 @@
   an address of our choosing on it, standing in for the engine's IPAM address.
 
 Network safety: only these veths, MACVLANs and namespaces are made and changed, and all
-are removed by `close()`.  Addresses are from 198.51.100.0/24, and only ever inside the
-namespaces (the host end of the veth carries none), so they collide with nothing.
+are removed by `close()`.  Addresses are from 198.51.100.0/24 (`renumber`: a /27 of it
+or of 203.0.113.0/24), and only ever inside the namespaces (the host end of the veth
+carries none), so they collide with nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from testkit.helpers import wait_for
+from testkit.movinglan import host
 
 SUBNET = "198.51.100.0/24"
 ROUTER = "198.51.100.1"
@@ -143,6 +146,38 @@ class DhcpLan:
                 raise RuntimeError(f"dnsmasq did not start: {self.log()}")
             return (self.tmp / "pid").exists()
         wait_for(bound, 10, "dnsmasq to bind", interval=0.05)
+
+    def renumber(self, block: str) -> None:
+        """The LAN moves to `block` (a free /27 of the engine's view): router .1, DNS .29
+        (announced only), and the server's side of the wire carries the router address
+        alone."""
+        self.router, self.dns = host(block, 1), host(block, 29)
+        self.prefixlen = ipaddress.IPv4Network(block).prefixlen
+        sh("ip", "-n", self.ns, "addr", "flush", "dev", self.peer)
+        sh("ip", "-n", self.ns, "addr", "add", f"{self.router}/{self.prefixlen}", "dev",
+           self.peer)
+
+    def serve(self, block: str, pool: tuple[int, int] = (16, 24)) -> None:
+        """dnsmasq for `block` (see `renumber`), leasing hosts `pool[0]` to `pool[1]`."""
+        self.renumber(block)
+        self.pool = (host(block, pool[0]), host(block, pool[1]))
+        self.start_server()
+
+    def host_interface(self, block: str) -> dict[str, Any]:
+        """What netmon would report for the LAN's parent on `block` (.2: the host)."""
+        net = ipaddress.IPv4Network(block)
+        return {"interface": self.parent, "index": 0, "operstate": "UP", "active": True,
+                "ipv4_addresses": [{"address": host(block, 2), "prefixlen": net.prefixlen,
+                                    "subnet": block,
+                                    "network_address": str(net.network_address)}],
+                "gateway": host(block, 1), "timestamp": "2026-01-01T00:00:00+00:00"}
+
+    def retire_server(self, next_dir: Path) -> None:
+        """The server goes for good: the next one started keeps its files (lease file,
+        log) in `next_dir`, a new directory, so it knows no lease."""
+        self.stop_server()
+        self.tmp = next_dir
+        next_dir.mkdir()
 
     def stop_server(self) -> None:
         if self.server is None:

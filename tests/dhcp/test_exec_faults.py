@@ -31,21 +31,7 @@ from testkit.helpers import wait_for
 from tests.dhcp.lan import DhcpLan
 from tests.dhcp.netwatch import ENGINE_NETNS, NetnsWatch
 from tests.dhcp.test_docker import container_addresses
-from tests.dhcp.test_executor import (
-    blocks,
-    bridge,
-    bus,
-    dhcp_vnic,
-    executor,
-    iface,
-    in_state,
-    lease_of,
-    pid_of,
-    serve,
-)
-from tests.rehome.fakebridge import FakeBridge
-
-__all__ = ["blocks", "bridge", "bus", "executor"]
+from tests.dhcp.test_executor import dhcp_vnic, in_state, lease_of, pid_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(300)]
 
@@ -54,13 +40,10 @@ OPTIONS = ["option:T1,4", "option:T2,7"]
 
 
 async def test_server_gone_then_back(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]],
-        docker_client: docker.DockerClient) -> None:
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bus: RpcClient,
+        blocks: Callable[[int], list[str]], docker_client: docker.DockerClient) -> None:
     (block,) = blocks(1)
-    lan = lans(ping=False, options=OPTIONS)
-    serve(lan, block)
-    bridge.table[lan.parent] = iface(lan, block)
+    lan = lan_on(block, ping=False, options=OPTIONS)
     executor.start(**CAP)
     await wait_ready(bus)
     name = f"oat-ds-{short_id()}"
@@ -101,17 +84,14 @@ async def test_server_gone_then_back(
 @pytest.mark.skipif(not __import__("os").path.isdir(ENGINE_NETNS),
                     reason="the engine's namespaces are not visible here")
 async def test_engine_restart_played_with_leases(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]],
-        docker_client: docker.DockerClient) -> None:
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bus: RpcClient,
+        blocks: Callable[[int], list[str]], docker_client: docker.DockerClient) -> None:
     """What an engine restart does to the runtimes, played on the shared engine: the
     executor loses its engine (killed here), the engine stops every runtime, a (new)
     executor finds them stopped and starts them.  The leases continue: the same
     addresses, renewed, nothing but the lease ever on the vNICs."""
     (block,) = blocks(1)
-    lan = lans(ping=False, options=OPTIONS)
-    serve(lan, block)
-    bridge.table[lan.parent] = iface(lan, block)
+    lan = lan_on(block, ping=False, options=OPTIONS)
     executor.start(**CAP)
     await wait_ready(bus)
     names = [f"oat-de-{short_id()}" for _ in range(3)]

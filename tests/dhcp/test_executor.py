@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-import zmq.asyncio
 
 from common.bus import RpcClient
 from testkit.executor import (
     ExecutorProc,
-    cleanup_instance,
     create_ok,
     https_ok_from,
     macvlan_name,
@@ -30,35 +28,15 @@ from testkit.executor import (
     wait_ready,
     wait_status,
 )
-from testkit.helpers import short_tmpdir, wait_for
-from testkit.movinglan import free_blocks, host
-from tests.dhcp.lan import DhcpLan, sh
+from testkit.helpers import wait_for
+from testkit.movinglan import host
+from tests.dhcp.lan import DhcpLan
 from tests.dhcp.test_docker import container_addresses, container_links
 from tests.rehome.fakebridge import FakeBridge
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(300)]
 
 RESERVED_MAC = "02:0d:c6:33:64:31"
-
-
-def iface(lan: DhcpLan, subnet: str) -> dict[str, Any]:
-    """What netmon would report for the LAN's parent on `subnet` (.2: the host)."""
-    net = ipaddress.IPv4Network(subnet)
-    return {"interface": lan.parent, "index": 0, "operstate": "UP", "active": True,
-            "ipv4_addresses": [{"address": host(subnet, 2), "prefixlen": net.prefixlen,
-                                "subnet": subnet, "network_address": str(net.network_address)}],
-            "gateway": host(subnet, 1), "timestamp": "2026-01-01T00:00:00+00:00"}
-
-
-def serve(lan: DhcpLan, block: str, pool: tuple[int, int] = (16, 24)) -> None:
-    """dnsmasq for `block`: pool .16 to .24, router .1, DNS .29, a reservation .12."""
-    lan.router, lan.dns, lan.prefixlen = host(block, 1), host(block, 29), 27
-    lan.pool = (host(block, pool[0]), host(block, pool[1]))
-    lan.reservations = {RESERVED_MAC: host(block, 12)}
-    # The server's side of the wire carries the router address of `block` only.
-    sh("ip", "-n", lan.ns, "addr", "flush", "dev", lan.peer)
-    sh("ip", "-n", lan.ns, "addr", "add", f"{lan.router}/27", "dev", lan.peer)
-    lan.start_server()
 
 
 def dhcp_vnic(lan: DhcpLan, mac: str | None = None) -> dict[str, Any]:
@@ -86,49 +64,12 @@ def pid_of(dc: docker.DockerClient, name: str) -> int:
     return int(dc.api.inspect_container(name)["State"]["Pid"])
 
 
-@pytest.fixture
-def executor(docker_client: docker.DockerClient, standin_image: str
-             ) -> Iterator[ExecutorProc]:
-    with short_tmpdir("oatx") as base:
-        proc = ExecutorProc(Path(base), ORCH_DHCP_LEASES="on", ORCH_DHCP_NO_OFFER_AFTER="4")
-        try:
-            yield proc
-        finally:
-            proc.stop()
-            lines = proc.output().splitlines()
-            print(f"--- executor {proc.instance} log (tail) ---\n" + "\n".join(lines[-80:]))
-            cleanup_instance(docker_client, proc.instance)
-
-
-@pytest.fixture
-async def bridge(executor: ExecutorProc, zctx: zmq.asyncio.Context
-                 ) -> AsyncIterator[FakeBridge]:
-    fake = FakeBridge(zctx, executor.run_dir).start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def bus(executor: ExecutorProc, bridge: FakeBridge, zctx: zmq.asyncio.Context
-              ) -> AsyncIterator[RpcClient]:
-    client = executor.client(zctx)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def blocks(docker_client: docker.DockerClient) -> Callable[[int], list[str]]:
-    return lambda n: free_blocks(docker_client, n, set())
-
-
 async def test_leases_restart_kill_and_delete(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]],
-        docker_client: docker.DockerClient) -> None:
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bus: RpcClient,
+        blocks: Callable[[int], list[str]], docker_client: docker.DockerClient) -> None:
     (block,) = blocks(1)
-    lan = lans(ping=False, options=["option:T1,4", "option:T2,7"])
-    serve(lan, block)
-    bridge.table[lan.parent] = iface(lan, block)
+    lan = lan_on(block, ping=False, options=["option:T1,4", "option:T2,7"],
+                 reservations={RESERVED_MAC: host(block, 12)})
     executor.start()
     await wait_ready(bus)
     reserved, pooled = f"oat-dr-{short_id()}", f"oat-dp-{short_id()}"
@@ -210,12 +151,10 @@ async def test_leases_restart_kill_and_delete(
 
 
 async def test_no_server_shows_no_offer(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]],
-        docker_client: docker.DockerClient) -> None:
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bus: RpcClient,
+        blocks: Callable[[int], list[str]], docker_client: docker.DockerClient) -> None:
     (block,) = blocks(1)
-    lan = lans()  # no server on this LAN
-    bridge.table[lan.parent] = iface(lan, block)
+    lan = lan_on(block, server=False)
     executor.start()
     await wait_ready(bus)
     name = f"oat-dn-{short_id()}"
@@ -231,13 +170,11 @@ async def test_no_server_shows_no_offer(
 
 
 async def test_rehomed_vnic_leases_from_the_new_server(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
         bus: RpcClient, blocks: Callable[[int], list[str]],
         docker_client: docker.DockerClient, tmp_path: Path) -> None:
     old, new = blocks(2)
-    lan = lans(ping=False)
-    serve(lan, old)
-    bridge.table[lan.parent] = iface(lan, old)
+    lan = lan_on(old, ping=False)
     executor.start()
     await wait_ready(bus)
     name = f"oat-dm-{short_id()}"
@@ -247,11 +184,9 @@ async def test_rehomed_vnic_leases_from_the_new_server(
     assert lan.leases() == {mac: lease_of(body)["ip_address"]}
 
     # The LAN changes: its old server goes, one for the new subnet serves the same wire.
-    lan.stop_server()
-    lan.tmp = tmp_path / "second-server"
-    lan.tmp.mkdir()
-    serve(lan, new)
-    bridge.change(iface(lan, new))
+    lan.retire_server(tmp_path / "second-server")
+    lan.serve(new)
+    bridge.change(lan.host_interface(new))
     network = macvlan_name(lan.parent, new)
     body = await wait_status(bus, name, lambda b: set(b.get("networks") or {}) == {network}
                              and in_state("bound")(b) and "rehoming" not in b, 60)
@@ -266,14 +201,12 @@ async def test_rehomed_vnic_leases_from_the_new_server(
 
 
 async def test_twenty_at_once(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]]) -> None:
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bus: RpcClient,
+        blocks: Callable[[int], list[str]]) -> None:
     """Twenty dhcp vPLCs asked for at once all get distinct leases.  dnsmasq runs with
     `--no-ping` (its ping probe costs 3 s per new address, one at a time)."""
     (block,) = blocks(1)
-    lan = lans(ping=False)
-    serve(lan, block, pool=(4, 28))
-    bridge.table[lan.parent] = iface(lan, block)
+    lan = lan_on(block, ping=False, pool=(4, 28))
     executor.start()
     await wait_ready(bus)
     names = [f"oat-d20-{short_id()}" for _ in range(20)]

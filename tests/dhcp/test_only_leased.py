@@ -40,24 +40,11 @@ from testkit.executor import (
 )
 from testkit.helpers import wait_for
 from testkit.movinglan import host
-from tests.dhcp.lan import DhcpLan, sh
+from tests.dhcp.lan import DhcpLan
 from tests.dhcp.netwatch import ENGINE_NETNS, NetnsWatch
 from tests.dhcp.test_docker import container_addresses, container_links
-from tests.dhcp.test_executor import (
-    blocks,
-    bridge,
-    bus,
-    dhcp_vnic,
-    executor,
-    iface,
-    in_state,
-    lease_of,
-    pid_of,
-    serve,
-)
+from tests.dhcp.test_executor import dhcp_vnic, in_state, lease_of, pid_of
 from tests.rehome.fakebridge import FakeBridge
-
-__all__ = ["blocks", "bridge", "bus", "executor"]
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(240),
               pytest.mark.skipif(not __import__("os").path.isdir(ENGINE_NETNS),
@@ -65,13 +52,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(240),
 
 
 async def test_only_the_lease_is_ever_on_the_vnic(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]],
-        docker_client: docker.DockerClient) -> None:
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bus: RpcClient,
+        blocks: Callable[[int], list[str]], docker_client: docker.DockerClient) -> None:
     (block,) = blocks(1)
-    lan = lans(ping=False)
-    serve(lan, block)
-    bridge.table[lan.parent] = iface(lan, block)
+    lan = lan_on(block, ping=False)
     executor.start()
     await wait_ready(bus)
     name = f"oat-dw-{short_id()}"
@@ -135,15 +119,13 @@ async def test_the_watch_sees_what_the_engine_puts(
 
 
 async def test_no_server_then_a_server(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]],
-        docker_client: docker.DockerClient) -> None:
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bus: RpcClient,
+        blocks: Callable[[int], list[str]], docker_client: docker.DockerClient) -> None:
     """No lease at create: the vNIC is not connected (no address on the LAN's subnet,
     `no_offer`), also across an executor kill -9; a server appears: the runtime is
     connected with its lease and answers HTTPS from the LAN."""
     (block,) = blocks(1)
-    lan = lans(ping=False)  # no server yet
-    bridge.table[lan.parent] = iface(lan, block)
+    lan = lan_on(block, server=False, ping=False)
     network = macvlan_name(lan.parent, block)
     executor.start()
     await wait_ready(bus)
@@ -165,7 +147,7 @@ async def test_no_server_then_a_server(
         await wait_ready(bus)
         await wait_status(bus, name, in_state("requesting", "no_offer"), 30)
 
-        serve(lan, block)
+        lan.serve(block)
         body = await wait_status(bus, name, in_state("bound"), 60)
         net = lease_of(body)
         ip = net["ip_address"]
@@ -181,16 +163,14 @@ async def test_no_server_then_a_server(
 
 @pytest.mark.parametrize("server_first", [True, False], ids=["served", "served-later"])
 async def test_rehoming_shows_only_leases(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
         bus: RpcClient, blocks: Callable[[int], list[str]],
         docker_client: docker.DockerClient, tmp_path: Path, server_first: bool) -> None:
     """Re-homing to a subnet with its own dnsmasq: the vNIC is leased on the new LAN
     before it is connected; with no server there yet it stays unconnected (`no_offer`)
     until one serves."""
     old, new = blocks(2)
-    lan = lans(ping=False)
-    serve(lan, old)
-    bridge.table[lan.parent] = iface(lan, old)
+    lan = lan_on(old, ping=False)
     executor.start()
     await wait_ready(bus)
     name = f"oat-dwm-{short_id()}"
@@ -200,21 +180,18 @@ async def test_rehoming_shows_only_leases(
         body = await wait_status(bus, name, in_state("bound"), 30)
         first, mac = lease_of(body)["ip_address"], lease_of(body)["mac_address"]
 
-        lan.stop_server()
-        lan.tmp = tmp_path / "second-server"
-        lan.tmp.mkdir()
+        lan.retire_server(tmp_path / "second-server")
         if server_first:
-            serve(lan, new)
+            lan.serve(new)
         else:  # the wire carries the new subnet's router address, nothing serves it yet
-            sh("ip", "-n", lan.ns, "addr", "flush", "dev", lan.peer)
-            sh("ip", "-n", lan.ns, "addr", "add", f"{host(new, 1)}/27", "dev", lan.peer)
-        bridge.change(iface(lan, new))
+            lan.renumber(new)
+        bridge.change(lan.host_interface(new))
         if not server_first:
             body = await wait_status(bus, name, lambda b: set(b.get("networks") or {}) ==
                                      {network} and in_state("no_offer")(b), 60)
             assert lease_of(body)["ip_address"] is None
             assert mac not in container_links(pid_of(docker_client, name))
-            serve(lan, new)
+            lan.serve(new)
         body = await wait_status(bus, name, lambda b: set(b.get("networks") or {}) ==
                                  {network} and in_state("bound")(b) and "rehoming" not in b,
                                  60)
@@ -230,16 +207,14 @@ async def test_rehoming_shows_only_leases(
 
 
 async def test_a_moved_lease_is_fixed_before_the_start(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]],
-        docker_client: docker.DockerClient, tmp_path: Path) -> None:
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bus: RpcClient,
+        blocks: Callable[[int], list[str]], docker_client: docker.DockerClient,
+        tmp_path: Path) -> None:
     """The lease on file expired while the runtime was stopped and the server now gives
     the vNIC another address: `start_device` leases again and reconnects the endpoint
     with the new lease before the start, so the old one never appears again."""
     (block,) = blocks(1)
-    lan = lans(ping=False)
-    serve(lan, block)
-    bridge.table[lan.parent] = iface(lan, block)
+    lan = lan_on(block, ping=False)
     executor.start(ORCH_DHCP_LEASE_CAP="6")  # given up locally after 6 s
     await wait_ready(bus)
     name = f"oat-dwx-{short_id()}"
@@ -251,9 +226,7 @@ async def test_a_moved_lease_is_fixed_before_the_start(
 
         # The server forgets it and reserves another address for its MAC.
         moved = host(block, 13)
-        lan.stop_server()
-        lan.tmp = tmp_path / "second-server"
-        lan.tmp.mkdir()
+        lan.retire_server(tmp_path / "second-server")
         lan.reservations = {mac: moved}
         lan.start_server()
         wait_for(lambda: not executor_lease_valid(executor, name), 15, interval=0.5,

@@ -13,26 +13,24 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-import zmq.asyncio
 
 from common.bus import RpcClient
 from services.executor.net import wifi
 from testkit.executor import (
     ExecutorProc,
-    cleanup_instance,
     create_ok,
     https_ok_from,
     short_id,
     wait_ready,
     wait_status,
 )
-from testkit.helpers import short_tmpdir, wait_for
+from testkit.helpers import wait_for
 from testkit.movinglan import free_blocks, host
 from tests.dhcp.lan import DhcpLan, sh
 from tests.rehome.fakebridge import FakeBridge
@@ -45,19 +43,9 @@ CLIENT = -2  # the LAN client's address: the last host of the block
 def wifi_lan(lan: DhcpLan, block: str) -> None:
     """The LAN side: router .1 and a client at the top of `block`; the host (the WiFi
     interface) .2, as a station's own address would be."""
-    lan.router, lan.prefixlen = host(block, 1), 27
-    lan.dns = host(block, 29)
-    sh("ip", "-n", lan.ns, "addr", "flush", "dev", lan.peer)
-    for address in (lan.router, host(block, CLIENT)):
-        sh("ip", "-n", lan.ns, "addr", "add", f"{address}/27", "dev", lan.peer)
+    lan.renumber(block)
+    sh("ip", "-n", lan.ns, "addr", "add", f"{host(block, CLIENT)}/27", "dev", lan.peer)
     sh("ip", "addr", "add", f"{host(block, 2)}/27", "dev", lan.parent)
-
-
-def iface(lan: DhcpLan, block: str) -> dict[str, Any]:
-    return {"interface": lan.parent, "index": 0, "operstate": "UP", "active": True,
-            "ipv4_addresses": [{"address": host(block, 2), "prefixlen": 27, "subnet": block,
-                                "network_address": block.split("/")[0]}],
-            "gateway": host(block, 1), "timestamp": "2026-01-01T00:00:00+00:00"}
 
 
 def parent_mac(lan: DhcpLan) -> str:
@@ -92,45 +80,14 @@ def forward_rules(name: str) -> list[str]:
 
 
 @pytest.fixture
-def executor(docker_client: docker.DockerClient, standin_image: str
-             ) -> Iterator[ExecutorProc]:
-    with short_tmpdir("oatw") as base:
-        proc = ExecutorProc(Path(base), ORCH_DHCP_LEASES="on", ORCH_DHCP_NO_OFFER_AFTER="4")
-        try:
-            yield proc
-        finally:
-            proc.stop()
-            lines = proc.output().splitlines()
-            print(f"--- executor {proc.instance} log (tail) ---\n" + "\n".join(lines[-80:]))
-            cleanup_instance(docker_client, proc.instance)
-
-
-@pytest.fixture
-async def bridge(executor: ExecutorProc, zctx: zmq.asyncio.Context
-                 ) -> AsyncIterator[FakeBridge]:
-    fake = FakeBridge(zctx, executor.run_dir).start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def bus(executor: ExecutorProc, bridge: FakeBridge, zctx: zmq.asyncio.Context
-              ) -> AsyncIterator[RpcClient]:
-    client = executor.client(zctx)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def wlan(lans: Callable[..., DhcpLan], docker_client: docker.DockerClient,
-         bridge: FakeBridge) -> Iterator[tuple[DhcpLan, str]]:
+def wlan(lan_on: Callable[..., DhcpLan], blocks: Callable[[int], list[str]],
+         docker_client: docker.DockerClient) -> Iterator[tuple[DhcpLan, str]]:
     """The WiFi LAN; afterwards, forwarding rules a failed test left for its runtimes'
     links are removed (the pairs go with the containers, the proxy entries with the
     parent)."""
-    (block,) = free_blocks(docker_client, 1, set())
-    lan = lans(ping=False)
+    (block,) = blocks(1)
+    lan = lan_on(block, server=False, ping=False)
     wifi_lan(lan, block)
-    bridge.table[lan.parent] = iface(lan, block)
     yield lan, block
     for container in docker_client.containers.list(all=True, filters={"name": "oat-w"}):
         for vnic in ("eth0", "wlan0"):
@@ -327,7 +284,7 @@ async def test_wifi_vnics_follow_their_lan(
                  what=f"HTTPS from the WiFi LAN to {ip} before the move")
 
     move_wifi_lan(lan, block, new)
-    bridge.change(iface(lan, new))
+    bridge.change(lan.host_interface(new))
     fits = in_block(new)
     body = await wait_status(bus, dyn, lambda b: bound_on(net_d)(b) and fits(
         b["networks"][net_d]["ip_address"]), 40)

@@ -1,16 +1,24 @@
-"""The executor's `lifecycle.*` messages as a test hears them on its PUB socket."""
+"""The executor's `lifecycle.*` messages as a test hears them on its PUB socket, and an
+executor whose watchdog acts within a test's patience."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import zmq.asyncio
 
-from common.bus import Endpoints, Subscriber
+from common.bus import Endpoints, RpcClient, Subscriber
 from common.messages import Message, parse
+from testkit.executor import ExecutorProc, wait_ready
 from testkit.helpers import heard
+
+# The watchdog restarts after half a second (backed off to 1 s at most, not 60) and the
+# boot sync waits 1 s for netmon (no netmon runs in these tests), not 60.
+FAST_RESTARTS = {"ORCH_RESTART_DELAY": "0.5", "ORCH_RESTART_BACKOFF_MAX": "1",
+                 "ORCH_BOOT_NETMON_WAIT": "1"}
 
 
 class LifecycleEvents:
@@ -45,3 +53,22 @@ class LifecycleEvents:
 
     def close(self) -> None:
         self.sub.close()
+
+
+@contextlib.asynccontextmanager
+async def watched_executor(make_executor: Callable[..., ExecutorProc],
+                           ctx: zmq.asyncio.Context, **env: str
+                           ) -> AsyncIterator[tuple[ExecutorProc, RpcClient, LifecycleEvents]]:
+    """An executor started with `env`, ready on the bus, and its lifecycle messages heard
+    from then on; the client and the subscription are closed at the end."""
+    executor = make_executor(**env).start()
+    bus = executor.client(ctx)
+    try:
+        await wait_ready(bus)
+        events = LifecycleEvents(ctx, executor.run_dir)
+        try:
+            yield executor, bus, events
+        finally:
+            events.close()
+    finally:
+        bus.close()

@@ -27,17 +27,14 @@ from testkit.executor import (
     https_ok,
     manual_vnic,
     short_id,
-    wait_ready,
     wait_status,
 )
 from testkit.helpers import wait_for
-from tests.executor.lifecycle_events import LifecycleEvents
+from tests.executor.lifecycle_events import FAST_RESTARTS, watched_executor
 
 pytestmark = [pytest.mark.docker]
 
-FAST = {"ORCH_RESTART_DELAY": "0.5", "ORCH_RESTART_BACKOFF_MAX": "1",
-        "ORCH_BOOT_NETMON_WAIT": "1", "ORCH_CRASH_LOOP_EXITS": "2",
-        "ORCH_CRASH_LOOP_WINDOW": "300"}
+FAST = {**FAST_RESTARTS, "ORCH_CRASH_LOOP_EXITS": "2", "ORCH_CRASH_LOOP_WINDOW": "300"}
 # Well above the stand-in's own footprint (about 25 MiB), well below it plus the body.
 LIMIT = 48 * 1024 * 1024
 BODY = 63 * 1024 * 1024  # under the stand-in's 64 MiB request limit
@@ -82,11 +79,7 @@ async def oom_kill(dc: docker.DockerClient, name: str) -> str:
 async def test_oom_killed_runtime_restarted_then_crash_loop(
         make_executor: Callable[..., ExecutorProc], zctx: zmq.asyncio.Context,
         lans: Callable[[], Lan], docker_client: docker.DockerClient) -> None:
-    executor = make_executor(**FAST).start()
-    bus = executor.client(zctx)
-    await wait_ready(bus)
-    events = LifecycleEvents(zctx, executor.run_dir)
-    try:
+    async with watched_executor(make_executor, zctx, **FAST) as (_, bus, events):
         name = f"oat-plc-{short_id()}"
         await create_ok(bus, name, [manual_vnic(lans(), 23)])
         # No swap to escape to: the limit is the limit.
@@ -122,6 +115,3 @@ async def test_oom_killed_runtime_restarted_then_crash_loop(
         block = body["lifecycle"]
         assert block["state"] == "crash_loop" and block["desired"] == "running", block
         assert [(e["exit_code"], e["oom_killed"]) for e in block["exits"]] == [(137, True)] * 2
-    finally:
-        events.close()
-        bus.close()

@@ -22,12 +22,13 @@ from testkit.executor import (
     wait_status,
 )
 from testkit.helpers import wait_for
-from tests.executor.lifecycle_events import LifecycleEvents
+from tests.executor.lifecycle_events import (
+    FAST_RESTARTS,
+    LifecycleEvents,
+    watched_executor,
+)
 
 pytestmark = [pytest.mark.docker]
-
-FAST = {"ORCH_RESTART_DELAY": "0.5", "ORCH_RESTART_BACKOFF_MAX": "1",
-        "ORCH_BOOT_NETMON_WAIT": "1"}
 
 
 def running(body: dict[str, Any]) -> bool:
@@ -69,11 +70,7 @@ async def kill_and_see_restart(dc: docker.DockerClient, events: LifecycleEvents,
 async def test_killed_runtime_restarted_and_stop_survives_restart(
         make_executor: Callable[..., ExecutorProc], zctx: zmq.asyncio.Context,
         lans: Callable[[], Lan], docker_client: docker.DockerClient) -> None:
-    executor = make_executor(**FAST).start()
-    bus = executor.client(zctx)
-    await wait_ready(bus)
-    events = LifecycleEvents(zctx, executor.run_dir)
-    try:
+    async with watched_executor(make_executor, zctx, **FAST_RESTARTS) as (executor, bus, events):
         name = f"oat-plc-{short_id()}"
         body = await create_ok(bus, name, [manual_vnic(lans(), 21)])
         assert body["lifecycle"]["state"] == "running" and body["lifecycle"]["exits"] == []
@@ -111,20 +108,13 @@ async def test_killed_runtime_restarted_and_stop_survives_restart(
         assert started["success"] is True and started["container_status"] == "running"
         body = await bus.call("device_status", {"device_id": name})
         assert body["lifecycle"]["state"] == "running" and body["lifecycle"]["exits"] == []
-    finally:
-        events.close()
-        bus.close()
 
 
 async def test_crash_loop_left_stopped_until_started(
         make_executor: Callable[..., ExecutorProc], zctx: zmq.asyncio.Context,
         lans: Callable[[], Lan], docker_client: docker.DockerClient) -> None:
-    executor = make_executor(ORCH_CRASH_LOOP_EXITS="3", ORCH_CRASH_LOOP_WINDOW="300",
-                             **FAST).start()
-    bus = executor.client(zctx)
-    await wait_ready(bus)
-    events = LifecycleEvents(zctx, executor.run_dir)
-    try:
+    env = {**FAST_RESTARTS, "ORCH_CRASH_LOOP_EXITS": "3", "ORCH_CRASH_LOOP_WINDOW": "300"}
+    async with watched_executor(make_executor, zctx, **env) as (executor, bus, events):
         name = f"oat-plc-{short_id()}"
         await create_ok(bus, name, [manual_vnic(lans(), 22)])
         for _ in range(2):
@@ -160,6 +150,3 @@ async def test_crash_loop_left_stopped_until_started(
         assert body["lifecycle"]["state"] == "running" and body["lifecycle"]["exits"] == []
         # Watched again from scratch.
         await kill_and_see_restart(docker_client, events, name, "KILL", 137)
-    finally:
-        events.close()
-        bus.close()

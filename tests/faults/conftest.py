@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 import zmq.asyncio
 
 from common.bus import Endpoints, Subscriber
+from testkit import faults
 from testkit.cloudagent import CloudAgent, cloud_agent, metrics_history_readable, settled_problems
 from testkit.stream import Ledger, Sender, churn, read_stream, settle
 
@@ -31,6 +33,15 @@ FAULT_ENV = {"ORCH_RPC_TIMEOUT": str(RPC_TIMEOUT), "ORCH_RECONNECT_MAX": "2",
              "ORCH_METRICS_INTERVAL": "1", "ORCH_BEAT_INTERVAL": "0.5"}
 RUNTIMES = 3
 STATE_CHANGES = ("create_runtime", "delete_device")
+
+# The marks of a module whose tests stop the machine's one engine: they run only when
+# asked for (a machine where nothing else uses the engine, e.g. CI), and the engine is
+# started again after each test whatever happened.
+STOPS_THE_ENGINE = [
+    pytest.mark.skipif(os.environ.get("OAT_ENGINE_FAULTS") != "1",
+                       reason="stops the machine's Docker engine: set OAT_ENGINE_FAULTS=1"),
+    pytest.mark.usefixtures("engine_restored"),
+]
 
 
 @dataclass
@@ -143,3 +154,12 @@ async def faulty(docker_client: docker.DockerClient, standin_image: str
                  ) -> AsyncIterator[Faulty]:
     async with faulty_agent() as f:
         yield f
+
+
+@pytest.fixture
+def engine_restored() -> Iterator[None]:
+    """The engine started again after the test, whatever happened (`STOPS_THE_ENGINE`)."""
+    try:
+        yield
+    finally:
+        faults.start_engine()

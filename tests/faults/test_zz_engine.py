@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,24 +23,15 @@ from testkit import faults
 from testkit.helpers import async_wait_for, wait_for
 from testkit.stream import settle
 from testkit.suite import Suite
-from tests.faults.conftest import ACK_BUDGET, RUNTIMES, Faulty
+from tests.faults.conftest import ACK_BUDGET, RUNTIMES, STOPS_THE_ENGINE, Faulty
 from tests.faults.engine import Probe, all_running, check_probes, probe_while_away
 
 log = logging.getLogger(__name__)
 
 pytestmark = [
     pytest.mark.docker, pytest.mark.netns,
-    pytest.mark.skipif(os.environ.get("OAT_ENGINE_FAULTS") != "1",
-                       reason="stops the machine's Docker engine: set OAT_ENGINE_FAULTS=1"),
+    *STOPS_THE_ENGINE,
 ]
-
-
-@pytest.fixture(autouse=True)
-def engine_restored() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        faults.start_engine()
 
 
 async def test_engine_stopped_for_20_s(faulty: Faulty) -> None:

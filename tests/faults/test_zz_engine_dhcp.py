@@ -13,8 +13,7 @@ engine is started again whatever happens, before the fixtures clean up.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import docker
 import pytest
@@ -23,50 +22,28 @@ from common.bus import RpcClient
 from testkit import faults
 from testkit.executor import ExecutorProc, create_ok, short_id, wait_ready, wait_status
 from testkit.helpers import wait_for
-from tests.dhcp.conftest import lans
+from tests.dhcp.conftest import blocks, bridge, bus, executor, lan_on, lans
 from tests.dhcp.lan import DhcpLan
 from tests.dhcp.netwatch import NetnsWatch
 from tests.dhcp.test_docker import container_addresses
-from tests.dhcp.test_executor import (
-    blocks,
-    bridge,
-    bus,
-    dhcp_vnic,
-    executor,
-    iface,
-    in_state,
-    lease_of,
-    pid_of,
-    serve,
-)
+from tests.dhcp.test_executor import dhcp_vnic, in_state, lease_of, pid_of
 from tests.docker_fixtures import docker_client, standin_image
-from tests.rehome.fakebridge import FakeBridge
+from tests.faults.conftest import STOPS_THE_ENGINE
 
-__all__ = ["blocks", "bridge", "bus", "docker_client", "executor", "lans", "standin_image"]
+__all__ = ["blocks", "bridge", "bus", "docker_client", "executor", "lan_on", "lans",
+           "standin_image"]
 
 pytestmark = [
     pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(400),
-    pytest.mark.skipif(os.environ.get("OAT_ENGINE_FAULTS") != "1",
-                       reason="stops the machine's Docker engine: set OAT_ENGINE_FAULTS=1"),
+    *STOPS_THE_ENGINE,
 ]
 
 
-@pytest.fixture(autouse=True)
-def engine_restored() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        faults.start_engine()
-
-
 async def test_engine_restart_keeps_leases(
-        lans: Callable[..., DhcpLan], executor: ExecutorProc, bridge: FakeBridge,
-        bus: RpcClient, blocks: Callable[[int], list[str]],
-        docker_client: docker.DockerClient) -> None:
+        lan_on: Callable[..., DhcpLan], executor: ExecutorProc, bus: RpcClient,
+        blocks: Callable[[int], list[str]], docker_client: docker.DockerClient) -> None:
     (block,) = blocks(1)
-    lan = lans(ping=False, options=["option:T1,4", "option:T2,7"])
-    serve(lan, block)
-    bridge.table[lan.parent] = iface(lan, block)
+    lan = lan_on(block, ping=False, options=["option:T1,4", "option:T2,7"])
     executor.start(ORCH_DHCP_LEASE_CAP="20")
     await wait_ready(bus)
     names = [f"oat-dz-{short_id()}" for _ in range(2)]

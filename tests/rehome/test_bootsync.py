@@ -35,8 +35,7 @@ async def test_networks_rehomed_before_runtimes_start(
         docker_client: docker.DockerClient) -> None:
     old, new = blocks(2)
     lan = moving_lans()
-    for subnet in (old, new):
-        lan.lan_side(subnet)
+    lan.lan_side(old, new)
     executor = make_executor(ORCH_BOOT_NETMON_WAIT="40")
     bridge = bridge_for(executor)
     bridge.table[lan.parent] = lan.iface(old)

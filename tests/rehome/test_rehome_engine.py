@@ -38,11 +38,6 @@ from tests.rehome.tools import (
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(180)]
 
 
-def lan_on(lan: MovingLan, *subnets: str) -> None:
-    for subnet in subnets:
-        lan.lan_side(subnet)
-
-
 async def test_inactive_replug_detach_and_back(
         make_executor: Callable[..., ExecutorProc], zctx: zmq.asyncio.Context,
         moving_lans: Callable[[], MovingLan], blocks: Callable[[int], list[str]],
@@ -51,7 +46,7 @@ async def test_inactive_replug_detach_and_back(
     old, new = blocks(2)
     lan = moving_lans()
     lan.subnet = old
-    lan_on(lan, old, new)
+    lan.lan_side(old, new)
     executor = make_executor(ORCH_REHOME_STATIC_MISFIT="detach")
     bridge = bridge_for(executor)
     bridge.table[lan.parent] = lan.iface(old)
@@ -128,7 +123,7 @@ async def test_killed_in_the_middle_of_a_move(
         docker_client: docker.DockerClient) -> None:
     old, new = blocks(2)
     lan = moving_lans()
-    lan_on(lan, new)
+    lan.lan_side(new)
     executor = make_executor(OAT_PAUSE_AT="rehome_old_removed")
     bridge = bridge_for(executor)
     bridge.table[lan.parent] = lan.iface(old)
@@ -174,7 +169,7 @@ async def test_reconciled_at_start(
         docker_client: docker.DockerClient) -> None:
     old, new = blocks(2)
     lan = moving_lans()
-    lan_on(lan, new)
+    lan.lan_side(new)
     executor = make_executor()
     bridge = bridge_for(executor)
     bridge.table[lan.parent] = lan.iface(old)
