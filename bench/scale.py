@@ -256,6 +256,20 @@ class Bench:
         out["total"] = round(sum(out.values()), 1)
         return out
 
+    def memory_parts(self) -> dict[str, dict[str, float]]:
+        """Each program's PSS in parts (MB): anonymous memory in the brk heap, in other
+        anonymous mappings (malloc arenas, pymalloc arenas, thread stacks, mmap'd
+        buffers), and file-backed (the interpreter, libraries, extension modules); with
+        its thread count."""
+        out: dict[str, dict[str, float]] = {}
+        for name, proc in self.processes().items():
+            try:
+                out[name] = smaps_parts(proc.pid)
+                out[name]["threads"] = proc.num_threads()
+            except (OSError, psutil.Error):
+                continue
+        return out
+
     # --- 48 h of history, soak ----------------------------------------------------------
 
     async def history_48h(self) -> dict[str, Any]:
@@ -313,8 +327,25 @@ class Bench:
         samples.append({"t_s": round(time.monotonic() - started, 1), **self.pss()})
         first, last = samples[0]["total"], samples[-1]["total"]
         return {"seconds": round(time.monotonic() - started, 1), "commands": served,
-                "pss_samples": samples,
+                "pss_samples": samples, "pss_parts_at_end": self.memory_parts(),
                 "total_growth_percent": round(100 * (last - first) / first, 2)}
+
+
+def smaps_parts(pid: int) -> dict[str, float]:
+    """PSS of one process split by kind of mapping, from /proc/PID/smaps (MB)."""
+    parts = {"heap": 0, "anon_other": 0, "file": 0}
+    kind = "file"
+    with open(f"/proc/{pid}/smaps", encoding="ascii", errors="replace") as smaps:
+        for line in smaps:
+            field, _, rest = line.partition(" ")
+            if not field.endswith(":"):  # a mapping's header: address perms offset dev inode path
+                cols = line.split()
+                path = cols[5] if len(cols) > 5 else ""
+                kind = ("heap" if path == "[heap]" else
+                        "file" if path.startswith("/") else "anon_other")
+            elif field == "Pss:":
+                parts[kind] += int(rest.split()[0])
+    return {k: round(v / 1024, 1) for k, v in parts.items()}
 
 
 Body = Callable[["Bench", list[int], argparse.Namespace], Awaitable[dict[str, Any]]]
