@@ -5,11 +5,14 @@ development cloud.  A veth end the test made plays the WiFi interface
 client, dnsmasq); the netmon sidecar reports the parent as it would a real one.
 
 The executor runs in a network namespace of its own, so everything on the link's host
-side must be put in the host's: the host's end of the pair, the proxy entries on the
-parent, the /32 routes, the DHCP exchanges on the parent and the DOCKER-USER rules (by
-the image's iptables).  The LAN client reaches a static and a dhcp vPLC over HTTPS; when
-the station joins another subnet both follow it (re-homing) and are reached there; delete
-removes every host-side piece.
+side must be put in the host's (found through the engine's container shim, not
+`/proc/1/ns/net`, which some hosts do not let even root open): the host's end of the
+pair, the proxy entries on the parent, the /32 routes, the DHCP exchanges on the parent
+and the DOCKER-USER rules (by the image's iptables).  The LAN client reaches a static and
+a dhcp vPLC over HTTPS; when the station joins another subnet both follow it (re-homing)
+and are reached there; delete removes every host-side piece.  A dhcp vNIC on the same
+LAN as a MACVLAN parent (not wireless) leases first through a link made in the host's
+namespace too.
 
 Needs root (namespaces, veth), the engine, iptables and dnsmasq.
 """
@@ -115,14 +118,16 @@ def reached(lan: DhcpLan, ip: str, what: str) -> None:
     assert lan_neighbour(lan, ip) == parent_mac(lan)  # the station's MAC only
 
 
-def test_wireless_vnics_from_the_agent_container(
-        links: list[str], wlan: tuple[DhcpLan, list[str]], docker_client: docker.DockerClient,
-        images: dict[str, str], standin_image: str, install: Install,
-        request: pytest.FixtureRequest) -> None:
-    lan, (block, new) = wlan
-    result = install.run("--runtime-image", standin_image.split(":")[0],
-                         "--agent-env", "ORCH_PULL_POLICY=missing",
-                         "--agent-env", f"ORCH_WIRELESS_INTERFACES={lan.parent}")
+def installed(install: Install, docker_client: docker.DockerClient, standin_image: str,
+              request: pytest.FixtureRequest, *env: str
+              ) -> tuple[str, docker.models.containers.Container, Callable[[], str]]:
+    """Install the agent (extra `--agent-env` settings `env`): its id, its container, and
+    its log (printed when the test ends)."""
+    args = ["--runtime-image", standin_image.split(":")[0],
+            "--agent-env", "ORCH_PULL_POLICY=missing"]
+    for setting in env:
+        args += ["--agent-env", setting]
+    result = install.run(*args)
     assert result.returncode == 0
     agent_id = agent_id_of(result.stdout)
     wait_ready(docker_client, install)
@@ -134,17 +139,30 @@ def test_wireless_vnics_from_the_agent_container(
                         "cat /var/orchestrator/logs/orchestrator-logs-*.log")[1]
     request.addfinalizer(lambda: print("--- agent log (tail) ---\n" + agent_log()[-8000:]))
     assert "host-side network work runs in that of process" in agent_log()
+    return agent_id, agent, agent_log
 
-    def reported(block: str) -> Callable[[], bool]:
-        def check() -> bool:
-            ack = install.cloud.send(agent_id, "get_host_interfaces", {})
-            return any(row.get("name") == lan.parent and row.get("subnet") == block
-                       and row.get("gateway") == host(block, 1)
-                       for row in ack.get("interfaces") or [])
-        return check
-    # The sidecar reports the WiFi interface: a dhcp vNIC takes its parent's subnet and
-    # gateway from there.
-    wait_for(reported(block), 60, interval=1, what=f"{lan.parent} reported on {block}")
+
+def reported(install: Install, agent_id: str, lan: DhcpLan, block: str
+             ) -> Callable[[], bool]:
+    """The sidecar reports the parent on `block` with its gateway (a dhcp vNIC takes its
+    parent's subnet and gateway from there)."""
+    def check() -> bool:
+        ack = install.cloud.send(agent_id, "get_host_interfaces", {})
+        return any(row.get("name") == lan.parent and row.get("subnet") == block
+                   and row.get("gateway") == host(block, 1)
+                   for row in ack.get("interfaces") or [])
+    return check
+
+
+def test_wireless_vnics_from_the_agent_container(
+        links: list[str], wlan: tuple[DhcpLan, list[str]], docker_client: docker.DockerClient,
+        images: dict[str, str], standin_image: str, install: Install,
+        request: pytest.FixtureRequest) -> None:
+    lan, (block, new) = wlan
+    agent_id, agent, _log = installed(install, docker_client, standin_image, request,
+                                      f"ORCH_WIRELESS_INTERFACES={lan.parent}")
+    wait_for(reported(install, agent_id, lan, block), 60, interval=1,
+             what=f"{lan.parent} reported on {block}")
 
     static, dyn = f"{install.prefix}ws", f"{install.prefix}wd"
     net_s, net_d = f"wifi_{lan.parent}_wlan0", f"wifi_{lan.parent}_eth0"
@@ -183,7 +201,8 @@ def test_wireless_vnics_from_the_agent_container(
     # the static one (no longer fitting) gets the lowest free address; the old addresses'
     # host side goes.
     join(lan, new, old=block)
-    wait_for(reported(new), 60, interval=1, what=f"{lan.parent} reported on {new}")
+    wait_for(reported(install, agent_id, lan, new), 60, interval=1,
+             what=f"{lan.parent} reported on {new}")
     moved_s = host(new, 3)  # .1 the router, .2 the station
     row = wait_for(status_row(install, agent_id, static, net_s, new), 60, interval=1,
                    what="the static wireless vNIC re-homed")
@@ -212,4 +231,41 @@ def test_wireless_vnics_from_the_agent_container(
     gone = dict.fromkeys(IN_PLACE, False)
     assert host_side(lan, link_s, moved_s) == gone
     assert host_side(lan, link_d, moved_d) == gone
+    wait_for(lambda: lan.leases() == {}, 10, "dnsmasq's lease file without the release")
+
+
+def test_dhcp_macvlan_vnic_leases_first_from_the_agent_container(
+        wlan: tuple[DhcpLan, list[str]], docker_client: docker.DockerClient,
+        images: dict[str, str], standin_image: str, install: Install,
+        request: pytest.FixtureRequest) -> None:
+    """The lease-first link of a dhcp vNIC on a MACVLAN parent (docs/dhcp.md) is made on
+    the parent in the host's namespace: the runtime is created with the lease as its
+    endpoint's fixed address, never with one the engine chose."""
+    lan, (block, _new) = wlan
+    agent_id, _agent, agent_log = installed(install, docker_client, standin_image, request)
+    wait_for(reported(install, agent_id, lan, block), 60, interval=1,
+             what=f"{lan.parent} reported on {block}")
+    device = f"{install.prefix}md"
+    network = f"macvlan_{lan.parent}_{block.replace('/', '_')}"
+    ack = install.cloud.send(agent_id, "create_new_runtime", {
+        "container_name": device, "runtime_version": "test",
+        "vnic_configs": [{"name": "eth0", "parent_interface": lan.parent,
+                          "network_mode": "dhcp"}]})
+    assert ack["status"] == "creating", ack
+    row = wait_for(status_row(install, agent_id, device, network, block), 90, interval=1,
+                   what="the dhcp MACVLAN vNIC leased")
+    leased = str(row["ip_address"])
+    assert lan.leases() == {row["mac_address"]: leased}
+    endpoint = docker_client.api.inspect_container(device)["NetworkSettings"]["Networks"][
+        network]
+    assert (endpoint.get("IPAMConfig") or {}).get("IPv4Address") == leased, endpoint
+    assert "no lease before the start" not in agent_log()
+    wait_for(lambda: https_ok_from(lan.ns, leased), 30, interval=0.5,
+             what="HTTPS from the LAN to the dhcp vPLC")
+
+    ack = install.cloud.send(agent_id, "delete_device", {"device_id": device})
+    assert ack["status"] == "deleting", ack
+    wait_for(lambda: install.cloud.send(agent_id, "get_device_status", {
+        "device_id": device}).get("status") == "not_found", 60, interval=1,
+        what=f"{device} deleted")
     wait_for(lambda: lan.leases() == {}, 10, "dnsmasq's lease file without the release")
