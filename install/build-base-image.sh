@@ -2,9 +2,11 @@
 # Build the local Debian bookworm + Python 3.11 base image without a registry.
 #
 # No container registry is reachable, so the base comes from debootstrap and
-# `docker import`. Cached by tag: nothing happens when the tag already exists
-# (set ORCH_REBUILD_BASE=1 to rebuild). Run as root with the engine up
-# (install/docker-engine.sh).
+# `docker import`. Cached by tag: nothing happens when the tag already exists and was
+# built from the package list below (its orchestrator.base.packages label); an image of
+# ours built from another list is rebuilt, and a tag that is not ours (no
+# orchestrator.base label) is left as it is.  ORCH_REBUILD_BASE=1 rebuilds anyway.  Run
+# as root with the engine up (install/docker-engine.sh).
 #
 # Usage: install/build-base-image.sh [--platform linux/amd64|linux/arm64]
 #   Another platform than the host's needs qemu-user-static with binfmt_misc registered
@@ -36,19 +38,29 @@ fi
 SUITE=bookworm
 # What the images built on this base need: Python 3.11 with venv/ensurepip
 # (agent images install wheels into a venv from a host-built wheelhouse), TLS
-# tooling, curl for health checks, iproute2 and procps for diagnostics.
-PACKAGES=python3,python3-venv,ca-certificates,openssl,curl,iproute2,procps
+# tooling, curl for health checks, iproute2 and procps for diagnostics, iptables for
+# the forwarding rules of wireless vNICs (the executor runs it in the host's network
+# namespace; it picks the backend, nft or legacy, that sees the engine's chains).
+PACKAGES=python3,python3-venv,ca-certificates,openssl,curl,iproute2,procps,iptables
 
 say() { printf 'build-base-image: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "must run as root"
 docker info >/dev/null 2>&1 || die "Docker engine not answering; run install/docker-engine.sh first"
 
+label() { docker image inspect -f "{{index .Config.Labels \"$1\"}}" "$TAG" 2>/dev/null; }
 if [ "${ORCH_REBUILD_BASE:-0}" != 1 ] && docker image inspect "$TAG" >/dev/null 2>&1; then
-    say "$TAG present; nothing to do"
-    exit 0
+    if [ "$(label orchestrator.base)" != 1 ]; then
+        say "$TAG present and not built here; nothing to do"
+        exit 0
+    fi
+    if [ "$(label orchestrator.base.packages)" = "$PACKAGES" ]; then
+        say "$TAG present; nothing to do"
+        exit 0
+    fi
+    say "$TAG was built from another package list; rebuilding with $PACKAGES"
 fi
+[ "$(id -u)" -eq 0 ] || die "must run as root"
 
 # Print the URI of the first enabled apt source that serves the bookworm suite
 # itself (not -updates or -security), from one-line and deb822 source files.
@@ -156,7 +168,7 @@ say "importing as $TAG"
 tar --numeric-owner -C "$ROOTFS" -c . | docker import --platform "linux/$ARCH" \
     -c 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c 'CMD ["/bin/bash"]' \
-    -c "LABEL orchestrator.base=1 orchestrator.base.suite=$SUITE orchestrator.base.python=$python_version" \
+    -c "LABEL orchestrator.base=1 orchestrator.base.suite=$SUITE orchestrator.base.python=$python_version orchestrator.base.packages=$PACKAGES" \
     -m "Debian $SUITE minbase with Python $python_version" \
     - "$TAG" >/dev/null
 built_arch="$(docker image inspect -f '{{.Architecture}}' "$TAG")"

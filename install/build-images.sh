@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the agent and netmon images locally, without a registry.
 #
-#   1. the base image (install/build-base-image.sh; skipped when its tag exists),
+#   1. the base image (install/build-base-image.sh; nothing to do when its tag exists and
+#      is up to date),
 #   2. the wheelhouse (install/build-wheelhouse.sh; skipped when up to date),
 #   3. both images with the classic builder (this engine's CLI has no buildx), from one
 #      build context whose .dockerignore is an allow-list.
@@ -49,9 +50,7 @@ NETMON="${ORCH_NETMON_IMAGE:-orchestrator/netmon:local$SUFFIX}"
 
 docker info >/dev/null 2>&1 || die "Docker engine not answering; run install/docker-engine.sh first"
 
-if ! docker image inspect "$BASE" >/dev/null 2>&1; then
-    ORCH_BASE_IMAGE="$BASE" "$here/build-base-image.sh" --platform "$PLATFORM"
-fi
+ORCH_BASE_IMAGE="$BASE" "$here/build-base-image.sh" --platform "$PLATFORM"
 ORCH_WHEELHOUSE="$REPO/$WHEELHOUSE" "$here/build-wheelhouse.sh" --platform "$PLATFORM" \
     "$REPO/requirements.txt" "$here/build-requirements.txt"
 

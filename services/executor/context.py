@@ -19,6 +19,7 @@ from services.executor.engine.docker_api import DockerApi
 from services.executor.engine.liveview import LiveView
 from services.executor.errors import DockerUnavailable
 from services.executor.net.hostnets import HostNetworks
+from services.executor.net.hostns import OWN, HostNetns
 from services.executor.net.netevents import NetEvents
 from services.executor.net.netinfo import InterfaceCache
 from services.executor.net.networks import Networks
@@ -64,6 +65,8 @@ class Context:
     agent_container: str | None = None  # the agent's own container id, if any
     agent_name: str | None = None
     on_host: bool = True
+    # The host's network namespace (net/hostns.py): the executor's own on the host.
+    hostns: HostNetns = OWN
     rt_refused: bool = False
     destroying: bool = False
     # device → (pid, {network: mac}) for MACs set in a container's namespace (macfix.py)

@@ -46,7 +46,7 @@ from services.executor.engine.docker_api import DockerApi
 from services.executor.engine.events import Watcher
 from services.executor.engine.liveview import ContainerView, LiveView
 from services.executor.errors import DockerUnavailable, ExecutorError
-from services.executor.net import wifi
+from services.executor.net import hostns, wifi
 from services.executor.net.hostnets import HostNetworks
 from services.executor.net.netevents import NetEvents
 from services.executor.net.netinfo import InterfaceCache
@@ -66,7 +66,6 @@ from services.executor.runtime import (
 from services.executor.runtime.bootsync import boot_sync
 from services.executor.runtime.dedicated import DedicatedStore
 from services.executor.runtime.dedicatedkeeper import DedicatedKeeper
-from services.executor.runtime.dedicatednet import host_netns
 from services.executor.runtime.intents import IntentStore
 from services.executor.runtime.journal import Journal
 from services.executor.runtime.reconcile import reconcile
@@ -124,7 +123,9 @@ class ExecutorService:
         view = LiveView(self.docker, self.instance)
         serials = SerialStore(cfg.state_dir)
         serials.load()
-        wifi_links = WifiLinks(wifi.forced_list(cfg.wireless_interfaces))
+        host = hostns.locate()
+        log.info("host-side network work runs in %s network namespace", host.describe())
+        wifi_links = WifiLinks(wifi.forced_list(cfg.wireless_interfaces), host)
         self.ctx = Context(
             config=cfg, instance=self.instance, docker=self.docker, view=view,
             journal=journal, vnics=vnics,
@@ -135,10 +136,10 @@ class ExecutorService:
             io=ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io"),
             hostnets=hostnets, netevents=netevents, intents=intents,
             publish=runtime.publisher.publish, serials=SerialKeeper(serials, view),
-            wifi=wifi_links)
+            wifi=wifi_links, hostns=host)
         dedicated = DedicatedStore(cfg.state_dir)
         dedicated.load()
-        self.ctx.dedicated = DedicatedKeeper(dedicated, view, cfg.run_dir, host_netns())
+        self.ctx.dedicated = DedicatedKeeper(dedicated, view, cfg.run_dir, host.ns_file)
         self.ctx.dedicated.write = self.ctx.io_call
         adopt.load(self.ctx)
         if cfg.dhcp_leases:

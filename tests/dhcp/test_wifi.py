@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,33 +32,10 @@ from testkit.executor import (
 from testkit.helpers import wait_for
 from testkit.movinglan import free_blocks, host
 from tests.dhcp.lan import DhcpLan, sh
+from tests.dhcp.wifilan import forward_rules, lan_neighbour, parent_mac, proxies, wifi_lan
 from tests.rehome.fakebridge import FakeBridge
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.timeout(300)]
-
-CLIENT = -2  # the LAN client's address: the last host of the block
-
-
-def wifi_lan(lan: DhcpLan, block: str) -> None:
-    """The LAN side: router .1 and a client at the top of `block`; the host (the WiFi
-    interface) .2, as a station's own address would be."""
-    lan.renumber(block)
-    sh("ip", "-n", lan.ns, "addr", "add", f"{host(block, CLIENT)}/27", "dev", lan.peer)
-    sh("ip", "addr", "add", f"{host(block, 2)}/27", "dev", lan.parent)
-
-
-def parent_mac(lan: DhcpLan) -> str:
-    return Path(f"/sys/class/net/{lan.parent}/address").read_text().strip().lower()
-
-
-def lan_neighbour(lan: DhcpLan, ip: str) -> str | None:
-    rows = json.loads(sh("ip", "-n", lan.ns, "-j", "neigh", "show", ip))
-    return next((str(r["lladdr"]).lower() for r in rows if r.get("lladdr")), None)
-
-
-def proxies(lan: DhcpLan) -> str:
-    return sh("ip", "neigh", "show", "proxy", "dev", lan.parent)
-
 
 def default_via(dc: docker.DockerClient, name: str) -> list[str]:
     """The runtime's default routes' gateways (the WiFi router, not the internal bridge)."""
@@ -71,12 +47,6 @@ def default_via(dc: docker.DockerClient, name: str) -> list[str]:
 def runtime_routes(dc: docker.DockerClient, name: str) -> str:
     pid = str(dc.api.inspect_container(name)["State"]["Pid"])
     return sh("nsenter", "-t", pid, "-n", "ip", "route", "show")
-
-
-def forward_rules(name: str) -> list[str]:
-    out = subprocess.run(["iptables", "-w", "5", "-S", wifi.RULE_CHAIN], capture_output=True,
-                         text=True, check=False, timeout=20).stdout
-    return [line for line in out.splitlines() if f" {name} " in f"{line} "]
 
 
 @pytest.fixture

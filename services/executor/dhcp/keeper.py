@@ -60,9 +60,10 @@ class VnicTarget:
     dns: tuple[str, ...] = ()  # the vNIC's configured DNS servers, put before the lease's
     route_metric: int = 0
     # A vNIC behind a wireless parent (a veth pair, docs/features.md): the broadcast
-    # exchanges go out and come back on this interface of the executor's own namespace;
-    # unicast renewals stay in the runtime's.
+    # exchanges go out and come back on this interface of the host's namespace
+    # (`relay_netns`; None: the executor's own); unicast renewals stay in the runtime's.
     relay: str | None = None
+    relay_netns: str | None = None
 
 
 # Told (keeper thread) what a relayed vNIC's address became.
@@ -265,7 +266,8 @@ class LeaseKeeper:
             sock, ifname = netns.open_socket(target.netns, target.mac)
             carried = previous is not None and (previous.ip_address, previous.prefixlen) in \
                 netns.current(target.netns, target.mac)
-            relay = netns.relay_socket(target.relay) if target.relay else None
+            relay = netns.relay_socket(target.relay, target.relay_netns) \
+                if target.relay else None
         except (netns.NetnsError, OSError) as exc:
             raise DhcpError(f"{target.device}/{target.vnic}: {exc}") from exc
         if old is not None:

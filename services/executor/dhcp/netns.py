@@ -187,12 +187,14 @@ def _client_socket(name: str) -> socket.socket:
     return sock
 
 
-def relay_socket(interface: str) -> socket.socket:
-    """The client socket on `interface` of this process's own namespace: for a vNIC
-    behind a wireless parent, whose broadcasts the host does not forward.  Every such
-    socket on one parent gets every broadcast reply; each client keeps its own (xid and
-    MAC)."""
-    return _client_socket(interface)
+def relay_socket(interface: str, netns: str | None = None) -> socket.socket:
+    """The client socket on `interface` of the host's namespace (`netns`; None: this
+    process's own): for a vNIC behind a wireless parent, whose broadcasts the host does
+    not forward.  Every such socket on one parent gets every broadcast reply; each client
+    keeps its own (xid and MAC)."""
+    if netns is None:
+        return _client_socket(interface)
+    return run_in_netns(netns, lambda: _client_socket(interface))
 
 
 @dataclass(frozen=True)

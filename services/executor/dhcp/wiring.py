@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DHCP_MODE = "dhcp"
-# The host's namespace seen from an agent container with --pid=host.
-HOST_NETNS = "/proc/1/ns/net"
 LEASE_FIRST_POLL = 0.02
 # What status shows of the keeper's record (docs/dhcp.md).
 SHOWN = ("state", "server", "lease_start", "lease_expiry", "dns")
@@ -92,7 +90,8 @@ class DhcpWiring:
         return [VnicTarget(view.name, str(v["name"]), str(v["mac_address"]).lower(),
                            f"/proc/{view.pid}/ns/net", hostname=view.name,
                            resolv_conf=resolv, dns=tuple(v.get("dns") or ()),
-                           relay=str(v["parent_interface"]) if v.get("wifi") else None)
+                           relay=str(v["parent_interface"]) if v.get("wifi") else None,
+                           relay_netns=ctx.hostns.path if v.get("wifi") else None)
                 for v in wanted]
 
     # --- keeper calls, off the loop -------------------------------------------------------
@@ -268,7 +267,7 @@ async def lease_first(ctx: Context, device: str, vnics: list[dict[str, Any]]
     wanted = [v for v in vnics if is_dhcp(v) and v.get("mac_address") and not v.get("wifi")]
     if wiring is None or not wanted:
         return vnics
-    host = None if ctx.on_host else HOST_NETNS
+    host = ctx.hostns.path
     leased = await asyncio.gather(*(wiring.lease_first(device, v, host) for v in wanted))
     fixed = {str(v["name"]): ip for v, ip in zip(wanted, leased, strict=True)
              if ip and fits(ip, v)}
@@ -299,7 +298,7 @@ async def lease_for_rehome(ctx: Context, device: str, vnic: dict[str, Any], subn
     wiring: DhcpWiring | None = ctx.dhcp
     if wiring is None or not is_dhcp(vnic) or not vnic.get("mac_address") or vnic.get("wifi"):
         return None, False
-    host = None if ctx.on_host else HOST_NETNS
+    host = ctx.hostns.path
     ip = await wiring.lease_first(device, vnic, host, resume=False)
     if ip is not None and fits(ip, {**vnic, "parent_subnet": subnet}):
         return ip, False

@@ -17,6 +17,11 @@ original agent, such a vNIC is a veth pair, and the host routes for it:
 * the engine's `DOCKER-USER` chain accepts what is forwarded through the host's end (the
   engine sets the forward policy to drop).
 
+Everything on the host's side (the host's end, the parent's proxy entries, the /32
+routes, the rules, the sysfs look-up) happens in the host's network namespace, through
+`host: HostNetns` (`net/hostns.py`): the executor's own on the host, the engine's from the
+agent container.  The runtime's side is entered through `/proc/<pid>/ns/net`.
+
 Everything here is blocking (netlink, `iptables`): run it in a worker thread.  Nothing but
 the pair, the routes and proxy entries for it and the two rules made here is ever
 changed; removal takes exactly those.  Nothing here writes /proc/sys.
@@ -28,7 +33,6 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
-import os
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -36,10 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.executor.dhcp import netns
+from services.executor.net.hostns import OWN, SYSFS, HostNetns
 
 log = logging.getLogger(__name__)
 
-SYSFS = Path("/sys/class/net")
 NTF_PROXY = 0x08
 RULE_CHAIN = "DOCKER-USER"
 IPTABLES_TIMEOUT = 10.0
@@ -121,6 +125,8 @@ def has_peer(pid: int, mac: str) -> bool:
 
 
 def _make_pair(link: WifiLink, pid: int) -> None:
+    """In the host's namespace: the pair, its runtime end moved into the runtime's (by
+    pid: the executor shares the host's PID namespace)."""
     ipr_class = netns._iproute()
     with ipr_class() as ipr:
         for stale in ipr.link_lookup(ifname=link.host):
@@ -134,22 +140,22 @@ def _make_pair(link: WifiLink, pid: int) -> None:
 
 
 def plumb(link: WifiLink, pid: int, internal_ip: str | None = None,
-          stale_gateways: Iterable[str] = ()) -> bool:
+          stale_gateways: Iterable[str] = (), hostns: HostNetns = OWN) -> bool:
     """Make the pair for the runtime's current process (unless it is there) and put the
     host's side in place.  True when a new pair was made."""
     made = False
-    if not has_peer(pid, link.mac) or not SYSFS.joinpath(link.host).exists():
-        _make_pair(link, pid)
+    if not has_peer(pid, link.mac) or not exists(link.host, hostns):
+        hostns.run(lambda: _make_pair(link, pid))
         made = True
     if link.gateway:
-        gateway_proxy(link, link.gateway, stale_gateways)
+        gateway_proxy(link, link.gateway, stale_gateways, hostns)
     if link.ip is not None:
         address(link, pid, link.ip, link.prefixlen, link.gateway, internal_ip)
-        host_side(link, link.ip)
+        host_side(link, link.ip, hostns=hostns)
     else:
         up(link, pid)  # no address until the lease
         take_default(link, pid, "the lease's router", internal_ip)
-    allow_forwarding(link.host)
+    allow_forwarding(link.host, hostns)
     return made
 
 
@@ -192,23 +198,33 @@ def via_gateway(ns: str, mac: str, ip: str, prefixlen: int, gateway: str) -> Non
     netns.run_in_netns(ns, work)
 
 
-def gateway_proxy(link: WifiLink, gateway: str, stale: Iterable[str] = ()) -> None:
+def gateway_proxy(link: WifiLink, gateway: str, stale: Iterable[str] = (),
+                  hostns: HostNetns = OWN) -> None:
     """The host's end answers ARP for the gateway (one proxy neighbour entry; the kernel
     answers for it while forwarding is on): every packet of the runtime goes to the host,
     which routes it to the LAN.  The entries for `stale` gateways (a LAN that moved, a
     lease with another router) go."""
-    with netns._iproute()() as ipr:
-        host = ipr.link_lookup(ifname=link.host)
-        if not host:
-            raise WifiError(f"interface {link.host} is missing")
-        for old in stale:
-            if old != gateway:
-                _unproxy(ipr, host[0], old)
-        try:
-            ipr.neigh("add", dst=gateway, ifindex=host[0], flags=NTF_PROXY)
-        except Exception as exc:  # already there
-            if "exists" not in str(exc).lower():
-                raise
+    stale = list(stale)
+
+    def work() -> None:
+        with netns._iproute()() as ipr:
+            host = ipr.link_lookup(ifname=link.host)
+            if not host:
+                raise WifiError(f"interface {link.host} is missing")
+            for old in stale:
+                if old != gateway:
+                    _unproxy(ipr, host[0], old)
+            _proxy(ipr, gateway, host[0])
+
+    hostns.run(work)
+
+
+def _proxy(ipr: object, ip: str, index: int) -> None:
+    try:
+        ipr.neigh("add", dst=ip, ifindex=index, flags=NTF_PROXY)  # type: ignore[attr-defined]
+    except Exception as exc:  # already there
+        if "exists" not in str(exc).lower():
+            raise
 
 
 def take_default(link: WifiLink, pid: int, gateway: str, internal_ip: str | None) -> None:
@@ -239,23 +255,24 @@ def take_default(link: WifiLink, pid: int, gateway: str, internal_ip: str | None
 # --- the host's side --------------------------------------------------------------------------
 
 
-def host_side(link: WifiLink, ip: str, old_ip: str | None = None) -> None:
+def host_side(link: WifiLink, ip: str, old_ip: str | None = None,
+              hostns: HostNetns = OWN) -> None:
     """The /32 route to the vNIC and the parent's proxy entry for it (and, for a changed
     address, without the old one's)."""
-    ipr_class = netns._iproute()
-    with ipr_class() as ipr:
-        host = ipr.link_lookup(ifname=link.host)
-        parent = ipr.link_lookup(ifname=link.parent)
-        if not host or not parent:
-            raise WifiError(f"interface {link.host if not host else link.parent} is missing")
-        if old_ip and old_ip != ip:
-            _unproxy(ipr, parent[0], old_ip)
-        ipr.route("replace", dst=f"{ip}/32", oif=host[0], scope=253)
-        try:
-            ipr.neigh("add", dst=ip, ifindex=parent[0], flags=NTF_PROXY)
-        except Exception as exc:  # already there
-            if "exists" not in str(exc).lower():
-                raise
+
+    def work() -> None:
+        with netns._iproute()() as ipr:
+            host = ipr.link_lookup(ifname=link.host)
+            parent = ipr.link_lookup(ifname=link.parent)
+            if not host or not parent:
+                raise WifiError(
+                    f"interface {link.host if not host else link.parent} is missing")
+            if old_ip and old_ip != ip:
+                _unproxy(ipr, parent[0], old_ip)
+            ipr.route("replace", dst=f"{ip}/32", oif=host[0], scope=253)
+            _proxy(ipr, ip, parent[0])
+
+    hostns.run(work)
 
 
 def _unproxy(ipr: object, parent_index: int, ip: str) -> None:
@@ -263,18 +280,24 @@ def _unproxy(ipr: object, parent_index: int, ip: str) -> None:
         ipr.neigh("del", dst=ip, ifindex=parent_index, flags=NTF_PROXY)  # type: ignore[attr-defined]
 
 
-def drop_addresses(link: WifiLink, ips: Iterable[str]) -> None:
+def drop_addresses(link: WifiLink, ips: Iterable[str], hostns: HostNetns = OWN) -> None:
     """Drop the parent's proxy entries and the host's /32 routes for `ips` (addresses the
     vNIC no longer has: a lease that moved on, re-homing)."""
-    with netns._iproute()() as ipr:
-        parents = ipr.link_lookup(ifname=link.parent)
-        hosts = ipr.link_lookup(ifname=link.host)
-        for ip in ips:
-            for parent in parents:
-                _unproxy(ipr, parent, ip)
-            for index in hosts:
-                with contextlib.suppress(Exception):  # gone with an earlier pair
-                    ipr.route("del", dst=f"{ip}/32", oif=index, scope=253)  # as added
+    ips = list(ips)
+
+    def work() -> None:
+        with netns._iproute()() as ipr:
+            parents = ipr.link_lookup(ifname=link.parent)
+            hosts = ipr.link_lookup(ifname=link.host)
+            for ip in ips:
+                for parent in parents:
+                    _unproxy(ipr, parent, ip)
+                for index in hosts:
+                    with contextlib.suppress(Exception):  # gone with an earlier pair
+                        ipr.route("del", dst=f"{ip}/32", oif=index, scope=253)  # as added
+
+    if ips:
+        hostns.run(work)
 
 
 def clear(link: WifiLink, pid: int) -> None:
@@ -282,18 +305,22 @@ def clear(link: WifiLink, pid: int) -> None:
     netns.apply(_ns_path(pid), link.mac, None)
 
 
-def unplumb(link: WifiLink, ips: Iterable[str]) -> None:
+def unplumb(link: WifiLink, ips: Iterable[str], hostns: HostNetns = OWN) -> None:
     """Remove the pair (its route goes with it), the parent's proxy entries for `ips`, and
     the forwarding rules.  Missing pieces are fine."""
-    ipr_class = netns._iproute()
-    with ipr_class() as ipr:
-        for index in ipr.link_lookup(ifname=link.host):
-            with contextlib.suppress(Exception):
-                ipr.link("del", index=index)
-        for parent in ipr.link_lookup(ifname=link.parent):
-            for ip in ips:
-                _unproxy(ipr, parent, ip)
-    forbid_forwarding(link.host)
+    ips = list(ips)
+
+    def work() -> None:
+        with netns._iproute()() as ipr:
+            for index in ipr.link_lookup(ifname=link.host):
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=index)
+            for parent in ipr.link_lookup(ifname=link.parent):
+                for ip in ips:
+                    _unproxy(ipr, parent, ip)
+
+    hostns.run(work)
+    forbid_forwarding(link.host, hostns)
 
 
 def valid_ip(ip: object) -> str | None:
@@ -307,6 +334,8 @@ def valid_ip(ip: object) -> str | None:
 
 
 IPTABLES = ("iptables", "iptables-nft", "iptables-legacy")
+# All the iptables calls of one allow or forbid, run together in the host's namespace.
+RULES_TIMEOUT = 8 * IPTABLES_TIMEOUT
 
 
 class ForwardingError(WifiError):
@@ -316,7 +345,8 @@ class ForwardingError(WifiError):
 def _binary() -> str | None:
     """The iptables program that sees the engine's user chain: `iptables`, or the other
     backend's when the engine uses that one (an image's default may differ from the
-    host's); the first installed one when none sees it."""
+    host's); the first installed one when none sees it.  Call it in the host's namespace:
+    that is where the chain is."""
     installed = [b for b in (shutil.which(n) for n in IPTABLES) if b]
     for binary in installed:
         if _run(binary, "-S", RULE_CHAIN) == 0:
@@ -325,12 +355,16 @@ def _binary() -> str | None:
 
 
 def _run(binary: str, *args: str) -> int:
+    """One iptables call; the child is born in the calling thread's network namespace
+    (the host's, inside `HostNetns.run`)."""
     try:
         done = subprocess.run([binary, "-w", "5", *args], capture_output=True, text=True,
                               timeout=IPTABLES_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("%s %s failed: %s", binary, " ".join(args), exc)
         return -1
+    if done.returncode != 0 and args[0] in ("-I", "-A"):
+        log.warning("%s %s: %s", binary, " ".join(args), done.stderr.strip())
     return done.returncode
 
 
@@ -338,39 +372,63 @@ def _rules(name: str) -> list[list[str]]:
     return [["-i", name, "-j", "ACCEPT"], ["-o", name, "-j", "ACCEPT"]]
 
 
-def allow_forwarding(name: str) -> None:
+def allow_forwarding(name: str, hostns: HostNetns = OWN) -> None:
     """Accept traffic through `name` in the engine's user chain (when there is one: an
     engine without iptables management leaves the forward policy alone).  Without any
     iptables program nothing can be added: ForwardingError says so (the status shows it)."""
-    binary = _binary()
-    if binary is None:
+
+    def work() -> bool:
+        binary = _binary()
+        if binary is None:
+            return False
+        if _run(binary, "-S", RULE_CHAIN) != 0:
+            return True
+        for rule in _rules(name):
+            if _run(binary, "-C", RULE_CHAIN, *rule) != 0:
+                _run(binary, "-I", RULE_CHAIN, "1", *rule)
+        return True
+
+    if not hostns.run(work, RULES_TIMEOUT):
         raise ForwardingError(
             f"no iptables program here: the rules accepting forwarding through {name} "
             f"were not added, so the engine's forward policy (drop) may keep the LAN from "
             f"this vNIC; install iptables where the executor runs (the agent image: the "
             f"Debian package iptables), or let the host accept forwarding through wf+")
-    if _run(binary, "-S", RULE_CHAIN) != 0:
-        return
-    for rule in _rules(name):
-        if _run(binary, "-C", RULE_CHAIN, *rule) != 0:
-            _run(binary, "-I", RULE_CHAIN, "1", *rule)
 
 
-def forbid_forwarding(name: str) -> None:
-    binary = _binary()
-    if binary is None:
-        return
-    for rule in _rules(name):
-        for _attempt in range(4):  # bounded: a rule is only ever inserted once
-            if _run(binary, "-D", RULE_CHAIN, *rule) != 0:
-                break
+def forbid_forwarding(name: str, hostns: HostNetns = OWN) -> None:
+    def work() -> None:
+        binary = _binary()
+        if binary is None:
+            return
+        for rule in _rules(name):
+            for _attempt in range(4):  # bounded: a rule is only ever inserted once
+                if _run(binary, "-D", RULE_CHAIN, *rule) != 0:
+                    break
+
+    hostns.run(work, RULES_TIMEOUT)
 
 
-def forwarding_enabled() -> bool:
-    with contextlib.suppress(OSError):
-        return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
-    return False
+def forwarding_enabled(hostns: HostNetns = OWN) -> bool:
+    """IPv4 forwarding in the host's namespace (/proc/sys/net shows the reading thread's
+    namespace)."""
+
+    def work() -> bool:
+        with contextlib.suppress(OSError):
+            return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+        return False
+
+    return hostns.run(work)
 
 
-def exists(name: str) -> bool:
-    return os.path.exists(SYSFS / name)
+def exists(name: str, hostns: HostNetns = OWN) -> bool:
+    """Whether the host's namespace has an interface called `name`: in the host's sysfs,
+    or by netlink there when its sysfs could not be opened."""
+    if hostns.own or hostns.sysfs_fd is not None:
+        return (hostns.sysfs / name).exists()
+
+    def work() -> bool:
+        with netns._iproute()() as ipr:
+            return bool(ipr.link_lookup(ifname=name))
+
+    return hostns.run(work)

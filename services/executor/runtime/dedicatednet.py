@@ -10,7 +10,8 @@ executor process (an open descriptor would not), so a `kill -9` leaves the pin a
 NIC where they were, and the restarted executor finds both (`locate`).
 
 Every function is blocking and meant for a worker thread; work inside a namespace goes
-through `dhcp.netns.run_in_netns` (a thread of its own that enters the namespace).
+through `dhcp.netns.run_in_netns` (a thread of its own that enters the namespace).  The
+host's namespace is given by the caller as a path (`net/hostns.py`, `ns_file`).
 """
 
 from __future__ import annotations
@@ -107,17 +108,6 @@ class HostFacts:
 def _index(ipr: Any, name: str) -> int | None:
     found = ipr.link_lookup(ifname=name)
     return int(found[0]) if found else None
-
-
-def host_netns() -> str:
-    """The host's network namespace: that of the host's init when it can be opened (the
-    agent container shares the host's PID namespace but has a network of its own), else
-    the executor's own (an executor on the host, in a PID namespace of its own)."""
-    try:
-        os.close(os.open("/proc/1/ns/net", os.O_RDONLY))
-        return "/proc/1/ns/net"
-    except OSError:
-        return f"/proc/{os.getpid()}/ns/net"
 
 
 def in_netns(netns: str, name: str) -> bool:

@@ -86,7 +86,7 @@ async def _follow(ctx: Context, device: str, name: str) -> None:
     wiring = ctx.dhcp
     assert wiring is not None
     key = (device, name)
-    host = None if ctx.on_host else dhcp_wiring.HOST_NETNS
+    host = ctx.hostns.path
     retry = LINK_RETRY[0]
     while True:
         if ctx.ops.current(device) is not None:
@@ -196,7 +196,7 @@ async def _relink(ctx: Context, device: str, vnic: dict[str, Any], cid: str) -> 
     log.info("%s/%s: the lease on file is not the endpoint's; leased again before the "
              "start", device, name)
     await ctx.docker.call(networks.disconnect, cid, network)
-    host = None if ctx.on_host else dhcp_wiring.HOST_NETNS
+    host = ctx.hostns.path
     ip = await wiring.lease_first(device, vnic, host)
     if ip is not None:
         # A lease outside the network's subnet cannot be fixed: connected as at create.

@@ -12,7 +12,10 @@
 * `forget` (delete, self-destruct, a runtime gone) removes all of it.
 * Status: `decorate` adds each link to `networks` with its address, MAC and gateway.
 
-Netlink and `iptables` block: they run in worker threads, never on the loop.
+Everything on the host's side runs in the host's network namespace (`hostns`, found at
+the executor's start: its own on the host, the engine's from the agent container), and
+wireless parents are looked up in the host's sysfs.  Netlink and `iptables` block: they
+run in worker threads, never on the loop.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 from services.executor.dhcp import netns
 from services.executor.dhcp.keeper import VnicTarget
 from services.executor.net import wifi
+from services.executor.net.hostns import OWN, HostNetns
 from services.executor.net.wifi import ForwardingError, WifiError, WifiLink
 
 log = logging.getLogger(__name__)
@@ -60,8 +64,9 @@ def link_of(device: str, vnic: dict[str, Any]) -> WifiLink:
 class WifiLinks:
     """Which links are in place (per runtime process) and the addresses each carries."""
 
-    def __init__(self, forced: frozenset[str]) -> None:
+    def __init__(self, forced: frozenset[str], hostns: HostNetns = OWN) -> None:
         self.forced = forced
+        self.hostns = hostns
         self.placed: dict[Key, int] = {}  # (device, vnic) -> pid the pair was made for
         self.addresses: dict[Key, set[str]] = {}  # every address proxied for the link
         self.gateways: dict[Key, set[str]] = {}  # gateways proxied on the host's end
@@ -70,7 +75,7 @@ class WifiLinks:
         self._lock = asyncio.Lock()
 
     def wireless(self, parent: str) -> bool:
-        return wifi.is_wireless(parent, self.forced)
+        return wifi.is_wireless(parent, self.forced, self.hostns.sysfs)
 
     def mark(self, vnics: list[dict[str, Any]]) -> None:
         """At create: a vNIC on a wireless parent becomes a wifi link."""
@@ -84,7 +89,7 @@ class WifiLinks:
         wanted = [v for v in vnics if is_wifi(v)]
         if not wanted or pid <= 0:
             return
-        if not wifi.forwarding_enabled():
+        if not await asyncio.to_thread(wifi.forwarding_enabled, self.hostns):
             log.warning("IPv4 forwarding is off on the host: wireless vNICs of %s cannot "
                         "reach their LAN", device)
         async with self._lock:
@@ -95,7 +100,7 @@ class WifiLinks:
                 made = False
                 try:
                     made = await asyncio.to_thread(wifi.plumb, link, pid, internal_ip,
-                                                   sorted(gateways))
+                                                   sorted(gateways), self.hostns)
                     self.errors.pop(key, None)
                 except ForwardingError as exc:  # in place; the LAN may not get through
                     self.errors[key] = str(exc)
@@ -127,7 +132,7 @@ class WifiLinks:
             known = self.addresses.setdefault(key, set())
             stale = sorted(known - {link.ip} if link.ip else known)
             try:
-                await asyncio.to_thread(wifi.drop_addresses, link, stale)
+                await asyncio.to_thread(wifi.drop_addresses, link, stale, self.hostns)
                 if pid > 0 and link.ip is None and not is_dhcp(vnic):
                     await asyncio.to_thread(wifi.clear, link, pid)  # left without one
             except (WifiError, netns.NetnsError, OSError) as exc:
@@ -150,17 +155,17 @@ class WifiLinks:
         known = self.addresses.setdefault(key, set())
         try:
             if want is None:
-                wifi.drop_addresses(link, sorted(known))
+                wifi.drop_addresses(link, sorted(known), self.hostns)
                 known.clear()
                 return
-            wifi.host_side(link, want.ip)
+            wifi.host_side(link, want.ip, hostns=self.hostns)
             stale = sorted(known - {want.ip})
-            wifi.drop_addresses(link, stale)
+            wifi.drop_addresses(link, stale, self.hostns)
             known.difference_update(stale)
             known.add(want.ip)
             if want.router:
                 gateways = self.gateways.setdefault(key, set())
-                wifi.gateway_proxy(link, want.router, sorted(gateways))
+                wifi.gateway_proxy(link, want.router, sorted(gateways), self.hostns)
                 gateways.intersection_update({want.router})
                 gateways.add(want.router)
             hop = want.router or self.stations.get(key)  # no router: through the host
@@ -182,8 +187,8 @@ class WifiLinks:
                 if link.ip:
                     ips.add(link.ip)
                 try:
-                    await asyncio.to_thread(wifi.unplumb, link, sorted(ips))
-                except (WifiError, OSError) as exc:
+                    await asyncio.to_thread(wifi.unplumb, link, sorted(ips), self.hostns)
+                except (WifiError, netns.NetnsError, OSError) as exc:
                     log.warning("%s/%s: wireless link not fully removed: %s", device,
                                 link.vnic, exc)
                 self.placed.pop(key, None)
