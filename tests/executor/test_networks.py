@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 
 import docker
@@ -133,3 +134,33 @@ async def test_stale_network_object_is_replaced(
     wait_for(lambda: f"{ghost}_internal" not in network_names(docker_client), 20,
          "leftover internal network removed")
     assert f"{name}_internal" in network_names(docker_client)
+
+
+def test_a_network_still_used_is_not_removed_and_says_by_whom(
+        docker_client: docker.DockerClient) -> None:
+    """`remove_left` (the removal after a move's disconnects) waits out the engine's
+    late endpoint count only while it lists no endpoint: one that is listed ends it at
+    once, with the container named."""
+    from services.executor.errors import OperationFailed
+    from services.executor.net.networks import remove_left
+    from testkit.dockerenv import ensure_base_image
+
+    api = docker_client.api
+    net = docker_client.networks.create(f"oat-left-{short_id()}", driver="bridge",
+                                        internal=True, labels=TEST_LABELS)
+    box = docker_client.containers.run(ensure_base_image(docker_client), ["sleep", "120"],
+                                       name=f"oat-left-{short_id()}", detach=True,
+                                       network=net.name, labels=TEST_LABELS)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationFailed, match=f"still used by {box.name}"):
+            remove_left(api, net.id, wait=5.0)
+        assert time.monotonic() - started < 2.5  # not the wait: the endpoint is listed
+        assert net.id in {n.id for n in docker_client.networks.list()}
+        api.disconnect_container_from_network(box.id, net.id, force=True)
+        assert remove_left(api, net.id) is True
+        assert remove_left(api, net.id) is False  # gone: nothing to do
+    finally:
+        box.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            net.remove()

@@ -11,10 +11,11 @@ one container cost one inspect).  Operations that just changed a container await
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +188,34 @@ class LiveView:
         view = self._by_name.get(name)
         if view is not None:
             self._apply(view.id, None)
+
+    def take_endpoints(self, network: str, inspected: dict[str, Any],
+                       gone: Iterable[str] = ()) -> set[str]:
+        """Our containers' endpoints on `network` from one inspection of the network, as
+        an inspection of each container would show them (address, MAC, gateway), with the
+        `gone` networks dropped; the names of the views updated.  The container shows the
+        gateway of the network's configuration, so without one nothing is taken (the
+        caller inspects the containers)."""
+        config = ((inspected.get("IPAM") or {}).get("Config") or [{}])[0]
+        gateway = config.get("Gateway") or None
+        if gateway is None:
+            return set()
+        left = set(gone)
+        updated = set()
+        for ident, endpoint in (inspected.get("Containers") or {}).items():
+            view = self._by_id.get(ident)
+            if view is None:
+                continue
+            nets = {name: net for name, net in view.networks.items() if name not in left}
+            nets[network] = {
+                "ip_address": str(endpoint.get("IPv4Address") or "").split("/")[0] or None,
+                "mac_address": endpoint.get("MacAddress") or None,
+                "gateway": gateway,
+            }
+            self._apply(view.id, dataclasses.replace(view, networks=nets,
+                                                     seen_at=time.monotonic()))
+            updated.add(view.name)
+        return updated
 
     async def refresh(self, ident: str) -> ContainerView | None:
         """Re-inspect one container (name or id) now and return its view."""

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,14 @@ def find_network(api: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
+def inspect_network(api: Any, ident: str) -> dict[str, Any] | None:
+    """The inspected network (with its endpoints, `Containers`), or None when it is gone."""
+    try:
+        return api.inspect_network(ident)  # type: ignore[no-any-return]
+    except docker.errors.NotFound:
+        return None
+
+
 def network_subnets(net: dict[str, Any]) -> list[str]:
     return [c["Subnet"] for c in (net.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
 
@@ -101,11 +110,9 @@ def users(api: Any, network: dict[str, Any]) -> list[str]:
 
     Asked by name and by id: a container connected before its first start carries the
     network by name only (its endpoint, and so the id, comes at start)."""
-    found: set[str] = set()
-    for key in (network["Name"], network["Id"]):
-        for row in api.containers(all=True, filters={"network": key}):
-            found.add(str((row.get("Names") or ["?"])[0]).lstrip("/"))
-    return sorted(found)
+    # One listing: the engine ORs the values of one filter key.
+    rows = api.containers(all=True, filters={"network": [network["Name"], network["Id"]]})
+    return sorted({str((row.get("Names") or ["?"])[0]).lstrip("/") for row in rows})
 
 
 def _same_subnet(a: str, b: str) -> bool:
@@ -131,9 +138,13 @@ def create_macvlan(api: Any, name: str, parent: str, subnet: str, gateway: str |
 
 
 def ensure_macvlan(api: Any, instance: str, parent: str, subnet: str, gateway: str | None,
-                   network_labels: dict[str, str], reserved: str | None = None) -> NetworkRef:
+                   network_labels: dict[str, str], reserved: str | None = None,
+                   fresh: bool = False) -> NetworkRef:
+    """Get or create the MACVLAN network of `subnet` on `parent`.  `fresh`: the caller
+    saw no network of that name a moment ago, so it is created at once and looked for
+    only when the engine says it exists."""
     name = names.macvlan_network(parent, subnet)
-    existing = find_network(api, name)
+    existing = None if fresh else find_network(api, name)
     if existing is not None:
         ours = labels.owned(existing.get("Labels"), instance)
         fits = matches_macvlan(existing, parent, subnet)
@@ -171,6 +182,9 @@ def ensure_macvlan(api: Any, instance: str, parent: str, subnet: str, gateway: s
             raise OperationFailed(f"Subnet {subnet} overlaps an existing Docker network that is "
                                   f"not a MACVLAN network on {parent}: {text}") from None
         if "already exists" in lowered:
+            if fresh:
+                return ensure_macvlan(api, instance, parent, subnet, gateway, network_labels,
+                                      reserved)
             again = find_network(api, name)
             if again is not None and matches_macvlan(again, parent, subnet):
                 return NetworkRef(name, again["Id"], False)
@@ -198,14 +212,9 @@ def _overlapping_macvlan(api: Any, parent: str, subnet: str) -> dict[str, Any] |
 
 
 def all_macvlans(api: Any) -> list[dict[str, Any]]:
-    """Every MACVLAN network of the engine, inspected (options, IPAM, labels)."""
-    found = []
-    for row in api.networks(filters={"driver": "macvlan"}):
-        try:
-            found.append(api.inspect_network(row["Id"]))
-        except docker.errors.NotFound:
-            continue
-    return found
+    """Every MACVLAN network of the engine with its options, IPAM and labels: the
+    engine's listing carries all of an inspection but the endpoints (`Containers`)."""
+    return list(api.networks(filters={"driver": "macvlan"}))
 
 
 def macvlans_on_parent(api: Any, parent: str) -> list[dict[str, Any]]:
@@ -278,6 +287,38 @@ def remove_network(api: Any, name_or_id: str, disconnect: str | None = None) -> 
         return False
 
 
+def remove_left(api: Any, ident: str, wait: float = 1.0, pause: float = 0.05) -> bool:
+    """Remove a network whose endpoints were all just disconnected; False when it was
+    absent.
+
+    Docker 20.10 keeps a count of each network's endpoints apart from the endpoints
+    themselves, and may refuse the removal with "has active endpoints" right after the
+    last disconnect although it lists none: asked again a moment later it removes the
+    network.  That is retried for up to `wait` seconds while no endpoint is listed; an
+    endpoint that is listed (something connected meanwhile) ends it at once, and so
+    does a refusal that outlasts the wait (the count of that engine can also stay
+    wrong, and then only an engine restart clears it)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            api.remove_network(ident)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if "active endpoints" not in str(exc.explanation or exc).lower():
+                raise
+            listed = (inspect_network(api, ident) or {}).get("Containers") or {}
+            if listed or time.monotonic() >= deadline:
+                names = ", ".join(sorted(str(e.get("Name")) for e in listed.values()))
+                why = (f"still used by {names}" if names
+                       else "it counts endpoints it does not list")
+                raise OperationFailed(f"the engine refuses to remove network {ident[:12]}: "
+                                      f"{why}") from None
+            log.debug("network %s: engine still counting endpoints; removing again", ident[:12])
+            time.sleep(pause)
+
+
 def owned_networks(api: Any, instance: str, kind: str | None = None) -> list[dict[str, Any]]:
     return list(api.networks(filters=labels.filters(instance, kind)))
 
@@ -317,14 +358,15 @@ class Networks:
                                           self.instance,
                                           labels.internal(self.instance, device, op_id))
 
-    async def ensure_macvlan(self, device: str, vnic: dict[str, Any], op_id: str) -> NetworkRef:
+    async def ensure_macvlan(self, device: str, vnic: dict[str, Any], op_id: str,
+                             fresh: bool = False) -> NetworkRef:
         """Caller holds the lock of `vnic['network']`."""
         parent, subnet = vnic["parent_interface"], vnic["parent_subnet"]
         network_labels = labels.macvlan(self.instance, device, vnic["name"], parent, subnet,
                                         op_id)
         return await self.docker.call(ensure_macvlan, self.instance, parent, subnet,
                                       vnic.get("parent_gateway"), network_labels,
-                                      vnic.get("parent_address"))
+                                      vnic.get("parent_address"), fresh)
 
     async def remove_internal(self, device: str, unlabelled: bool = False) -> bool:
         """Remove `<device>_internal`: ours by labels, or (`unlabelled`, an adopted

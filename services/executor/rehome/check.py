@@ -55,15 +55,16 @@ async def check_parent(ctx: Context, parent: str, nets: list[dict[str, Any]]) ->
                       net["Name"], parent, subs, current)
     result = IDLE
     pending = []
+    listed = {str(n["Name"]): n for n in nets}
     if moving and not staying:
         result = await move(ctx, Target.of(parent, iface, current[0]),
-                            [n["Name"] for n in moving])
+                            [n["Name"] for n in moving], listed=listed)
         if result == FAILED:
             pending = [s for n in moving for s in network_subnets(n)]
     elif any(m.vnic.get("network") is None for m in stored):
         home = network_subnets(staying[0])[0] if staying else (current[0] if not nets else None)
         if home is not None:
-            result = await move(ctx, Target.of(parent, iface, home), [])
+            result = await move(ctx, Target.of(parent, iface, home), [], listed=listed)
     wireless = await wifimove.check(ctx, parent, iface, current)
     if BUSY in (result, wireless):
         result = BUSY

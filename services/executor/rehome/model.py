@@ -49,6 +49,8 @@ class Member:
     error: str | None = None
     ip: str | None = None  # the static IP to connect with
     old: dict[str, Any] = field(default_factory=dict)
+    connected: bool = False  # to the target network, by this move or before a restart
+    leased: bool = False  # connected with the DHCP lease it got on the new LAN first
 
     @property
     def vnic(self) -> dict[str, Any]:

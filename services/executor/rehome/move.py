@@ -13,7 +13,7 @@ import docker.errors
 from common import labels
 from services.executor.context import Context
 from services.executor.dhcp import wiring as dhcp_wiring
-from services.executor.engine import containers
+from services.executor.engine import containers, macfix
 from services.executor.errors import Busy, DockerUnavailable, OperationFailed
 from services.executor.net import networks
 from services.executor.rehome.model import (
@@ -38,14 +38,21 @@ log = logging.getLogger(__name__)
 
 
 async def move(ctx: Context, target: Target, leaving: list[str],
-               journaled: set[str] | None = None) -> str:
+               journaled: set[str] | None = None,
+               listed: dict[str, dict[str, Any]] | None = None) -> str:
     """Put every vNIC on `target.parent` that is on one of the `leaving` networks, or
-    detached (or journaled for this move), on `target.network`."""
+    detached (or journaled for this move), on `target.network`.
+
+    `listed`: the parent's networks by name as the pass's listing of the engine just
+    showed them; the leaving ones are not looked up again, and a target network absent
+    from it is created without looking for it first."""
     async with ctx.networks.locks.hold([*leaving, target.network]):
-        members = await find_members(ctx, target, leaving, journaled or set())
+        found: dict[str, dict[str, Any]] = {}
+        members = await find_members(ctx, target, leaving, journaled or set(), listed or {},
+                                     found)
         if not members:
             for name in leaving:
-                await remove_old(ctx, name)
+                await remove_old(ctx, name, net=found.get(name))
             return DONE if leaving else IDLE
         claimed: list[str] = []
         try:
@@ -59,8 +66,9 @@ async def move(ctx: Context, target: Target, leaving: list[str],
             return BUSY
         muted = {v.id for v in (ctx.view.get(m.device) for m in members) if v is not None}
         ctx.view.muted |= muted
+        fresh = listed is not None and target.network not in listed
         try:
-            return await carry_out(ctx, target, leaving, members)
+            return await carry_out(ctx, target, leaving, members, found, fresh)
         finally:
             ctx.view.muted -= muted
             for m in members:
@@ -68,7 +76,9 @@ async def move(ctx: Context, target: Target, leaving: list[str],
 
 
 async def find_members(ctx: Context, target: Target, leaving: list[str],
-                       journaled: set[str]) -> list[Member]:
+                       journaled: set[str], listed: dict[str, dict[str, Any]],
+                       found: dict[str, dict[str, Any]]) -> list[Member]:
+    """The members of the move; `found` gets the leaving networks that exist, by name."""
     members = {}
     for m in stored_on_parent(ctx, target.parent):
         network = m.vnic.get("network")
@@ -77,9 +87,10 @@ async def find_members(ctx: Context, target: Target, leaving: list[str],
     # Our runtimes the engine has on a network being left without a stored vNIC (a state
     # file lost or restored from an old backup): moved with the MAC they have now.
     for name in leaving:
-        net = await ctx.docker.call(networks.find_network, name)
+        net = listed.get(name) or await ctx.docker.call(networks.find_network, name)
         if net is None:
             continue
+        found[name] = net
         for device in await ctx.docker.call(networks.users, net):
             if device in members:
                 continue
@@ -113,7 +124,8 @@ async def journal(ctx: Context, m: Member, target: Target, leaving: list[str],
 
 
 async def carry_out(ctx: Context, target: Target, leaving: list[str],
-                    members: list[Member]) -> str:
+                    members: list[Member], found: dict[str, dict[str, Any]],
+                    fresh: bool) -> str:
     started = time.monotonic()
     static = [m for m in members if plan_ip(ctx, m, target)]
     if not leaving:
@@ -125,7 +137,8 @@ async def carry_out(ctx: Context, target: Target, leaving: list[str],
              ", ".join(leaving) or "(detached)", target.network)
     old_nets: dict[str, dict[str, Any]] = {}
     try:
-        await switch_networks(ctx, target, leaving, members, old_nets, started)
+        target_id = await switch_networks(ctx, target, leaving, members, found, old_nets,
+                                          fresh, started)
     except (DockerUnavailable, asyncio.CancelledError):
         raise  # the journal keeps the move; carried through when the engine is back
     except Exception as exc:
@@ -136,6 +149,7 @@ async def carry_out(ctx: Context, target: Target, leaving: list[str],
         await finish(ctx, target, members, started)
         return FAILED
     await connect_all(ctx, target, members, static, started)
+    await take_views(ctx, target, members, target_id, leaving, started)
     await finish(ctx, target, members, started)
     log.debug("re-homing on %s: done after %.0f ms", target.parent,
               (time.monotonic() - started) * 1000)
@@ -143,21 +157,23 @@ async def carry_out(ctx: Context, target: Target, leaving: list[str],
 
 
 async def switch_networks(ctx: Context, target: Target, leaving: list[str],
-                          members: list[Member], old_nets: dict[str, dict[str, Any]],
-                          started: float) -> None:
+                          members: list[Member], found: dict[str, dict[str, Any]],
+                          old_nets: dict[str, dict[str, Any]], fresh: bool,
+                          started: float) -> str:
     """Leave and remove the old networks (kept in `old_nets` for a rollback), then get or
-    create the target network."""
-    await leave_old(ctx, target, leaving, members, old_nets)
+    create the target network; its id."""
+    await leave_old(ctx, target, leaving, members, found, old_nets)
     log.debug("re-homing on %s: old network left after %.0f ms", target.parent,
               (time.monotonic() - started) * 1000)
     for m in members:
         if m.op is not None:  # shown by device_status; a restart redoes from the start
             m.op.set_step("connecting")
             ctx.journal.put(m.op)
-    await ensure_target(ctx, target, members)
+    return await ensure_target(ctx, target, members, fresh)
 
 
 async def leave_old(ctx: Context, target: Target, leaving: list[str], members: list[Member],
+                    found: dict[str, dict[str, Any]],
                     old_nets: dict[str, dict[str, Any]]) -> None:
     async def journal_and_leave(m: Member) -> None:
         # Each member's entry is on disk before its own disconnect; the others' writes
@@ -167,7 +183,7 @@ async def leave_old(ctx: Context, target: Target, leaving: list[str], members: l
 
     await asyncio.gather(*(journal_and_leave(m) for m in members))
     for name in leaving:
-        net = await remove_old(ctx, name, required=True)
+        net = await remove_old(ctx, name, required=True, net=found.get(name))
         if net is not None:
             old_nets[name] = net
 
@@ -206,10 +222,12 @@ async def leave(ctx: Context, m: Member, leaving: list[str]) -> None:
             log.debug("%s disconnected from %s", m.device, name)
 
 
-async def remove_old(ctx: Context, name: str, required: bool = False
-                     ) -> dict[str, Any] | None:
-    """Remove a network being left (ours, unused); its inspected state, for a rollback."""
-    net = await ctx.docker.call(networks.find_network, name)
+async def remove_old(ctx: Context, name: str, required: bool = False,
+                     net: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Remove a network being left (ours, unused); its state, for a rollback.  `net`: as
+    this move found it (its id, labels and configuration do not change), else looked up."""
+    if net is None:
+        net = await ctx.docker.call(networks.find_network, name)
     if net is None:
         return None
     if not labels.owned(net.get("Labels"), ctx.instance):
@@ -223,24 +241,26 @@ async def remove_old(ctx: Context, name: str, required: bool = False
             raise OperationFailed(f"MACVLAN network {name} is still used by "
                                   f"{', '.join(in_use)}")
         return None
-    await ctx.docker.call(networks.remove_network, net["Id"])
-    log.info("removed network %s (%s)", name, ", ".join(network_subnets(net)))
+    if await ctx.docker.call(networks.remove_left, net["Id"]):
+        log.info("removed network %s (%s)", name, ", ".join(network_subnets(net)))
     return net
 
 
-async def ensure_target(ctx: Context, target: Target, members: list[Member]) -> None:
+async def ensure_target(ctx: Context, target: Target, members: list[Member],
+                        fresh: bool) -> str:
     first = members[0]
     vnic = {"parent_interface": target.parent, "parent_subnet": target.subnet,
             "parent_gateway": target.gateway, "parent_address": target.host_address,
             "name": first.vnic.get("name") or target.parent}
     op_id = first.op.op_id if first.op else "rehome"
-    ref = await ctx.networks.ensure_macvlan(first.device, vnic, op_id)
+    ref = await ctx.networks.ensure_macvlan(first.device, vnic, op_id, fresh)
     if ref.name != target.network:
         # The engine reused a network of that subnet under another name ("Pool overlaps").
         log.info("subnet %s on %s is served by network %s", target.subnet, target.parent,
                  ref.name)
     for m in members:
         m.vnic["network"] = ref.name
+    return ref.id
 
 
 async def attach(ctx: Context, m: Member, target: Target) -> None:
@@ -258,6 +278,7 @@ async def attach(ctx: Context, m: Member, target: Target) -> None:
         unleased.follow(ctx, m.device, str(m.vnic["name"]))
         return
     m.ip = leased or m.ip
+    m.leased = leased is not None
     per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
     mac = m.vnic.get("mac_address") if per_endpoint else None
     try:
@@ -267,12 +288,48 @@ async def attach(ctx: Context, m: Member, target: Target) -> None:
         if "already exists" not in text:  # connected before a restart: nothing to do
             m.outcome, m.error = "detached", f"Connecting to {network} failed: {text}"
             return
+    m.connected = True
     if m.old.get("network") is None:
         m.outcome = "reattached"
     else:
         m.outcome = "rehomed_new_ip" if m.note else "rehomed"
-    # The MAC at once (older engines): the LAN must not learn the engine's own one.
-    view = await ctx.view.refresh(m.device)
-    if view is not None and view.running:
-        await apply_live(ctx, m.device, m.vnics)
-        await dhcp_wiring.after_rehome(ctx, m.device, m.vnic, leased=leased is not None)
+    if not per_endpoint and view.running and m.vnic.get("mac_address"):
+        await early_mac(ctx, m, view.pid, target)
+
+
+async def early_mac(ctx: Context, m: Member, pid: int, target: Target) -> None:
+    """The MAC at once (older engines): the LAN must not learn the engine's own one.  The
+    interface is found in the runtime's namespace by the address it was connected with,
+    else by the new subnet, so no inspection has to come first; `take_views` then
+    records it (and does it by the inspected address where this could not)."""
+    try:
+        await ctx.docker.run(macfix.apply_in, pid, m.ip or target.subnet,
+                             str(m.vnic["mac_address"]))
+    except (macfix.MacFixUnavailable, OSError) as exc:
+        log.debug("MAC of %s not set right after its connect: %s", m.device, exc)
+
+
+async def take_views(ctx: Context, target: Target, members: list[Member], network_id: str,
+                     leaving: list[str], started: float) -> None:
+    """The connected members' views from one inspection of the new network, instead of
+    an inspection of each runtime after its connect (twenty of those held the engine's
+    thread pool while connects waited); then what each running one needs live: dns
+    servers, the MACs the engine cannot set, the DHCP lease."""
+    connected = [m for m in members if m.connected]
+    if not connected:
+        return
+    net = await ctx.docker.call(networks.inspect_network, network_id)
+    network = str(connected[0].vnic["network"])
+    taken = ctx.view.take_endpoints(network, net, leaving) if net is not None else set()
+    await asyncio.gather(*(ctx.view.refresh(m.device) for m in connected
+                           if m.device not in taken))
+
+    async def live(m: Member) -> None:
+        view = ctx.view.get(m.device)
+        if view is not None and view.running:
+            await apply_live(ctx, m.device, m.vnics)
+            await dhcp_wiring.after_rehome(ctx, m.device, m.vnic, leased=m.leased)
+
+    await asyncio.gather(*(live(m) for m in connected))
+    log.debug("re-homing on %s: views and live settings done after %.0f ms", target.parent,
+              (time.monotonic() - started) * 1000)

@@ -112,10 +112,6 @@ async def finish(ctx: Context, target: Target, members: list[Member], started: f
         }
         events.append(event)
         events_snapshot = ctx.netevents.add(m.device, event)
-    if vnic_snapshot is not None:
-        await ctx.io_call(ctx.vnics.write, vnic_snapshot)
-    if events_snapshot is not None:
-        await ctx.io_call(ctx.netevents.write, events_snapshot)
     done = []
     for m in members:
         if m.op is not None:
@@ -125,7 +121,15 @@ async def finish(ctx: Context, target: Target, members: list[Member], started: f
                 m.op.succeed(f"vNIC {m.vnic.get('name')} of {m.device}: {m.outcome} on "
                              f"{m.vnic.get('network') or 'no network'}")
             done.append(m.op)
-    await ctx.save_ops(done)  # one write job for the whole move, before any event
+    # One write job for the whole move, in this order: the vNIC records, the events, the
+    # journal's outcomes.  The events go out while it runs: the engine already has the
+    # move's result, and a crash before the outcomes are on disk leaves the entries in
+    # progress, so the restart carries the move through again (every step finds its work
+    # done), writes them then and tells the same result once more.  The move ends (and
+    # its devices are free) only once everything is on disk.
+    written = asyncio.ensure_future(ctx.io_call(
+        write_results, ctx, vnic_snapshot, events_snapshot,
+        [(op.device_id, ctx.journal.put(op)) for op in done]))
     for m, event in zip(members, events, strict=True):
         level = logging.INFO if m.outcome in ("rehomed", "reattached") else logging.WARNING
         log.log(level, "re-homing %s (%s on %s): %s %s → %s, ip %s%s", m.device,
@@ -133,3 +137,14 @@ async def finish(ctx: Context, target: Target, members: list[Member], started: f
                 event["to_network"], event["ip_address"],
                 f" ({m.note or m.error})" if (m.note or m.error) else "")
         ctx.publish(RuntimeRehomed(m.device, event))
+    await written
+
+
+def write_results(ctx: Context, vnics: dict[str, Any] | None, events: dict[str, Any] | None,
+                  outcomes: list[tuple[str, dict[str, Any]]]) -> None:
+    """Blocking (the state-io thread)."""
+    if vnics is not None:
+        ctx.vnics.write(vnics)
+    if events is not None:
+        ctx.netevents.write(events)
+    ctx.journal.write_many(outcomes)
