@@ -110,16 +110,17 @@ class DailyFileHandler(logging.Handler):
 
 def setup_logging(config: Config, process_name: str, files: bool = True) -> None:
     """Configure the root logger for one agent process."""
-    import multiprocessing
-
-    multiprocessing.current_process().name = process_name
+    # The program's name goes into the format itself: naming the process through
+    # multiprocessing would load that package (about 0.2 MB) into every program.
+    logging.logMultiprocessing = False
     level = getattr(logging, config.log_level)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
     root.setLevel(logging.DEBUG if files else level)
-    formatter = logging.Formatter(FORMAT)
+    name = process_name.replace("%", "%%")
+    formatter = logging.Formatter(FORMAT.replace("%(processName)s", name))
 
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(level)

@@ -11,7 +11,8 @@ As the original computes them: `status` is always "active"; `uptime` is the agen
 running time in whole seconds (since supervisord started the suite, or since this process
 started when it runs alone), not the host's; `memory_usage` and `memory_total` are psutil's
 `used` and `total` in GB with one decimal, read here at each beat (one read of
-/proc/meminfo).  CPU and disk come from the latest `metrics.host` sample.
+/proc/meminfo, with psutil's arithmetic: `common/procfs.py`).  CPU and disk come from the
+latest `metrics.host` sample.
 
 When metrics is down or its sample is stale, the heartbeat still goes out on time with
 numbers the gateway samples itself (`sample_source: "gateway"`), and `unavailable` names
@@ -30,16 +31,18 @@ import contextlib
 import datetime as dt
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
-
-from common.hostsample import HostSampler
+from common import procfs
 from common.messages import HostMetrics
 from common.version import __version__
 from services.gateway.peers import PeerWatch
+
+if TYPE_CHECKING:
+    from common.hostsample import HostSampler
 
 log = logging.getLogger(__name__)
 
@@ -52,41 +55,70 @@ GB = 1024**3
 def agent_started_at() -> float:
     """When the agent started: its supervisord when that is this process's parent, else
     this process (the gateway run on its own)."""
-    me = psutil.Process()
+    parent = os.getppid()
     try:
-        parent = me.parent()
-        if parent is not None and "supervisord" in " ".join(parent.cmdline()):
-            return float(parent.create_time())
-    except psutil.Error:
+        if "supervisord" in " ".join(procfs.process_command_line(parent)):
+            return procfs.process_started_at(parent)
+    except (OSError, ValueError, IndexError):
         pass
-    return float(me.create_time())
+    return procfs.process_started_at(os.getpid())
 
 
 def own_figures(started_at: float) -> dict[str, Any]:
     """The heartbeat figures the original computes itself: used and total memory (GB,
     one decimal) and the agent's uptime in whole seconds."""
-    mem = psutil.virtual_memory()
-    return {"memory_usage": round(mem.used / GB, 1), "memory_total": round(mem.total / GB, 1),
+    used, total = procfs.memory_used_total()
+    return {"memory_usage": round(used / GB, 1), "memory_total": round(total / GB, 1),
             "uptime": max(0, int(time.time() - started_at))}
 
 
+AskSample = Callable[[], Awaitable[dict[str, Any]]]
+ASK_TIMEOUT = 0.5  # an ask of metrics that takes longer would make the beat late
+
+
 class Heartbeat:
-    def __init__(self, interval: float, watch: PeerWatch, stale_after: float) -> None:
+    def __init__(self, interval: float, watch: PeerWatch, stale_after: float,
+                 ask_metrics: AskSample | None = None) -> None:
         self.interval = interval
         self.watch = watch
         self.stale_after = stale_after
+        self.ask_metrics = ask_metrics
         self._sampler: HostSampler | None = None
         self._was_stale = False
         self.sent = 0
         self.started_at = agent_started_at()
 
+    async def _asked_sample(self) -> bool:
+        """Ask metrics for its latest sample, when it is up but none has reached us over
+        the bus (a sample published before our subscription joined is not delivered: just
+        after a start the first beat would otherwise sample the host here).  True when a
+        fresh one was fed to the watch."""
+        if self.ask_metrics is None or "metrics" in self.watch.down():
+            return False
+        try:
+            body = await asyncio.wait_for(self.ask_metrics(), ASK_TIMEOUT)
+            sample = HostMetrics.from_body(body)
+        except Exception as exc:  # no sample yet, slow, or gone: sample ourselves
+            log.debug("metrics' latest sample not available: %s", exc)
+            return False
+        age = max(0.0, time.time() - sample.sampled_at)
+        if age > self.stale_after:
+            return False
+        self.watch.host_sample, self.watch.host_sample_at = sample, time.monotonic() - age
+        return True
+
     async def _own_sample(self) -> HostMetrics:
         if self._sampler is None:
+            # psutil (in hostsample) is loaded only when metrics is first missed.
+            from common.hostsample import HostSampler
+
             self._sampler = await asyncio.to_thread(HostSampler)
         return await asyncio.to_thread(self._sampler.sample)
 
     async def payload(self, agent_id: str) -> dict[str, Any]:
         age = self.watch.sample_age()
+        if (age is None or age > self.stale_after) and await self._asked_sample():
+            age = self.watch.sample_age()
         sample = self.watch.host_sample
         unavailable = self.watch.down()
         stale = sample is None or age is None or age > self.stale_after

@@ -46,13 +46,18 @@ class GatewayService:
                              runtime.counters)
         self.heartbeat = Heartbeat(config.heartbeat_interval, self.watch,
                                    STALE_SAMPLES * max(config.metrics_interval,
-                                                       config.heartbeat_interval))
+                                                       config.heartbeat_interval),
+                                   self._ask_metrics)
         self.link = CloudLink(config.cloud_url, config.mtls_dir, config.ca_file,
                               config.reconnect_max, TOPICS, self.router.handle,
                               self._session)
         runtime.rpc.register("link_status", self.link_status)
         log.info("cloud %s, mTLS directory %s, extra CA %s", config.cloud_url, config.mtls_dir,
                  config.ca_file or "none")
+
+    async def _ask_metrics(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.clients["metrics"].call("host_sample", {})
+        return result
 
     async def _session(self, emit: Emit, agent_id: str, ended: asyncio.Event) -> None:
         await self.heartbeat.run(emit, agent_id, ended)

@@ -4,6 +4,7 @@ the heartbeat's keys and figures."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -12,6 +13,7 @@ from typing import Any
 import psutil
 import pytest
 
+from common.messages import HostMetrics
 from services.gateway.acks import validation_ack_for
 from services.gateway.contracts import ContractError, validate
 from services.gateway.heartbeat import Heartbeat
@@ -112,3 +114,45 @@ async def test_heartbeat_keys_status_uptime_and_memory_as_the_original() -> None
     assert abs(payload["memory_usage"] - mem.used / 1024**3) <= 0.2
     assert payload["memory_usage"] == round(payload["memory_usage"], 1)
     assert payload["agent_version"]  # extra keys stay
+
+
+def _metrics_body(age: float) -> dict[str, Any]:
+    return HostMetrics(cpu_usage=12.5, memory_usage=1.25, memory_total=8.0, disk_usage=3.0,
+                       disk_total=30.0, uptime=99, timestamp="t",
+                       sampled_at=time.time() - age).to_body()
+
+
+async def test_heartbeat_asks_metrics_before_sampling_itself() -> None:
+    """A sample published before the gateway's subscription joined never arrives: the
+    first beat asks metrics for its latest one instead of sampling the host itself."""
+    asked: list[int] = []
+
+    async def ask() -> dict[str, Any]:
+        asked.append(1)
+        return _metrics_body(age=1.0)
+
+    watch = PeerWatch(0.2)
+    beat = Heartbeat(5.0, watch, stale_after=15.0, ask_metrics=ask)
+    payload = await beat.payload("07048933")
+    assert asked and payload["sample_source"] == "metrics" and payload["cpu_usage"] == 12.5
+    assert 0.9 <= payload["sample_age"] <= 2.0 and payload["unavailable"] == []
+    assert watch.host_sample is not None
+    await beat.payload("07048933")
+    assert len(asked) == 1  # the asked sample is fresh: the next beat uses it as it is
+
+
+@pytest.mark.parametrize("answer", ["stale", "error", "slow"])
+async def test_heartbeat_samples_itself_when_metrics_cannot_answer(answer: str) -> None:
+    async def ask() -> dict[str, Any]:
+        if answer == "error":
+            raise RuntimeError("not_ready")
+        if answer == "slow":
+            await asyncio.sleep(5)
+        return _metrics_body(age=60.0)
+
+    beat = Heartbeat(5.0, PeerWatch(0.2), stale_after=15.0, ask_metrics=ask)
+    started = time.monotonic()
+    payload = await beat.payload("07048933")
+    assert time.monotonic() - started < 2  # never waits past the ask's bound
+    assert payload["sample_source"] == "gateway" and payload["unavailable"] == ["metrics"]
+    assert payload["cpu_usage"] != 12.5 or payload["disk_total"] != 30.0

@@ -51,9 +51,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 from urllib3.util import Url, parse_url
 
+from common import procfs
 from services.executor.proxy import http, reply
 from services.executor.proxy.exchange import TRANSPORT_ERRORS, exchange, transport_error
 from services.executor.proxy.http import RequestBuildError
@@ -136,15 +136,7 @@ def _local_addresses() -> frozenset[ipaddress.IPv4Address]:
     taken_at, cached = _local_cache
     if time.monotonic() - taken_at < LOCAL_ADDRESSES_TTL:
         return cached
-    found = set()
-    for addrs in psutil.net_if_addrs().values():
-        for addr in addrs:
-            if addr.family.name == "AF_INET":
-                try:
-                    found.add(ipaddress.IPv4Address(addr.address))
-                except ValueError:
-                    continue
-    _local_cache = (time.monotonic(), frozenset(found))
+    _local_cache = (time.monotonic(), procfs.local_ipv4_addresses())
     return _local_cache[1]
 
 
