@@ -27,6 +27,10 @@ COPY bin /src/bin
 # Non-editable, no dependency resolution; pip fetches the build backend from /wheels.
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
         --no-index --find-links /wheels --no-deps /src
+# supervisord and the programs run with PYTHONOPTIMIZE=2 (supervisord.conf, the
+# entrypoint): their .opt-2.pyc files are compiled here, as the unprivileged programs could
+# not write them and would otherwise compile every module at each start.
+RUN /opt/venv/bin/python -OO -m compileall -q /opt/venv/lib
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
@@ -35,6 +39,8 @@ LABEL org.opencontainers.image.title="orchestrator-agent" \
       org.opencontainers.image.version="${VERSION}" \
       orchestrator.component="agent"
 COPY --from=build /opt/venv /opt/venv
+# The standard library's .opt-2.pyc files too (about 8 MB; see above).
+RUN python3 -OO -m compileall -q /usr/lib/python3.11 >/dev/null
 # Gateway and netbridge run as this user (supervisord.conf); its group shares the bus run
 # directory, logs and the netmon socket with the root programs (docs/images.md).  The ids
 # are fixed because the netmon sidecar, another image, names the group by number.

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from bench.common_info import context
+from bench.common_info import compile_as_image, context
 from testkit.helpers import short_tmpdir
 from testkit.suite import PROGRAMS, Suite
 
@@ -84,7 +84,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
-    print(json.dumps({"benchmark": "footprint", **context(), **measure(args.seconds)},
+    byte_code = compile_as_image()
+    print(json.dumps({"benchmark": "footprint", **context(), "byte_code": byte_code,
+                      **measure(args.seconds)},
                      indent=2))
     return 0
 

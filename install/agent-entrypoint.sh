@@ -60,4 +60,8 @@ fi
 # Bus sockets and shared files must be usable by the agent group: supervisord applies its
 # own `umask` setting only when it daemonizes, so under nodaemon the programs inherit this.
 umask 007
+# supervisord (and through supervisord.conf every program) without docstrings and asserts:
+# a smaller footprint; the image holds the .opt-2.pyc files for it.  Other commands run
+# in the container (orchestrator-tap, supervisorctl) keep their help texts.
+case "${1##*/}" in supervisord) export PYTHONOPTIMIZE=2 ;; esac
 exec "$@"

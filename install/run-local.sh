@@ -196,7 +196,8 @@ if [ -n "$agent_id" ]; then
   echo "  install/run-local.sh cloud send $agent_id delete_device '{\"device_id\":\"plc-1\"}'"
 fi
 
-supervisord -c "$top/supervisord.conf" &
+# As in the image: supervisord and its programs run with PYTHONOPTIMIZE=2 (supervisord.conf).
+PYTHONOPTIMIZE=2 supervisord -c "$top/supervisord.conf" &
 sup_pid=$!
 trap 'kill -TERM "$sup_pid" 2>/dev/null || true' INT TERM
 # A trapped signal interrupts the first wait; the second waits for supervisord to finish.
