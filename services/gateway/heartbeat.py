@@ -73,7 +73,7 @@ def own_figures(started_at: float) -> dict[str, Any]:
 
 
 AskSample = Callable[[], Awaitable[dict[str, Any]]]
-ASK_TIMEOUT = 0.5  # an ask of metrics that takes longer would make the beat late
+PRIME_ATTEMPTS, PRIME_TIMEOUT, PRIME_PAUSE = 40, 1.0, 0.25  # about 10 s at most
 
 
 class Heartbeat:
@@ -88,24 +88,31 @@ class Heartbeat:
         self.sent = 0
         self.started_at = agent_started_at()
 
-    async def _asked_sample(self) -> bool:
-        """Ask metrics for its latest sample, when it is up but none has reached us over
-        the bus (a sample published before our subscription joined is not delivered: just
-        after a start the first beat would otherwise sample the host here).  True when a
-        fresh one was fed to the watch."""
-        if self.ask_metrics is None or "metrics" in self.watch.down():
-            return False
-        try:
-            body = await asyncio.wait_for(self.ask_metrics(), ASK_TIMEOUT)
-            sample = HostMetrics.from_body(body)
-        except Exception as exc:  # no sample yet, slow, or gone: sample ourselves
-            log.debug("metrics' latest sample not available: %s", exc)
-            return False
-        age = max(0.0, time.time() - sample.sampled_at)
-        if age > self.stale_after:
-            return False
-        self.watch.host_sample, self.watch.host_sample_at = sample, time.monotonic() - age
-        return True
+    async def prime(self, stop: asyncio.Event, attempts: int = PRIME_ATTEMPTS) -> bool:
+        """Ask metrics for its latest sample until one is known.  Run once at start, beside
+        the link: a sample published before our subscription joined is never delivered,
+        and the next comes an interval later, so the first beats would otherwise sample
+        the host here (and load psutil for it).  Never in a beat's path: a slow or absent
+        metrics cannot delay a beat.  True when a sample is known."""
+        for _ in range(attempts):
+            if self.watch.host_sample is not None:
+                return True
+            if self.ask_metrics is None or stop.is_set():
+                return False
+            try:
+                body = await asyncio.wait_for(self.ask_metrics(), PRIME_TIMEOUT)
+                sample = HostMetrics.from_body(body)
+            except Exception as exc:  # not up yet, no sample yet, or gone
+                log.debug("metrics' latest sample not available yet: %s", exc)
+            else:
+                age = max(0.0, time.time() - sample.sampled_at)
+                if self.watch.host_sample is None and age <= self.stale_after:
+                    self.watch.host_sample = sample
+                    self.watch.host_sample_at = time.monotonic() - age
+                    return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PRIME_PAUSE)
+        return self.watch.host_sample is not None
 
     async def _own_sample(self) -> HostMetrics:
         if self._sampler is None:
@@ -117,8 +124,6 @@ class Heartbeat:
 
     async def payload(self, agent_id: str) -> dict[str, Any]:
         age = self.watch.sample_age()
-        if (age is None or age > self.stale_after) and await self._asked_sample():
-            age = self.watch.sample_age()
         sample = self.watch.host_sample
         unavailable = self.watch.down()
         stale = sample is None or age is None or age > self.stale_after

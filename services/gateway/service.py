@@ -71,6 +71,7 @@ class GatewayService:
         stop = self.rt.stop
         watch = asyncio.create_task(self.watch.watch(self.sub, stop), name="bus-watch")
         link = asyncio.create_task(self.link.run(stop), name="cloud-link")
+        primed = asyncio.create_task(self.heartbeat.prime(stop), name="heartbeat-prime")
         stopped = asyncio.create_task(stop.wait(), name="gateway-stop")
         tasks = [watch, link, stopped]
         try:
@@ -82,9 +83,10 @@ class GatewayService:
             watch.cancel()
             await link
         finally:
-            for task in tasks:
+            everything: list[asyncio.Task[Any]] = [*tasks, primed]  # primed: done early
+            for task in everything:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*everything, return_exceptions=True)
 
     def close(self) -> None:
         self.replay.close()  # the runner closes the bus sockets
