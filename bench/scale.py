@@ -222,8 +222,12 @@ class Bench:
         started = time.monotonic()
         await asyncio.sleep(self.args.idle_seconds)
         elapsed = time.monotonic() - started
-        for spy in spies:
-            spy.wait(30)
+        for spy in spies:  # py-spy can lag behind its --duration on a busy machine
+            try:
+                spy.wait(self.args.idle_seconds + 60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
         per: dict[str, Any] = {}
         for name, proc in procs.items():
             mem = proc.memory_full_info()
