@@ -39,7 +39,7 @@ LABEL org.opencontainers.image.title="orchestrator-agent" \
       org.opencontainers.image.version="${VERSION}" \
       orchestrator.component="agent"
 COPY --from=build /opt/venv /opt/venv
-# The standard library's .opt-2.pyc files too (about 8 MB; see above).
+# The standard library's .opt-2.pyc files too (about 12 MB; see above).
 RUN python3 -OO -m compileall -q /usr/lib/python3.11 >/dev/null
 # Gateway and netbridge run as this user (supervisord.conf); its group shares the bus run
 # directory, logs and the netmon socket with the root programs (docs/images.md).  The ids

@@ -29,12 +29,7 @@ MB = 1024 * 1024
 
 
 def processes(suite: Suite) -> dict[str, psutil.Process]:
-    assert suite.proc is not None
-    found = {"supervisord": psutil.Process(suite.proc.pid)}
-    for name, (state, pid) in suite.status().items():
-        if state == "RUNNING" and pid:
-            found[name] = psutil.Process(pid)
-    return found
+    return {name: psutil.Process(pid) for name, pid in suite.running_pids().items()}
 
 
 def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:

@@ -205,12 +205,7 @@ class Bench:
                 "points_memory": len(ack.get("memory_usage", []))}
 
     def processes(self) -> dict[str, psutil.Process]:
-        assert self.suite.proc is not None
-        found = {"supervisord": psutil.Process(self.suite.proc.pid)}
-        for name, (state, pid) in self.suite.status().items():
-            if state == "RUNNING" and pid:
-                found[name] = psutil.Process(pid)
-        return found
+        return {name: psutil.Process(pid) for name, pid in self.suite.running_pids().items()}
 
     async def idle(self, profile: str = "") -> dict[str, Any]:
         """CPU per program over `--idle-seconds` of nothing asked; then PSS/USS.  With

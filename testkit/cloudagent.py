@@ -83,12 +83,9 @@ class CloudAgent:
 
     def pids(self) -> dict[str, int]:
         """Program → pid of every RUNNING program (and netmon, supervisord)."""
-        found = {name: pid for name, (state, pid) in self.suite.status().items()
-                 if state == "RUNNING" and pid}
+        found = self.suite.running_pids()
         if self.netmon is not None and self.netmon.poll() is None:
             found["netmon"] = self.netmon.pid
-        if self.suite.proc is not None and self.suite.proc.poll() is None:
-            found["supervisord"] = self.suite.proc.pid
         return found
 
     def vnic(self, lan_index: int, host: int) -> dict[str, Any]:

@@ -45,6 +45,14 @@ class Suite:
                 states[parts[0]] = (parts[1], int(pid.group(1)) if pid else None)
         return states
 
+    def running_pids(self) -> dict[str, int]:
+        """Program → pid of every RUNNING program, and supervisord's while it lives."""
+        found = {name: pid for name, (state, pid) in self.status().items()
+                 if state == "RUNNING" and pid}
+        if self.proc is not None and self.proc.poll() is None:
+            found["supervisord"] = self.proc.pid
+        return found
+
     def wait_running(self, timeout: float = 30, programs: tuple[str, ...] = PROGRAMS) -> dict[
             str, tuple[str, int | None]]:
         def all_running() -> dict[str, tuple[str, int | None]] | None:
