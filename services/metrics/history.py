@@ -26,9 +26,13 @@ import math
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 RETENTION_SECONDS = 48 * 3600
 COLUMNS = ("cpu", "memory_mb")
+_SUMS = {"cpu": "cpu_sum", "memory_mb": "mem_sum"}  # a column's total in `minutes`
+Series = list[tuple[int, float]]
+Usage = tuple[Series, Series]  # (cpu, memory_mb)
 # Downsampling of the series a query returns: at most MAX_POINTS per series by default,
 # in buckets of the finest step here that fits (samples are taken every 5 s).
 MAX_POINTS = 360
@@ -100,7 +104,12 @@ class History:
     def series(self, column: str, start: float, end: float,
                max_points: int = MAX_POINTS) -> list[tuple[int, float]]:
         """(timestamp, value) pairs in [start, end], downsampled (see `resolution`)."""
-        return self._series("samples", "", HOST, column, start, end, max_points)
+        return _pairs(self._series("samples", "", HOST, (column,), start, end, max_points))
+
+    def usage(self, cpu_period: tuple[float, float], memory_period: tuple[float, float],
+              max_points: int = MAX_POINTS) -> Usage:
+        """The host's cpu and memory series, each over its own (start, end)."""
+        return self._usage("samples", "", HOST, cpu_period, memory_period, max_points)
 
     # --- devices ----------------------------------------------------------------------
 
@@ -116,38 +125,57 @@ class History:
 
     def device_series(self, device: str, column: str, start: float, end: float,
                       max_points: int = MAX_POINTS) -> list[tuple[int, float]]:
-        return self._series("device_samples", "device_id = ? AND ", device, column, start,
-                            end, max_points)
+        return _pairs(self._series("device_samples", "device_id = ? AND ", device, (column,),
+                                   start, end, max_points))
 
-    def _series(self, table: str, where: str, key: str, column: str, start: float,
-                end: float, max_points: int) -> list[tuple[int, float]]:
+    def device_usage(self, device: str, cpu_period: tuple[float, float],
+                     memory_period: tuple[float, float], max_points: int = MAX_POINTS
+                     ) -> Usage:
+        """The device's cpu and memory series, each over its own (start, end)."""
+        return self._usage("device_samples", "device_id = ? AND ", device, cpu_period,
+                           memory_period, max_points)
+
+    def _usage(self, table: str, where: str, key: str, cpu_period: tuple[float, float],
+               memory_period: tuple[float, float], max_points: int) -> Usage:
+        if cpu_period != memory_period:
+            cpu = self._series(table, where, key, ("cpu",), *cpu_period, max_points)
+            mem = self._series(table, where, key, ("memory_mb",), *memory_period, max_points)
+            return _pairs(cpu), _pairs(mem)
+        # The cloud asks both over the same period nearly always: one pass over the rows.
+        rows = self._series(table, where, key, COLUMNS, *cpu_period, max_points)
+        return ([(ts, cpu) for ts, cpu, _ in rows], [(ts, mem) for ts, _, mem in rows])
+
+    def _series(self, table: str, where: str, key: str, columns: tuple[str, ...],
+                start: float, end: float, max_points: int) -> list[tuple[Any, ...]]:
         """One aggregate query: buckets of `resolution(...)` seconds counted back from
-        `end`, each the mean of its samples, stamped with its first sample's time.  Steps
-        of a minute or more read the per-minute sums (buckets then hold whole minutes, and
-        a minute cut by `start` is left out)."""
-        if column not in COLUMNS:
-            raise ValueError(column)
+        `end`, each the mean of its samples for every column, stamped with its first
+        sample's time: rows of (timestamp, value per column).  Steps of a minute or more
+        read the per-minute sums (buckets then hold whole minutes, and a minute cut by
+        `start` is left out)."""
+        if not columns or any(column not in COLUMNS for column in columns):
+            raise ValueError(columns)
         step = resolution(start, end, max_points, self.interval)
         # [start, end] holds span/step + 1 sample times when both ends are samples: one
         # bucket more than the span needs, as long as the bound allows it.
         last = min(max(1, max_points), int((end - start) // step) + 1) - 1
         if step >= 60 and step % 60 == 0:
-            total = "cpu_sum" if column == "cpu" else "mem_sum"
+            means = ", ".join(f"SUM({_SUMS[column]}) / SUM(n)" for column in columns)
             rows = self.db.execute(
-                f"SELECT MIN(first_ts), SUM({total}) / SUM(n) FROM minutes"
+                f"SELECT MIN(first_ts), {means} FROM minutes"
                 " WHERE device_id = ? AND minute >= ? AND minute <= ?"
                 " GROUP BY MIN(CAST((? - minute) / ? AS INTEGER), ?) ORDER BY 1",
                 (key, math.ceil(start / 60) * 60, end, _minute(end), step, last),
             ).fetchall()
         else:
             args = (key,) if where else ()
+            means = ", ".join(f"AVG({column})" for column in columns)
             rows = self.db.execute(
-                f"SELECT MIN(ts), AVG({column}) FROM {table}"
+                f"SELECT MIN(ts), {means} FROM {table}"
                 f" WHERE {where}ts >= ? AND ts <= ?"
                 " GROUP BY MIN(CAST((? - ts) / ? AS INTEGER), ?) ORDER BY 1",
                 (*args, start, end, end, step, last),
             ).fetchall()
-        return [(int(ts), float(value)) for ts, value in rows]
+        return [(int(row[0]), *map(float, row[1:])) for row in rows]
 
     def device_count(self, device: str) -> int:
         row = self.db.execute("SELECT COUNT(*) FROM device_samples WHERE device_id = ?",
@@ -210,6 +238,10 @@ class History:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _pairs(rows: list[tuple[Any, ...]]) -> Series:
+    return [(ts, value) for ts, value in rows]
 
 
 def _minute(ts: float) -> int:

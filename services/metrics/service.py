@@ -40,6 +40,7 @@ from common.service import Runtime
 from services.metrics import containers
 from services.metrics.access import EngineAccess
 from services.metrics.devices import Collected, DeviceCollector
+from services.metrics.engine import Engine
 from services.metrics.history import MAX_POINTS, History
 from services.metrics.periods import parse_period
 from services.metrics.streams import StreamSource
@@ -182,8 +183,8 @@ class MetricsService:
         max_points = _max_points(params)
         if self._facts is None:
             self._facts = await self._io(static_facts)
-        cpu = await self._io(self.history.series, "cpu", cpu_start, cpu_end, max_points)
-        mem = await self._io(self.history.series, "memory_mb", mem_start, mem_end, max_points)
+        cpu, mem = await self._io(self.history.usage, (cpu_start, cpu_end),
+                                  (mem_start, mem_end), max_points)
         return {**self._facts, **_usage(cpu, mem)}
 
     async def consumption_device(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -213,10 +214,8 @@ class MetricsService:
         else:
             return {"status": "error", "error": f"Device {device} not found",
                     "device_id": device}
-        cpu = await self._io(self.history.device_series, device, "cpu", cpu_start, cpu_end,
-                             max_points)
-        mem = await self._io(self.history.device_series, device, "memory_mb", mem_start,
-                             mem_end, max_points)
+        cpu, mem = await self._io(self.history.device_usage, device, (cpu_start, cpu_end),
+                                  (mem_start, mem_end), max_points)
         reply["memory"] = containers.format_memory(limits[0] if limits else None)
         reply["cpu"] = containers.format_cpu(limits[1] if limits else None)
         reply.update(_usage(cpu, mem))
@@ -235,10 +234,14 @@ class MetricsService:
                     f"the engine did not answer within {QUERY_BUDGET:g} s") from None
         if instance is None:
             return None
-        taken_over = await self._io(self.collector.adopted)
         facts: containers.Facts | None = await self.docker.call(
-            containers.inspect_runtime, device, instance, taken_over, budget=QUERY_BUDGET)
+            self._lookup, device, instance, budget=QUERY_BUDGET)
         return facts
+
+    def _lookup(self, api: Engine, device: str, instance: str) -> containers.Facts | None:
+        # The adopted list is read in the engine's thread, beside the inspect: a query
+        # hands work to another thread as few times as it can (each is a wake-up of both).
+        return containers.inspect_runtime(api, device, instance, self.collector.adopted())
 
     def close(self) -> None:
         self.collector.close()

@@ -116,3 +116,25 @@ def test_minute_sums_survive_reopen_trim_and_duplicates(tmp_path: Path) -> None:
     assert h.forget_device("d") == 721  # the last hour and the sample at NOW - 1 h
     assert h.device_series("d", "cpu", NOW - 4 * 3600, NOW, max_points=60) == []
     h.close()
+
+
+@pytest.mark.parametrize("span", [1800, 3600, 2 * DAY])
+def test_both_series_in_one_pass_match_each_alone(tmp_path: Path, span: float) -> None:
+    h = filled(tmp_path, 2 * DAY, devices=("d", "other"))
+    end = NOW - 17
+    period = (end - span, end)
+    cpu, mem = h.device_usage("d", period, period)
+    assert cpu == h.device_series("d", "cpu", *period)
+    assert mem == h.device_series("d", "memory_mb", *period)
+    assert len(cpu) == len(mem) > 0
+    assert h.usage(period, period) == (h.series("cpu", *period),
+                                       h.series("memory_mb", *period))
+    # Different periods for the two: each series over its own.
+    short = (end - 600, end)
+    cpu, mem = h.device_usage("d", period, short, max_points=100)
+    assert cpu == h.device_series("d", "cpu", *period, max_points=100)
+    assert mem == h.device_series("d", "memory_mb", *short, max_points=100)
+    assert mem and cpu[0][0] < short[0] <= mem[0][0]
+    with pytest.raises(ValueError):
+        h._series("device_samples", "device_id = ? AND ", "d", ("cpu", "rowid"), *period, 10)
+    h.close()
