@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from services.gateway import jsoncodec
+from services.gateway import jsoncodec, packets
 from services.gateway.tls import CredentialsError, client_context, load_identity
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class CloudLink:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
         client = socketio.AsyncClient(
             reconnection=False, http_session=session, ssl_verify=True, handle_sigint=False,
-            json=jsoncodec, logger=False, engineio_logger=False,
+            json=jsoncodec, serializer=packets.Packet, logger=False, engineio_logger=False,
             websocket_extra_options={"max_msg_size": WS_MAX_MESSAGE})
         ended = asyncio.Event()
         why: dict[str, Any] = {}
