@@ -21,11 +21,30 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from common.config import Config
 
 FORMAT = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
+# How long a daily file's size, as this process counts it, is trusted before it is read
+# again (other processes append to the same file): the cap may be overshot by what all
+# of them write in that time.
+SIZE_RECHECK = 1.0
+
+
+class OnceFormatter(logging.Formatter):
+    """Formats a record once for all the handlers that share this formatter: every record
+    goes to stderr and to two files, and formatting (its time stamp above all) was most of
+    a log line's cost."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_formatted")
+        if cached is not None and cached[0] is self:
+            return str(cached[1])
+        line = super().format(record)
+        record._formatted = (self, line)
+        return line
 
 
 class DailyFileHandler(logging.Handler):
@@ -49,8 +68,11 @@ class DailyFileHandler(logging.Handler):
         self.retention_days = retention_days
         self.max_bytes = max_bytes
         self._day: dt.date | None = None
+        self._day_ends = 0.0  # the next local midnight, as a time stamp
         self._fd: int | None = None
         self._full = False
+        self._size = 0  # the file's size when last read, plus what was written since
+        self._size_read_at = 0.0
         self._io_lock = threading.Lock()
 
     def path_for(self, day: dt.date) -> Path:
@@ -60,19 +82,26 @@ class DailyFileHandler(logging.Handler):
         try:
             line = (self.format(record) + "\n").encode("utf-8", "replace")
             with self._io_lock:
-                fd = self._current_fd()
+                fd = self._current_fd(record.created)
                 if fd is None:
                     return
-                if os.fstat(fd).st_size + len(line) > self.max_bytes:
+                now = time.monotonic()
+                if self._size + len(line) > self.max_bytes or \
+                        now - self._size_read_at > SIZE_RECHECK:
+                    self._size, self._size_read_at = os.fstat(fd).st_size, now
+                if self._size + len(line) > self.max_bytes:
                     if not self._full:
                         self._full = True
                         os.write(fd, b"--- size cap reached, further records dropped today ---\n")
                     return
                 os.write(fd, line)
+                self._size += len(line)
         except Exception:  # logging must never take a process down
             self.handleError(record)
 
-    def _current_fd(self) -> int | None:
+    def _current_fd(self, created: float) -> int | None:
+        if created < self._day_ends and self._fd is not None:
+            return self._fd
         today = dt.date.today()
         if today != self._day or self._fd is None:
             self._close_fd()
@@ -81,7 +110,10 @@ class DailyFileHandler(logging.Handler):
             if self.shared and os.fstat(self._fd).st_uid == os.geteuid():
                 os.fchmod(self._fd, 0o660)
             self._day = today
+            self._day_ends = dt.datetime.combine(today + dt.timedelta(days=1),
+                                                 dt.time()).timestamp()
             self._full = False
+            self._size_read_at = 0.0  # read at the first write
             self.prune(today)
         return self._fd
 
@@ -120,7 +152,7 @@ def setup_logging(config: Config, process_name: str, files: bool = True) -> None
         handler.close()
     root.setLevel(logging.DEBUG if files else level)
     name = process_name.replace("%", "%%")
-    formatter = logging.Formatter(FORMAT.replace("%(processName)s", name))
+    formatter = OnceFormatter(FORMAT.replace("%(processName)s", name))
 
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(level)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from common import logs
 from common.config import Config, ConfigError
 from common.logs import DailyFileHandler, setup_logging
 
@@ -94,3 +95,32 @@ def test_setup_logging_writes_both_files_at_their_levels(tmp_path: Path) -> None
         for handler in saved[0]:
             root.addHandler(handler)
         root.setLevel(saved[1])
+
+
+def test_a_record_is_formatted_once_for_all_its_handlers(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    formatter = logs.OnceFormatter(logs.FORMAT)
+    stamps = []
+    real = formatter.formatTime
+    monkeypatch.setattr(formatter, "formatTime",
+                        lambda record, datefmt=None: stamps.append(1) or real(record, datefmt))
+    record = _record("hello")
+    lines = {formatter.format(record) for _ in range(3)}
+    assert len(lines) == 1 and lines.pop().endswith("t: hello") and len(stamps) == 1
+    # Another formatter (another format) does not take the first one's line.
+    other = logs.OnceFormatter("%(levelname)s|%(message)s")
+    assert other.format(record) == "INFO|hello"
+
+
+def test_size_cap_counts_what_other_processes_append(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = DailyFileHandler(tmp_path, "orchestrator-logs", 14, 2000)
+    handler.emit(_record("first"))
+    path = tmp_path / f"orchestrator-logs-{dt.date.today()}.log"
+    with path.open("a") as other:  # another program's lines, filling the file to the cap
+        other.write("y" * 1990 + "\n")
+    monkeypatch.setattr(logs, "SIZE_RECHECK", 0.0)  # the recheck period has passed
+    handler.emit(_record("second"))
+    handler.close()
+    text = path.read_text()
+    assert "second" not in text and "size cap reached" in text
