@@ -5,6 +5,8 @@ runtime's state says."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -162,3 +164,42 @@ async def test_a_nic_nowhere_is_missing_and_a_stale_pin_is_released(
     state, error = k.states["enp3s0"]
     assert state == "error" and "File exists" in str(error)
     assert world.where["enp3s0"] == "host" and not world.pins  # the pin was undone
+
+
+async def test_the_keeper_sleeps_with_nothing_on_record_and_a_claim_wakes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(monkeypatch)
+    world.procs[100] = 7
+    k = keeper(tmp_path, {"plc": 100})
+    k.interval = 0.01
+    passes: list[str] = []
+    real, listed = k._sync_device, k.store.devices
+    looks = []
+
+    async def counted(device: str) -> bool:
+        passes.append(device)
+        return await real(device)
+
+    def devices() -> list[str]:
+        looks.append(1)
+        return listed()
+
+    monkeypatch.setattr(k, "_sync_device", counted)
+    monkeypatch.setattr(k.store, "devices", devices)
+    runner = asyncio.create_task(k.run())
+    try:
+        # Twenty intervals with an empty record: one pass, then it waits for a claim.
+        await asyncio.sleep(0.2)
+        assert len(looks) <= 2 and passes == [] and world.where["enp3s0"] == "host"
+        await k.claim("plc", [dict(ITEM)])
+        for _ in range(100):
+            if world.where["enp3s0"] == 7:
+                break
+            await asyncio.sleep(0.01)
+        assert world.where["enp3s0"] == 7  # the claim woke it, no sync_device call needed
+        await asyncio.sleep(0.1)
+        assert len(passes) >= 3  # with a NIC on record it polls again
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner

@@ -73,6 +73,7 @@ class DedicatedKeeper:
     async def claim(self, device: str, items: list[dict[str, Any]]) -> None:
         async with self._lock:
             await self._save(self.store.set(device, items))
+        self._wake.set()  # the keeper may be waiting with nothing on record
 
     async def release(self, device: str) -> bool:
         """The runtime is gone: every NIC of it back to the host and off the record.  False
@@ -93,8 +94,11 @@ class DedicatedKeeper:
             except Exception:
                 log.exception("dedicated-NIC keeper pass failed")
             self._wake.clear()
+            # With no dedicated NIC on record there is nothing to poll for (a claim
+            # wakes the keeper): the idle executor does not wake every second for it.
+            wait = self.interval if self.store.devices() else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def sync_device(self, device: str) -> bool:
         async with self._lock:
