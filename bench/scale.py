@@ -10,7 +10,10 @@ is the production one.  At each level of runtimes (default 0, 10, 50, 100):
 * create → running, p50 of `--timed` sequential creates at 0 and at the top level (pull
   policy as configured, `auto` by default: the pinned bench tag is local, never pulled);
 * `get_device_status` round trip, p50/p99, 1 and 16 in flight; `run_command` GET of
-  `/api/version` p50/p99; `get_consumption_device` answer time;
+  `/api/version` p50/p99; `get_consumption_device` answer time; beside each timed set,
+  every program's CPU per command (this process's cloud included: it shares the
+  machine) and the shares of all commands, and of the slowest 5 %, that met one of the
+  engine's health checks (`exec_start` events of the runtimes);
 * idle CPU per program over `--idle-seconds`, PSS/USS per program and in total;
 
 then, at the top level, the consumption answer for 48 h of history (written into the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import io
 import json
 import os
@@ -36,6 +40,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -49,8 +54,8 @@ import zmq.asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cloud_rtt import round_trips, summary_ms
-from bench.common_info import ROOT, compile_as_image, context
-from common import wire
+from bench.common_info import ROOT, compile_as_image, context, percentile
+from common import labels, wire
 from common.bus import Endpoints, RpcClient
 from devcloud.server import DevCloud
 from services.metrics.history import History
@@ -109,11 +114,57 @@ def create_profile(log_text: str, prefix: str) -> dict[str, Any]:
             "steps_p50_ms": {k: statistics.median(v) for k, v in steps.items()}}
 
 
+class HealthChecks:
+    """When the engine started the runtimes' health checks: the `exec_start` events of
+    this bench's containers, followed in a thread for the whole run.  A health check is a
+    `runc exec` and a `curl` in the container, CPU the engine takes from the same two
+    cores as the agent, so a command's time can be set beside them."""
+
+    def __init__(self, instance: str) -> None:
+        self.started: list[float] = []
+        self._client = docker.from_env(timeout=None)
+        self._stream = self._client.api.events(decode=True, filters={
+            "type": ["container"], "event": ["exec_start"],
+            "label": [f"{labels.INSTANCE}={instance}"]})
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        try:
+            for event in self._stream:
+                self.started.append(event["timeNano"] / 1e9)
+        except Exception:  # the stream closed under us: the run is over
+            return
+
+    def overlap(self, stamped: list[tuple[float, float]], lead: float = 0.1
+                ) -> dict[str, Any]:
+        """Shares of all commands, and of the slowest 5 %, during which a health check
+        started (or `lead` seconds before them)."""
+        starts = sorted(self.started)
+
+        def hit(stamp: tuple[float, float]) -> bool:
+            at = bisect.bisect_left(starts, stamp[0] - lead)
+            return at < len(starts) and starts[at] <= stamp[0] + stamp[1]
+
+        if not stamped:
+            return {}
+        cut = percentile([d for _, d in stamped], 95)
+        slow = [s for s in stamped if s[1] >= cut]
+        return {"all": round(sum(map(hit, stamped)) / len(stamped), 2),
+                "slowest_5_percent": round(sum(map(hit, slow)) / len(slow), 2)}
+
+    def close(self) -> None:
+        self._stream.close()
+        self._client.close()
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, suite: Suite, cloud: DevCloud, agent_id: str,
-                 bus: RpcClient, tag: str, prefix: str) -> None:
+                 bus: RpcClient, tag: str, prefix: str,
+                 checks: HealthChecks | None = None) -> None:
         self.args, self.suite, self.cloud, self.agent_id = args, suite, cloud, agent_id
         self.bus, self.tag, self.prefix = bus, tag, prefix
+        self.checks = checks
         self.devices: list[str] = []
 
     # --- runtimes ----------------------------------------------------------------------
@@ -183,17 +234,40 @@ class Bench:
         n = self.args.commands
         await round_trips(self.cloud, self.agent_id, "get_device_status", 64, 4, status)
         out: dict[str, Any] = {
-            "status_sequential": summary_ms(await round_trips(
-                self.cloud, self.agent_id, "get_device_status", n, 1, status)),
-            "status_16_in_flight": summary_ms(await round_trips(
-                self.cloud, self.agent_id, "get_device_status", n, 16, status))}
+            "status_sequential": await self.timed("get_device_status", n, 1, status),
+            "status_16_in_flight": await self.timed("get_device_status", n, 16, status)}
         if not self.devices:
             return out
         command = {"device_id": device, "method": "GET", "api": "/api/version"}
         await round_trips(self.cloud, self.agent_id, "run_command", 10, 1, command)
-        out["run_command_get"] = summary_ms(await round_trips(
-            self.cloud, self.agent_id, "run_command", n // 2, 1, command))
+        out["run_command_get"] = await self.timed("run_command", n // 2, 1, command)
         out["consumption_device_1h"] = await self.consumption(device, "1h")
+        return out
+
+    async def timed(self, topic: str, count: int, concurrency: int,
+                    payload: dict[str, Any]) -> dict[str, Any]:
+        """Round trips (p50/p99), with where their time went: each program's CPU per
+        command (the bench's own cloud included: it shares the machine), and how many of
+        them, and of the slowest 5 %, met a health check of the engine."""
+        procs = self.processes()
+        procs["bench_cloud"] = psutil.Process()
+        before = {name: sum(proc.cpu_times()[:2]) for name, proc in procs.items()}
+        stamped: list[tuple[float, float]] = []
+
+        async def worker() -> None:
+            for _ in range(count // concurrency):
+                wall, started = time.time(), time.perf_counter()
+                ack = await self.cloud.send(self.agent_id, topic, payload, timeout=10)
+                stamped.append((wall, time.perf_counter() - started))
+                if ack.get("action") != topic:
+                    raise RuntimeError(f"unexpected ack {ack!r}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu = {name: round(1000 * (sum(proc.cpu_times()[:2]) - before[name]) / len(stamped), 3)
+               for name, proc in procs.items() if name != "fatalwatch"}
+        out = {**summary_ms([d for _, d in stamped]), "cpu_ms_per_command": cpu}
+        if self.checks is not None:
+            out["health_check_overlap"] = self.checks.overlap(stamped)
         return out
 
     async def consumption(self, device: str, period: str) -> dict[str, Any]:
@@ -370,11 +444,14 @@ async def run(args: argparse.Namespace, base: Path, instance: str, tag: str,
                 raise RuntimeError(f"the agent did not connect; see {suite.log}")
             bus = RpcClient(zctx, Endpoints(base / "run").rpc("executor"),
                             wire.Stamper("bench"), 60)
+            checks = HealthChecks(instance)
             try:
                 await wait_ready(bus, 60)
-                bench = Bench(args, suite, cloud, creds.agent_id, bus, tag, f"sc-{instance}")
+                bench = Bench(args, suite, cloud, creds.agent_id, bus, tag, f"sc-{instance}",
+                              checks)
                 return await (body or levels_run)(bench, levels, args)
             finally:
+                checks.close()
                 bus.close()
     finally:
         if suite is not None:
@@ -421,6 +498,7 @@ def rehome(size: int) -> dict[str, Any]:
     move, floor, agent = figures["moves"][-1], figures["engine_floor"], figures["agent"]
     return {"runtimes": move["runtimes"], "engine_floor_s": floor["total_s"],
             "agent_total_s": agent["total_s"], "agent_share_s": agent["share_s"],
+            "runs": agent["runs"], "engine_floor_failed": figures.get("engine_floor_failed"),
             "engine_floor": floor, "change_event_s": move["change_event_s"],
             "all_reachable_after_event_s": move["reachable_after_event_s"]}
 
@@ -436,12 +514,18 @@ def summary(figures: dict[str, Any]) -> dict[str, Any]:
                                     if "create_to_running" in v},
         "status_p99_ms_sequential": top["status_sequential"]["p99_ms"],
         "status_p99_ms_16_in_flight": top["status_16_in_flight"]["p99_ms"],
+        "status_16_in_flight_cpu_ms_per_command":
+            top["status_16_in_flight"].get("cpu_ms_per_command"),
+        "status_16_in_flight_health_check_overlap":
+            top["status_16_in_flight"].get("health_check_overlap"),
         "idle_agent_cpu_percent_of_one_core": top["idle"]["agent_cpu_percent_of_one_core"],
         "total_pss_mb": top["idle"]["total_pss_mb"],
     }
     if "run_command_get" in top:
         out["run_command_p50_ms"] = top["run_command_get"]["p50_ms"]
         out["run_command_p99_ms"] = top["run_command_get"]["p99_ms"]
+        out["run_command_health_check_overlap"] = top["run_command_get"].get(
+            "health_check_overlap")
     if "consumption_48h" in figures:
         out["consumption_48h_p50_ms"] = figures["consumption_48h"]["device"]["p50_ms"]
     if "rehome" in figures and "agent_share_s" in figures["rehome"]:
