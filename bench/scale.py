@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import gc
 import io
 import json
 import os
@@ -158,6 +159,38 @@ class HealthChecks:
         self._client.close()
 
 
+class GcPauses:
+    """The bench process's own garbage collections (its development cloud answers the
+    agent from this process, so a long one holds every command in flight)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, float, int]] = []  # (wall start, seconds, generation)
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            self._wall = time.time()
+        else:
+            self.pauses.append((self._wall, time.perf_counter() - self._started,
+                                int(info.get("generation", 0))))
+
+    def during(self, stamped: list[tuple[float, float]]) -> dict[str, Any]:
+        """Collections that ran while the commands in `stamped` did: count, longest."""
+        if not stamped:
+            return {}
+        first = min(t for t, _ in stamped)
+        last = max(t + d for t, d in stamped)
+        inside = [p for p in self.pauses if first <= p[0] <= last]
+        return {"count": len(inside),
+                "longest_ms": round(1000 * max((p[1] for p in inside), default=0.0), 2),
+                "full": sum(1 for p in inside if p[2] == 2)}
+
+
+GC = GcPauses()
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, suite: Suite, cloud: DevCloud, agent_id: str,
                  bus: RpcClient, tag: str, prefix: str,
@@ -206,10 +239,15 @@ class Bench:
         raise RuntimeError(f"delete of {name} timed out")
 
     async def grow(self, level: int) -> float:
+        """Create runtimes up to `level`, `--grow-batch` at a time.  One at a time by
+        default: a runtime's health checks keep the rhythm of its start, so runtimes
+        started together check together, and four started at once made the engine run
+        four checks at the same instant every 30 s, burstier than a plant's runtimes,
+        which are created one by one."""
         started = time.monotonic()
         while len(self.devices) < level:
             batch = [f"{self.prefix}-{len(self.devices) + i}"
-                     for i in range(min(4, level - len(self.devices)))]
+                     for i in range(min(self.args.grow_batch, level - len(self.devices)))]
             await asyncio.gather(*(self.create(n) for n in batch))
             self.devices.extend(batch)
         return time.monotonic() - started
@@ -268,6 +306,7 @@ class Bench:
         out = {**summary_ms([d for _, d in stamped]), "cpu_ms_per_command": cpu}
         if self.checks is not None:
             out["health_check_overlap"] = self.checks.overlap(stamped)
+        out["bench_gc"] = GC.during(stamped)
         return out
 
     async def consumption(self, device: str, period: str) -> dict[str, Any]:
@@ -545,6 +584,8 @@ def main() -> int:
     parser.add_argument("--health-interval", type=int, default=30,
                         help="the runtimes' health check interval (the real image's: 30 s)")
     parser.add_argument("--pull-policy", default="auto")
+    parser.add_argument("--grow-batch", type=int, default=1,
+                        help="runtimes created at once while growing to a level")
     parser.add_argument("--rehome", type=int, default=20, help="runtimes moved; 0 skips")
     parser.add_argument("--soak-seconds", type=float, default=0.0,
                         help="mixed commands and churn at the top level, PSS sampled")
@@ -575,7 +616,8 @@ def main() -> int:
               "sizes": {"levels": args.levels, "commands": args.commands, "timed": args.timed,
                         "idle_seconds": args.idle_seconds, "log_level": args.log_level,
                         "health_interval_s": args.health_interval,
-                        "pull_policy": args.pull_policy, "soak_seconds": args.soak_seconds},
+                        "pull_policy": args.pull_policy, "soak_seconds": args.soak_seconds,
+                        "grow_batch": args.grow_batch},
               "byte_code": byte_code, "summary": summary(figures), "targets": TARGETS, **figures,
               "bench_seconds": round(time.monotonic() - started, 1)}
     print(json.dumps(result, indent=2))
