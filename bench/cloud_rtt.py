@@ -89,20 +89,29 @@ class Agent:
 
 async def round_trips(cloud: DevCloud, agent_id: str, topic: str, count: int,
                       concurrency: int, payload: dict[str, Any] | None = None) -> list[float]:
+    """Seconds of each round trip."""
+    return [seconds for _, seconds in await stamped_round_trips(
+        cloud, agent_id, topic, count, concurrency, payload)]
+
+
+async def stamped_round_trips(cloud: DevCloud, agent_id: str, topic: str, count: int,
+                              concurrency: int, payload: dict[str, Any] | None = None
+                              ) -> list[tuple[float, float]]:
+    """(Unix time sent, seconds) of each round trip, `concurrency` in flight."""
     payload = PAYLOADS[topic] if payload is None else payload
-    times: list[float] = []
+    stamped: list[tuple[float, float]] = []
     per_worker = count // concurrency
 
     async def worker() -> None:
         for _ in range(per_worker):
-            started = time.perf_counter()
+            sent, started = time.time(), time.perf_counter()
             ack = await cloud.send(agent_id, topic, payload, timeout=10)
-            times.append(time.perf_counter() - started)
+            stamped.append((sent, time.perf_counter() - started))
             if not isinstance(ack, dict) or ack.get("action") != topic:
                 raise RuntimeError(f"unexpected ack {ack!r}")
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return times
+    return stamped
 
 
 async def load_for(cloud: DevCloud, agent_id: str, topic: str, seconds: float,

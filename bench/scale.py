@@ -54,7 +54,7 @@ import zmq.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cloud_rtt import round_trips, summary_ms
+from bench.cloud_rtt import round_trips, stamped_round_trips, summary_ms
 from bench.common_info import ROOT, compile_as_image, context, percentile
 from common import labels, wire
 from common.bus import Endpoints, RpcClient
@@ -165,7 +165,7 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.pauses: list[tuple[float, float, int]] = []  # (wall start, seconds, generation)
-        self._started = 0.0
+        self._started = self._wall = 0.0
         gc.callbacks.append(self._note)
 
     def _note(self, phase: str, info: dict[str, Any]) -> None:
@@ -290,17 +290,8 @@ class Bench:
         procs = self.processes()
         procs["bench_cloud"] = psutil.Process()
         before = {name: sum(proc.cpu_times()[:2]) for name, proc in procs.items()}
-        stamped: list[tuple[float, float]] = []
-
-        async def worker() -> None:
-            for _ in range(count // concurrency):
-                wall, started = time.time(), time.perf_counter()
-                ack = await self.cloud.send(self.agent_id, topic, payload, timeout=10)
-                stamped.append((wall, time.perf_counter() - started))
-                if ack.get("action") != topic:
-                    raise RuntimeError(f"unexpected ack {ack!r}")
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        stamped = await stamped_round_trips(self.cloud, self.agent_id, topic, count,
+                                            concurrency, payload)
         cpu = {name: round(1000 * (sum(proc.cpu_times()[:2]) - before[name]) / len(stamped), 3)
                for name, proc in procs.items() if name != "fatalwatch"}
         out = {**summary_ms([d for _, d in stamped]), "cpu_ms_per_command": cpu}
