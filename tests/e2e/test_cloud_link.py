@@ -356,9 +356,9 @@ def test_link_cut_and_cloud_restart_reconnect_and_replay(agent: Agent) -> None:
     assert time.monotonic() - cut < 1.0 + 1.0  # the first backoff step is about 1 s
     # A beat on the new link: the newest beat on record may still be the old link's when
     # the first one after the reconnect has not arrived yet, so wait by time, not by count.
-    connected_at = agent.cloud.hub.agent(agent.id).connected_at
-    assert connected_at is not None
     hub = agent.cloud.hub
+    connected_at = hub.agent(agent.id).connected_at
+    assert connected_at is not None
     assert agent.clouds.call(hub.wait_for(
         lambda: any(b.received_at >= connected_at for b in hub.heartbeats(agent.id)), 10))
     fresh_read_and_replayed_change()
