@@ -54,13 +54,15 @@ bench: $(STAMP)
 
 # The long ones too: heartbeat rhythm over 5 minutes, re-homing with 1/5/20 runtimes,
 # metrics collection cost with 0/10/50 runtimes, every performance target at 0/10/50/100
-# runtimes (about 35 minutes in all; the scale bench loads the machine, keep it out of CI).
+# runtimes and where a stall of 16 commands in flight goes (about 40 minutes in all; the
+# scale bench loads the machine, keep it out of CI).
 bench-all: bench
 	$(BIN)/python bench/cloud_rtt.py
 	$(BIN)/python bench/rehome.py
 	$(BIN)/python bench/metrics_cost.py
 	$(BIN)/python bench/cloud_status.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/stalls.py
 
 clean:
 	rm -rf $(VENV) .build

@@ -131,6 +131,11 @@ async def next_topic(sub: Subscriber, topic: str, deadline: float) -> dict[str, 
     raise RuntimeError(f"no {topic} in time")
 
 
+class MoveFailed(RuntimeError):
+    """The agent reported a move failed (on Docker 20.10: the engine's endpoint count
+    race left the old network unremovable; the agent put the runtimes back)."""
+
+
 async def probe(prober: subprocess.Popen[str], ips: list[str]) -> dict[str, Any]:
     """When (Unix time) every IP answered HTTPS from the LAN host."""
     assert prober.stdin is not None and prober.stdout is not None
@@ -152,14 +157,20 @@ async def one_move(lan: MovingLan, subnet: str, devices: set[str], events: Subsc
     t_change = time.time()
     if change["interface"]["interface"] != lan.parent:
         raise RuntimeError(f"unexpected change: {change}")
-    waiting, ips, outcomes = set(devices), [], []
+    waiting, ips, outcomes, errors = set(devices), [], [], set()
     while waiting:
         body = await next_topic(events, "runtime.rehome", deadline)
         if body["device"] in waiting:
             waiting.discard(body["device"])
             ips.append(body["event"]["ip_address"])
             outcomes.append(body["event"]["outcome"])
+            if body["event"].get("outcome") == "failed":
+                errors.add(str(body["event"].get("error")))
     t_rehomed = time.time()
+    if errors:
+        # The runtimes are back on the old network; the next move would find them where
+        # the LAN is and have nothing to do.
+        raise MoveFailed(f"the agent's move to {subnet} failed: {'; '.join(sorted(errors))}")
     answer = await probe(prober, ips)
     return {"runtimes": len(devices), "to_subnet": subnet,
             "change_event_s": round(t_change - t0, 3),
@@ -208,10 +219,16 @@ async def run(args: argparse.Namespace, base: Path, executor: ExecutorProc,
             rounds.append(result)
         # The largest set moved again, back and forth: one move's time varies with the
         # engine's by a few tenths of a second, as much as the share being measured.
-        out["repeats"] = [await one_move(lan, blocks[(len(args.sizes) + j + 1) % 2], devices,
-                                         events, changes, prober)
-                          for j in range(args.repeat - 1)]
         out["moves"] = rounds
+        out["repeats"] = []
+        for j in range(args.repeat - 1):
+            try:
+                out["repeats"].append(await one_move(
+                    lan, blocks[(len(args.sizes) + j + 1) % 2], devices, events, changes,
+                    prober))
+            except MoveFailed as exc:  # the engine's race, as in engine_floor
+                out["move_failed"] = str(exc)
+                break
         return out
     finally:
         prober.kill()
@@ -361,14 +378,13 @@ def main() -> int:
                         floors.append(engine_floor(dc, executor.instance, lan, blocks,
                                                    args.floor_workers, args.floor_spacing))
                     except RuntimeError as exc:  # the engine's own race (engine_floor)
-                        if not floors:
-                            raise
                         figures["engine_floor_failed"] = str(exc)
                         break
-                figures["engine_floor"] = floors[-1]
-                figures["engine_floors"] = floors
-                figures["agent"] = agent_share([figures["moves"][-1], *figures["repeats"]],
-                                               floors)
+                if floors:
+                    figures["engine_floor"] = floors[-1]
+                    figures["engine_floors"] = floors
+                    figures["agent"] = agent_share(
+                        [figures["moves"][-1], *figures["repeats"]], floors)
         finally:
             executor.stop()
             if args.log:

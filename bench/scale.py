@@ -506,10 +506,12 @@ async def levels_run(bench: Bench, levels: list[int], args: argparse.Namespace
     return out
 
 
-def rehome(size: int) -> dict[str, Any]:
-    """bench/rehome.py with `size` runtimes: the agent's share beside the engine's time."""
+def rehome(size: int, keep_log: str = "") -> dict[str, Any]:
+    """bench/rehome.py with `size` runtimes: the agent's share beside the engine's time.
+    With `keep_log`, its executor's debug log is kept beside the suite's (`….rehome`)."""
+    log = ["--log", f"{keep_log}.rehome"] if keep_log else []
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "rehome.py"), "--sizes",
-                             str(size), "--idle", "0"], stdout=subprocess.PIPE,
+                             str(size), "--idle", "0", *log], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         stdout, stderr = proc.communicate(timeout=600)
@@ -521,10 +523,13 @@ def rehome(size: int) -> dict[str, Any]:
         last = (stderr.strip().splitlines() or [""])[-1]
         return {"error": f"bench/rehome.py exited {proc.returncode}: {last[:500]}"}
     figures = json.loads(stdout)
+    failed = {k: figures[k] for k in ("move_failed", "engine_floor_failed") if k in figures}
+    if "agent" not in figures:  # no floor could be made: no share to give
+        return {"error": "no engine floor", **failed, "moves": figures["moves"]}
     move, floor, agent = figures["moves"][-1], figures["engine_floor"], figures["agent"]
-    return {"runtimes": move["runtimes"], "engine_floor_s": floor["total_s"],
+    return {**failed, "runtimes": move["runtimes"], "engine_floor_s": floor["total_s"],
             "agent_total_s": agent["total_s"], "agent_share_s": agent["share_s"],
-            "runs": agent["runs"], "engine_floor_failed": figures.get("engine_floor_failed"),
+            "runs": agent["runs"],
             "engine_floor": floor, "change_event_s": move["change_event_s"],
             "all_reachable_after_event_s": move["reachable_after_event_s"]}
 
@@ -582,7 +587,8 @@ def main() -> int:
                         help="mixed commands and churn at the top level, PSS sampled")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--keep-log", default="",
-                        help="copy the suite's log (every program's output) here at the end")
+                        help="copy the suite's log (every program's output) here at the end, "
+                             "and keep the re-homing bench's executor log beside it")
     parser.add_argument("--profile-dir", default="",
                         help="py-spy collapsed stacks of the idle window at the top level "
                              "(needs py-spy in the environment)")
@@ -602,7 +608,7 @@ def main() -> int:
         finally:
             cleanup_instance(dc, instance)
     if args.rehome > 0:
-        figures["rehome"] = rehome(args.rehome)
+        figures["rehome"] = rehome(args.rehome, args.keep_log)
     result = {"benchmark": "scale", **context(), "engine": dc.version().get("Version"),
               "sizes": {"levels": args.levels, "commands": args.commands,
                         "in_flight_commands": args.in_flight_commands, "timed": args.timed,

@@ -6,11 +6,11 @@ bench keeps them in flight for `--seconds` at `--level` runtimes (100 by default
 the real image's health check every 30 s) and samples, meanwhile, how many cores each of
 these took:
 
-* the agent's programs, supervisord and this process (its development cloud answers the
-  agent), each moved for the run into a `cpuacct` cgroup of its own that this bench
-  creates and removes again;
+* the agent's programs, supervisord, this process (its development cloud answers the
+  agent) and the sampler, each moved for the run into a `cpuacct` cgroup of its own
+  that this bench creates and removes again;
 * the runtimes, health checks included: the engine's own cgroup of its containers,
-  read only;
+  read only (any other container on the engine counts here too);
 * the rest of the machine (the engine's daemons, runc, the containers' shims), as the
   machine's total less all of the above.
 
@@ -60,20 +60,25 @@ AROUND = 15  # steps before and after a health check's start
 class Groups:
     """cpuacct cgroups of this bench's own processes; `close()` puts them back."""
 
-    def __init__(self, pids: dict[str, list[int]]) -> None:
+    def __init__(self, names: list[str]) -> None:
         self.paths: dict[str, Path] = {}
         self.home: dict[int, Path] = {}
+        for stale in CPUACCT.glob(f"{PREFIX}*"):  # a killed run's; busy ones stay
+            with contextlib.suppress(OSError):
+                stale.rmdir()
         try:
-            for name, members in pids.items():
+            for name in names:
                 path = CPUACCT / f"{PREFIX}{os.getpid()}-{name}"
                 path.mkdir()
                 self.paths[name] = path
-                for pid in members:
-                    self.home[pid] = home_of(pid)
-                    (path / "cgroup.procs").write_text(str(pid))
         except BaseException:
             self.close()
             raise
+
+    def add(self, name: str, pid: int) -> None:
+        """Move `pid` (all its threads; its children from now on) into `name`."""
+        self.home.setdefault(pid, home_of(pid))  # where it was before this bench
+        (self.paths[name] / "cgroup.procs").write_text(str(pid))
 
     def counters(self) -> dict[str, Path]:
         """Part name → its cumulative CPU file (nanoseconds)."""
@@ -195,17 +200,20 @@ async def body(bench: scale.Bench, levels: list[int], args: argparse.Namespace
     await bench.grow(args.level)
     payload = {"device_id": bench.devices[0]} if bench.devices else {"device_id": "none"}
     await keep_in_flight(bench, payload, 2.0, args.concurrency, args.topic)  # warm
-    pids = {name: [pid] for name, pid in bench.suite.running_pids().items()
+    pids = {name: pid for name, pid in bench.suite.running_pids().items()
             if name in (*scale.AGENT, "supervisord")}
-    pids["bench"] = [os.getpid()]
-    groups = Groups(pids)
+    groups = Groups([*pids, "bench", "sampler"])
     try:
+        for name, pid in pids.items():
+            groups.add(name, pid)
+        groups.add("sampler", os.getpid())  # the sampler starts in it, then this moves on
         counters = groups.counters()
         out = bench.suite.base / "stall-samples.json"
         sampler = subprocess.Popen([sys.executable, __file__, "--sample", str(out),
                                     str(args.seconds + 2), str(args.period),
                                     *map(str, counters.values())],
                                    stdout=subprocess.PIPE)
+        groups.add("bench", os.getpid())
         try:
             assert sampler.stdout is not None
             await asyncio.get_running_loop().run_in_executor(None, sampler.stdout.readline)
