@@ -24,10 +24,16 @@ METHODS = ["start_device", "stop_device", "restart_device", "delete_device", "de
            "run_command"]
 
 
+LOGS = ("logs", "debug")  # the daily log files under the state directory
+
+
 def tree(base: Path) -> dict[str, bytes]:
-    """Every file under `base` except the executor's own log, with its content."""
+    """Every file under `base` except the executor's logs, with its content.  The logs
+    grow on their own (the executor's start-up lines can land during the test)."""
     out = {}
-    for root, _dirs, files in os.walk(base):
+    for root, dirs, files in os.walk(base):
+        if Path(root).name == "state":
+            dirs[:] = [d for d in dirs if d not in LOGS]
         for name in files:
             path = Path(root) / name
             if path.name != "executor.log" and not path.is_socket():
