@@ -94,16 +94,19 @@ async def round_trips(cloud: DevCloud, agent_id: str, topic: str, count: int,
         cloud, agent_id, topic, count, concurrency, payload)]
 
 
-async def stamped_round_trips(cloud: DevCloud, agent_id: str, topic: str, count: int,
-                              concurrency: int, payload: dict[str, Any] | None = None
-                              ) -> list[tuple[float, float]]:
-    """(Unix time sent, seconds) of each round trip, `concurrency` in flight."""
+async def stamped_round_trips(cloud: DevCloud, agent_id: str, topic: str, count: int | None,
+                              concurrency: int, payload: dict[str, Any] | None = None,
+                              seconds: float | None = None) -> list[tuple[float, float]]:
+    """(Unix time sent, seconds) of each round trip, `concurrency` in flight: `count` in
+    all, or (`count` None) as many as `seconds` allow."""
     payload = PAYLOADS[topic] if payload is None else payload
     stamped: list[tuple[float, float]] = []
-    per_worker = count // concurrency
+    end = None if seconds is None else time.monotonic() + seconds
 
     async def worker() -> None:
-        for _ in range(per_worker):
+        for _ in itertools.count() if count is None else range(count // concurrency):
+            if end is not None and time.monotonic() >= end:
+                break
             sent, started = time.time(), time.perf_counter()
             ack = await cloud.send(agent_id, topic, payload, timeout=10)
             stamped.append((sent, time.perf_counter() - started))

@@ -161,10 +161,11 @@ class HealthChecks:
         if not stamped:
             return {}
         cut = percentile([d for _, d in stamped], 95)
-        slow = [s for s in stamped if s[1] >= cut]
-        clear = [d for sent, d in stamped if not self.met(sent, d)]
-        return {"all": round(sum(1 for s in stamped if self.met(*s)) / len(stamped), 2),
-                "slowest_5_percent": round(sum(1 for s in slow if self.met(*s)) / len(slow), 2),
+        met = [(d, self.met(sent, d) > 0) for sent, d in stamped]
+        slow = [hit for d, hit in met if d >= cut]
+        clear = [d for d, hit in met if not hit]
+        return {"all": round(sum(hit for _, hit in met) / len(met), 2),
+                "slowest_5_percent": round(sum(slow) / len(slow), 2),
                 "clear_of_them": summary_ms(clear) if clear else {"n": 0}}
 
     def close(self) -> None:

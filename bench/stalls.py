@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import scale
-from bench.cloud_rtt import summary_ms
+from bench.cloud_rtt import stamped_round_trips, summary_ms
 from bench.common_info import context
 from testkit import dockerenv
 from testkit.executor import cleanup_instance
@@ -146,20 +146,9 @@ class Usage:
 
 async def keep_in_flight(bench: scale.Bench, payload: dict[str, Any], seconds: float,
                          concurrency: int, topic: str) -> list[tuple[float, float]]:
-    """(Unix time sent, seconds) of every round trip, `concurrency` kept in flight."""
-    stamped: list[tuple[float, float]] = []
-    end = time.monotonic() + seconds
-
-    async def worker() -> None:
-        while time.monotonic() < end:
-            sent, started = time.time(), time.perf_counter()
-            ack = await bench.cloud.send(bench.agent_id, topic, payload, timeout=10)
-            stamped.append((sent, time.perf_counter() - started))
-            if not isinstance(ack, dict) or ack.get("action") != topic:
-                raise RuntimeError(f"unexpected ack {ack!r}")
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return sorted(stamped)
+    """(Unix time sent, seconds) of every round trip, in the order sent."""
+    return sorted(await stamped_round_trips(bench.cloud, bench.agent_id, topic, None,
+                                            concurrency, payload, seconds=seconds))
 
 
 def slowest(stamped: list[tuple[float, float]], usage: Usage, checks: scale.HealthChecks,
@@ -197,6 +186,9 @@ def around_checks(usage: Usage, starts: list[float], first: float, last: float
 
 async def body(bench: scale.Bench, levels: list[int], args: argparse.Namespace
                ) -> dict[str, Any]:
+    checks = bench.checks
+    if checks is None:
+        raise RuntimeError("the bench follows no health checks")
     await bench.grow(args.level)
     payload = {"device_id": bench.devices[0]} if bench.devices else {"device_id": "none"}
     await keep_in_flight(bench, payload, 2.0, args.concurrency, args.topic)  # warm
@@ -230,9 +222,6 @@ async def body(bench: scale.Bench, levels: list[int], args: argparse.Namespace
     finally:
         groups.close()
     usage = Usage(list(counters), json.loads(out.read_text()))
-    checks = bench.checks
-    if checks is None:
-        raise RuntimeError("the bench follows no health checks")
     first, last = stamped[0][0], stamped[-1][0] + stamped[-1][1]
     clear = [s for s in stamped if not checks.met(*s)]
     return {"runtimes": len(bench.devices), "topic": args.topic,
