@@ -244,12 +244,12 @@ def engine_floor(dc: docker.DockerClient, instance: str, lan: MovingLan,
     """The same move made with bare engine calls on the same runtimes (the executor
     stopped): what the engine itself needs, for comparison.
 
-    The disconnects start `spacing` seconds apart (at most `workers` in flight), as the
-    agent's own do (each after its journal entry).  Docker 20.10 keeps a count of each
-    network's endpoints and updates it racily when endpoint changes on one network
-    overlap: now and then a decrement is lost (four floors of eight here, spaced or not),
-    and the network stays "in use" with no endpoint listed until the engine restarts —
-    `--no-floor` skips this part."""
+    At most `workers` endpoint changes are in flight, the disconnects started `spacing`
+    seconds apart.  One at a time is what the agent does on a network: Docker 20.10 keeps
+    a count of each network's endpoints and updates it racily when endpoint changes on
+    one network overlap; now and then it is left one too high (four floors of eight here
+    at eight at once, spaced or not), and the network stays "in use" with no endpoint
+    listed until the engine restarts — `--no-floor` skips this part."""
     api = dc.api
     (old,) = [n for n in (api.inspect_network(r["Id"])
                           for r in api.networks(filters={"driver": "macvlan"}))
@@ -343,9 +343,11 @@ def main() -> int:
     parser.add_argument("--no-floor", action="store_true",
                         help="skip the engine floor (on Docker 20.10 it may leave the old "
                              "network unremovable; see engine_floor)")
-    parser.add_argument("--floor-workers", type=int, default=8,
-                        help="endpoint changes the engine floor makes at once")
-    parser.add_argument("--floor-spacing", type=float, default=0.01,
+    parser.add_argument("--floor-workers", type=int, default=1,
+                        help="endpoint changes the engine floor makes at once (the agent "
+                             "makes one at a time per network; eight at once were slower "
+                             "here and trip Docker 20.10's endpoint count)")
+    parser.add_argument("--floor-spacing", type=float, default=0.0,
                         help="seconds between the starts of the engine floor's disconnects")
     parser.add_argument("--repeat", type=int, default=3,
                         help="moves of the largest set, and engine floors, whose medians "

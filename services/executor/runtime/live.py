@@ -101,7 +101,9 @@ async def apply_macs(ctx: Context, device: str, vnics: list[dict[str, Any]]) -> 
         ctx.applied_macs.pop(device, None)
         return
     try:
-        await ctx.docker.run(macfix.apply, view.pid, wanted)
+        # Not in the engine's pool, where it would wait behind every start queued there
+        # (at boot, all of them) with the engine's MAC on the LAN meanwhile.
+        await asyncio.to_thread(macfix.apply, view.pid, wanted)
     except (macfix.MacFixUnavailable, OSError) as exc:
         log.warning("MACs of %s's vNICs %s stay as the engine chose them: %s", device,
                     sorted(networks), exc)

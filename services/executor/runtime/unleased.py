@@ -130,8 +130,9 @@ async def _connect(ctx: Context, device: str, vnic: dict[str, Any], ip: str) -> 
             await ctx.networks.ensure_macvlan(device, vnic, "dhcp-connect")
             mac = str(vnic["mac_address"]).lower()
             per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
-            await ctx.docker.call(networks.connect, device, vnic["network"], ip,
-                                  mac if per_endpoint else None)
+            async with ctx.networks.locks.lane(vnic["network"]):
+                await ctx.docker.call(networks.connect, device, vnic["network"], ip,
+                                      mac if per_endpoint else None)
         log.info("%s/%s: leased %s; connected to %s with it", device, key[1], ip,
                  vnic["network"])
     except (docker.errors.APIError, OperationFailed, DockerUnavailable) as exc:
@@ -195,7 +196,8 @@ async def _relink(ctx: Context, device: str, vnic: dict[str, Any], cid: str) -> 
     name, network = str(vnic["name"]), str(vnic["network"])
     log.info("%s/%s: the lease on file is not the endpoint's; leased again before the "
              "start", device, name)
-    await ctx.docker.call(networks.disconnect, cid, network)
+    async with ctx.networks.locks.lane(network):
+        await ctx.docker.call(networks.disconnect, cid, network)
     host = ctx.hostns.path
     ip = await wiring.lease_first(device, vnic, host)
     if ip is not None:
@@ -205,9 +207,10 @@ async def _relink(ctx: Context, device: str, vnic: dict[str, Any], cid: str) -> 
         try:
             async with ctx.networks.locks.hold([network]):
                 await ctx.networks.ensure_macvlan(device, vnic, "dhcp-relink")
-                await ctx.docker.call(networks.connect, cid, network, fixed,
-                                      str(vnic["mac_address"]).lower() if per_endpoint
-                                      else None)
+                async with ctx.networks.locks.lane(network):
+                    await ctx.docker.call(networks.connect, cid, network, fixed,
+                                          str(vnic["mac_address"]).lower() if per_endpoint
+                                          else None)
             return
         except (docker.errors.APIError, OperationFailed) as exc:
             log.warning("%s/%s: connecting with the lease %s failed: %s", device, name, ip,
