@@ -26,6 +26,7 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common_info import context
 from common.bus import Endpoints, RpcClient, Subscriber
 from common.messages import parse
+from services.executor.engine import macfix
 from testkit import dockerenv
 from testkit.executor import STANDIN_TAG, ExecutorProc, cleanup_instance, wait_ready
 from testkit.helpers import agent_env, heard, short_tmpdir, start_module, stop_process
@@ -240,7 +242,8 @@ async def run(args: argparse.Namespace, base: Path, executor: ExecutorProc,
 
 
 def engine_floor(dc: docker.DockerClient, instance: str, lan: MovingLan,
-                 blocks: list[str], workers: int, spacing: float) -> dict[str, Any]:
+                 blocks: list[str], workers: int, spacing: float,
+                 macs: bool = False) -> dict[str, Any]:
     """The same move made with bare engine calls on the same runtimes (the executor
     stopped): what the engine itself needs, for comparison.
 
@@ -249,15 +252,33 @@ def engine_floor(dc: docker.DockerClient, instance: str, lan: MovingLan,
     a count of each network's endpoints and updates it racily when endpoint changes on
     one network overlap; now and then it is left one too high (four floors of eight here
     at eight at once, spaced or not), and the network stays "in use" with no endpoint
-    listed until the engine restarts — `--no-floor` skips this part."""
+    listed until the engine restarts — `--no-floor` skips this part.
+
+    `macs`: after each connect, each runtime's old MAC is set again in its namespace, in a
+    thread of its own, as the agent does on engines before API 1.44 (which cannot set an
+    endpoint's MAC): the part of a move that is neither the engine's nor the agent's
+    Python, but the kernel's."""
     api = dc.api
     (old,) = [n for n in (api.inspect_network(r["Id"])
                           for r in api.networks(filters={"driver": "macvlan"}))
               if (n.get("Options") or {}).get("parent") == lan.parent]
     # Every container on the network, running or not, by the network's own list.
     members = sorted(str(c.get("Name")) for c in (old.get("Containers") or {}).values())
+    old_macs = {str(c.get("Name")): str(c.get("MacAddress"))
+                for c in (old.get("Containers") or {}).values()}
+    pids = {n: int(api.inspect_container(n)["State"]["Pid"]) for n in members} if macs else {}
     subnet = next(b for b in blocks if b != old["IPAM"]["Config"][0]["Subnet"])
     pool = ThreadPoolExecutor(workers)
+    fixes: list[threading.Thread] = []
+
+    def connect(name: str, network: str) -> None:
+        api.connect_container_to_network(name, network)
+        if macs:
+            fix = threading.Thread(target=macfix.apply_in,
+                                   args=(pids[name], subnet, old_macs[name]))
+            fix.start()
+            fixes.append(fix)
+
     try:
         t0 = time.perf_counter()
         spaced(pool, lambda n: api.disconnect_container_from_network(n, old["Id"], force=True),
@@ -270,11 +291,14 @@ def engine_floor(dc: docker.DockerClient, instance: str, lan: MovingLan,
                                  options={"parent": lan.parent}, ipam=ipam,
                                  labels={"orchestrator.instance": instance})["Id"]
         t2 = time.perf_counter()
-        list(pool.map(lambda n: api.connect_container_to_network(n, new), members))
+        list(pool.map(lambda n: connect(n, new), members))
+        for fix in fixes:
+            fix.join()
         t3 = time.perf_counter()
     finally:
         pool.shutdown()
     return {"runtimes": len(members), "workers": workers, "disconnect_spacing_s": spacing,
+            "macs_set": len(fixes),
             "disconnect_s": round(t1 - t0, 3),
             "swap_networks_s": round(t2 - t1, 3), "connect_s": round(t3 - t2, 3),
             "total_s": round(t3 - t0, 3), **removal}
@@ -288,6 +312,10 @@ def spaced(pool: ThreadPoolExecutor, fn: Any, items: list[str], spacing: float) 
         time.sleep(spacing)
     for future in futures:
         future.result()
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 def agent_share(moves: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[str, Any]:
@@ -374,19 +402,30 @@ def main() -> int:
             figures = asyncio.run(run(args, base, executor, lan, blocks, netmon.pid))
             executor.stop()
             if not args.no_floor:
-                floors = []
+                # Engines before API 1.44 cannot set an endpoint's MAC; the agent sets it
+                # after each connect, and floors with that fix-up alternate with bare ones.
+                fixups = version_tuple(dc.api.api_version) < (1, 44)
+                floors: list[dict[str, Any]] = []
+                with_macs: list[dict[str, Any]] = []
                 for _ in range(args.repeat):
                     try:
                         floors.append(engine_floor(dc, executor.instance, lan, blocks,
                                                    args.floor_workers, args.floor_spacing))
+                        if fixups:
+                            with_macs.append(engine_floor(
+                                dc, executor.instance, lan, blocks, args.floor_workers,
+                                args.floor_spacing, macs=True))
                     except RuntimeError as exc:  # the engine's own race (engine_floor)
                         figures["engine_floor_failed"] = str(exc)
                         break
                 if floors:
+                    moves = [figures["moves"][-1], *figures["repeats"]]
                     figures["engine_floor"] = floors[-1]
                     figures["engine_floors"] = floors
-                    figures["agent"] = agent_share(
-                        [figures["moves"][-1], *figures["repeats"]], floors)
+                    figures["agent"] = agent_share(moves, floors)
+                if with_macs:
+                    figures["engine_floors_with_macs"] = with_macs
+                    figures["agent_beside_mac_fixups"] = agent_share(moves, with_macs)
         finally:
             executor.stop()
             if args.log:

@@ -528,8 +528,12 @@ def rehome(size: int, keep_log: str = "") -> dict[str, Any]:
     if "agent" not in figures:  # no floor could be made: no share to give
         return {"error": "no engine floor", **failed, "moves": figures["moves"]}
     move, floor, agent = figures["moves"][-1], figures["engine_floor"], figures["agent"]
-    return {**failed, "runtimes": move["runtimes"], "engine_floor_s": floor["total_s"],
-            "agent_total_s": agent["total_s"], "agent_share_s": agent["share_s"],
+    beside = figures.get("agent_beside_mac_fixups")
+    macs = ({"engine_floor_with_mac_fixups_s": beside["engine_floor_s"],
+             "agent_share_beside_mac_fixups_s": beside["share_s"],
+             "runs_with_mac_fixups": beside["runs"]["engine_floor"]} if beside else {})
+    return {**failed, "runtimes": move["runtimes"], "engine_floor_s": agent["engine_floor_s"],
+            "agent_total_s": agent["total_s"], "agent_share_s": agent["share_s"], **macs,
             "runs": agent["runs"],
             "engine_floor": floor, "change_event_s": move["change_event_s"],
             "all_reachable_after_event_s": move["reachable_after_event_s"]}
@@ -562,6 +566,9 @@ def summary(figures: dict[str, Any]) -> dict[str, Any]:
         out["consumption_48h_p50_ms"] = figures["consumption_48h"]["device"]["p50_ms"]
     if "rehome" in figures and "agent_share_s" in figures["rehome"]:
         out["rehome_agent_share_s"] = figures["rehome"]["agent_share_s"]
+        if "agent_share_beside_mac_fixups_s" in figures["rehome"]:
+            out["rehome_agent_share_beside_mac_fixups_s"] = figures["rehome"][
+                "agent_share_beside_mac_fixups_s"]
     return out
 
 
