@@ -196,6 +196,13 @@ class MetricsService:
         mem_start, mem_end = parse_period(params.get("memoryPeriod"), now)
         max_points = _max_points(params)
         reply: dict[str, Any] = {"device_id": device}
+        # The history is read while the engine is asked about the container: the two waits
+        # overlap (under load the engine's answer is the longer).  When the device turns
+        # out unknown the read is dropped unused.
+        usage = asyncio.ensure_future(self._io(self.history.device_usage, device,
+                                               (cpu_start, cpu_end), (mem_start, mem_end),
+                                               max_points))
+        usage.add_done_callback(_retrieved)
         try:
             facts = await self._inspect(device)
         except DockerUnavailable as exc:
@@ -214,8 +221,7 @@ class MetricsService:
         else:
             return {"status": "error", "error": f"Device {device} not found",
                     "device_id": device}
-        cpu, mem = await self._io(self.history.device_usage, device, (cpu_start, cpu_end),
-                                  (mem_start, mem_end), max_points)
+        cpu, mem = await usage
         reply["memory"] = containers.format_memory(limits[0] if limits else None)
         reply["cpu"] = containers.format_cpu(limits[1] if limits else None)
         reply.update(_usage(cpu, mem))
@@ -248,6 +254,13 @@ class MetricsService:
         self.docker.close()
         self.pool.shutdown(wait=True)
         self.history.close()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Marks a dropped future's outcome as seen, so an error in it is not reported as
+    never retrieved (it is the caller's when the caller awaits it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _max_points(params: dict[str, Any]) -> int:
