@@ -1,7 +1,8 @@
 """A move changes one network's endpoints one at a time (Docker 20.10 loses count of a
 network's endpoints when changes on it overlap: docs/performance.md, "Re-homing of 20,
 fourth round").  The move's own steps run against an engine stand-in that counts the
-calls in flight per network; the real engine's moves are in test_rehome_engine.py."""
+calls in flight per network, through the executor's own `Networks`; the real engine's
+moves are in test_rehome_engine.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from services.executor.net import networks
-from services.executor.net.networks import NetworkLocks
+from services.executor.net.networks import NetworkLocks, Networks
 from services.executor.rehome import move
 from services.executor.rehome.model import Member, Target
 
@@ -40,8 +41,9 @@ class Views:
 
 
 def context() -> Any:
-    return types.SimpleNamespace(docker=CountingEngine(), networks=types.SimpleNamespace(
-        locks=NetworkLocks()), view=Views(), dhcp=None)
+    engine: Any = CountingEngine()
+    return types.SimpleNamespace(docker=engine, view=Views(), dhcp=None, networks=Networks(
+        engine, "oat-lanes", "198.51.100.0/24", 28, None))
 
 
 def members(count: int, network: str) -> list[Member]:

@@ -388,6 +388,18 @@ class Networks:
                                       vnic.get("parent_gateway"), network_labels,
                                       vnic.get("parent_address"), fresh)
 
+    async def connect(self, container: str, network: str, ip: str | None,
+                      mac: str | None) -> None:
+        """Connect `container` to `network`, one endpoint change at a time on it
+        (`NetworkLocks.lane`)."""
+        async with self.locks.lane(network):
+            await self.docker.call(connect, container, network, ip, mac)
+
+    async def disconnect(self, container: str, network: str) -> bool:
+        """`disconnect` through the network's lane; False when it was not connected."""
+        async with self.locks.lane(network):
+            return await self.docker.call(disconnect, container, network)
+
     async def remove_internal(self, device: str, unlabelled: bool = False) -> bool:
         """Remove `<device>_internal`: ours by labels, or (`unlabelled`, an adopted
         runtime's) one without any ownership labels."""

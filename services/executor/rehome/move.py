@@ -218,9 +218,7 @@ def plan_ip(ctx: Context, m: Member, target: Target) -> bool:
 
 async def leave(ctx: Context, m: Member, leaving: list[str]) -> None:
     for name in leaving:
-        async with ctx.networks.locks.lane(name):
-            left = await ctx.docker.call(networks.disconnect, m.device, name)
-        if left:
+        if await ctx.networks.disconnect(m.device, name):
             log.debug("%s disconnected from %s", m.device, name)
 
 
@@ -284,8 +282,7 @@ async def attach(ctx: Context, m: Member, target: Target) -> None:
     per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
     mac = m.vnic.get("mac_address") if per_endpoint else None
     try:
-        async with ctx.networks.locks.lane(network):
-            await ctx.docker.call(networks.connect, view.id, network, m.ip, mac)
+        await ctx.networks.connect(view.id, network, m.ip, mac)
     except docker.errors.APIError as exc:
         text = str(exc.explanation or exc)
         if "already exists" not in text:  # connected before a restart: nothing to do

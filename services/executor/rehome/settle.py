@@ -40,11 +40,9 @@ async def put_back(ctx: Context, members: list[Member], old_nets: dict[str, dict
             for m in group:
                 view = await ctx.view.refresh(m.device)
                 if view is not None and name not in view.networks:
-                    async with ctx.networks.locks.lane(name):
-                        await ctx.docker.call(
-                            networks.connect, view.id, name, m.old.get("ip_address"),
-                            m.old.get("mac_address")
-                            if ctx.docker.supports(containers.PER_ENDPOINT_MAC_API) else None)
+                    mac = (m.old.get("mac_address")
+                           if ctx.docker.supports(containers.PER_ENDPOINT_MAC_API) else None)
+                    await ctx.networks.connect(view.id, name, m.old.get("ip_address"), mac)
         except (docker.errors.APIError, OperationFailed) as exc:
             text = error_text(exc)
             log.error("could not put %s back on %s: %s", [m.device for m in group], name, text)

@@ -28,7 +28,6 @@ from services.executor.dhcp.lease import Lease
 from services.executor.dhcp.netns import NetnsError
 from services.executor.engine import containers
 from services.executor.errors import DockerUnavailable, OperationFailed, error_text
-from services.executor.net import networks
 from services.executor.runtime import live
 
 log = logging.getLogger(__name__)
@@ -130,9 +129,8 @@ async def _connect(ctx: Context, device: str, vnic: dict[str, Any], ip: str) -> 
             await ctx.networks.ensure_macvlan(device, vnic, "dhcp-connect")
             mac = str(vnic["mac_address"]).lower()
             per_endpoint = ctx.docker.supports(containers.PER_ENDPOINT_MAC_API)
-            async with ctx.networks.locks.lane(vnic["network"]):
-                await ctx.docker.call(networks.connect, device, vnic["network"], ip,
-                                      mac if per_endpoint else None)
+            await ctx.networks.connect(device, vnic["network"], ip,
+                                       mac if per_endpoint else None)
         log.info("%s/%s: leased %s; connected to %s with it", device, key[1], ip,
                  vnic["network"])
     except (docker.errors.APIError, OperationFailed, DockerUnavailable) as exc:
@@ -196,8 +194,7 @@ async def _relink(ctx: Context, device: str, vnic: dict[str, Any], cid: str) -> 
     name, network = str(vnic["name"]), str(vnic["network"])
     log.info("%s/%s: the lease on file is not the endpoint's; leased again before the "
              "start", device, name)
-    async with ctx.networks.locks.lane(network):
-        await ctx.docker.call(networks.disconnect, cid, network)
+    await ctx.networks.disconnect(cid, network)
     host = ctx.hostns.path
     ip = await wiring.lease_first(device, vnic, host)
     if ip is not None:
@@ -207,10 +204,9 @@ async def _relink(ctx: Context, device: str, vnic: dict[str, Any], cid: str) -> 
         try:
             async with ctx.networks.locks.hold([network]):
                 await ctx.networks.ensure_macvlan(device, vnic, "dhcp-relink")
-                async with ctx.networks.locks.lane(network):
-                    await ctx.docker.call(networks.connect, cid, network, fixed,
-                                          str(vnic["mac_address"]).lower() if per_endpoint
-                                          else None)
+                await ctx.networks.connect(cid, network, fixed,
+                                           str(vnic["mac_address"]).lower() if per_endpoint
+                                           else None)
             return
         except (docker.errors.APIError, OperationFailed) as exc:
             log.warning("%s/%s: connecting with the lease %s failed: %s", device, name, ip,
