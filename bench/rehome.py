@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common_info import context
 from common.bus import Endpoints, RpcClient, Subscriber
 from common.messages import parse
-from services.executor.engine import macfix
+from services.executor.engine import containers, macfix
+from services.executor.engine.docker_api import version_tuple
 from testkit import dockerenv
 from testkit.executor import STANDIN_TAG, ExecutorProc, cleanup_instance, wait_ready
 from testkit.helpers import agent_env, heard, short_tmpdir, start_module, stop_process
@@ -314,10 +315,6 @@ def spaced(pool: ThreadPoolExecutor, fn: Any, items: list[str], spacing: float) 
         future.result()
 
 
-def version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".") if part.isdigit())
-
-
 def agent_share(moves: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[str, Any]:
     """The agent's total for the largest set (change event to every runtime re-homed)
     beside the engine's floor for the same runtimes, each the median of its runs, and
@@ -404,7 +401,8 @@ def main() -> int:
             if not args.no_floor:
                 # Engines before API 1.44 cannot set an endpoint's MAC; the agent sets it
                 # after each connect, and floors with that fix-up alternate with bare ones.
-                fixups = version_tuple(dc.api.api_version) < (1, 44)
+                fixups = (version_tuple(dc.api.api_version)
+                          < version_tuple(containers.PER_ENDPOINT_MAC_API))
                 floors: list[dict[str, Any]] = []
                 with_macs: list[dict[str, Any]] = []
                 for _ in range(args.repeat):
@@ -418,8 +416,8 @@ def main() -> int:
                     except RuntimeError as exc:  # the engine's own race (engine_floor)
                         figures["engine_floor_failed"] = str(exc)
                         break
+                moves = [figures["moves"][-1], *figures["repeats"]]
                 if floors:
-                    moves = [figures["moves"][-1], *figures["repeats"]]
                     figures["engine_floor"] = floors[-1]
                     figures["engine_floors"] = floors
                     figures["agent"] = agent_share(moves, floors)
