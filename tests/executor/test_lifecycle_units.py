@@ -105,7 +105,7 @@ async def test_an_exit_the_engine_took_with_it_is_taken_back(tmp_path: Path) -> 
         raise DockerUnavailable("socket not found")
     ctx.ops = OperationRegistry()
     ctx.destroying = False
-    ctx.view = SimpleNamespace(refresh=refresh)
+    ctx.view = SimpleNamespace(refresh=refresh, get=lambda device: None)
     dog = Watchdog(ctx)  # type: ignore[arg-type]
     assert await dog.record_exit("plc1", 1, False)  # a real crash before: kept
     view = ContainerView(id="c1", name="plc1", status="exited", running=False, pid=0,
@@ -118,6 +118,30 @@ async def test_an_exit_the_engine_took_with_it_is_taken_back(tmp_path: Path) -> 
     on_disk = json.loads((tmp_path / "lifecycle" / "plc1.json").read_text())
     assert [e["exit_code"] for e in on_disk["exits"]] == [1]
     assert ctx.ops.current("plc1") is None
+
+
+async def test_a_runtime_running_again_is_not_claimed(tmp_path: Path) -> None:
+    """The engine restarted the runtime itself before the watchdog's delay ran out: the
+    watchdog leaves it, without taking the device from a command arriving meanwhile."""
+    ctx = fake_context(tmp_path, restart_delay=0, crash_loop_exits=3, crash_loop_window=60)
+    claimed: list[str] = []
+
+    class Registry(OperationRegistry):
+        def begin(self, device: str, kind: str) -> None:
+            claimed.append(device)
+            super().begin(device, kind)
+
+    async def refresh(device: str) -> None:
+        raise AssertionError("a running runtime needs no engine call")
+    running = ContainerView(id="c1", name="plc1", status="running", running=True, pid=42,
+                            started_at=None, exit_code=None, restart_count=1, health=None,
+                            internal_ip=None)
+    ctx.ops = Registry()
+    ctx.destroying = False
+    ctx.view = SimpleNamespace(refresh=refresh, get={"plc1": running}.get)
+    dog = Watchdog(ctx)  # type: ignore[arg-type]
+    assert await dog.restart("plc1") is None
+    assert claimed == []
 
 
 @pytest.mark.parametrize(("env", "message"), [

@@ -188,6 +188,11 @@ class Watchdog:
         intent = ctx.intents.get(device)
         if intent.desired != RUNNING or intent.crash_loop or ctx.destroying:
             return None
+        seen = ctx.view.get(device)
+        if seen is not None and seen.running:
+            # Started again meanwhile (the engine's own restart): nothing to do, and the
+            # device is not claimed, so a command arriving now is not refused as busy.
+            return None
         try:
             ctx.ops.begin(device, OPERATION)
         except Busy as exc:
